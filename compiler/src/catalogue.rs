@@ -1,0 +1,613 @@
+//! The node catalogue: what ComfyUI says about each node class at `GET /object_info`.
+//!
+//! A snapshot is saved in the workflow repo (see [`normalize_snapshot`]) so checks run offline
+//! and a ComfyUI upgrade shows up as a diff. This module turns the snapshot into typed
+//! [`NodeClass`]es: inputs in order with their kind and constraints, outputs, whether the
+//! node is an output node, and which inputs name model files.
+//!
+//! Input specs come in several shapes, all handled here:
+//! - `["INT", {"min": 0, "max": 10, "default": 1}]` (also FLOAT, STRING, BOOLEAN);
+//! - `[["a", "b"], {...}]`: a combo given as its option list (the classic form);
+//! - `["COMBO", {"options": ["a", "b"], "multiselect": false}]`: the newer combo form;
+//! - `["IMAGE"]`, `["IMAGE,MASK"]`, `["*"]`: a link of one of these types;
+//! - `["COMFY_AUTOGROW_V3", {...}]` and other `COMFY_*` shapes of newer servers: kept as
+//!   link-typed inputs so unknown shapes never break loading;
+//! - hidden inputs: a bare string (`"PROMPT"`) or a one-element list.
+
+use std::collections::BTreeMap;
+
+use serde_json::{Map, Value};
+use sha2::{Digest, Sha256};
+
+/// Which section of the node's input spec an input came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Section {
+    Required,
+    Optional,
+    Hidden,
+}
+
+/// Kinds of file a combo input uploads (`image_upload`, `video_upload`, `audio_upload`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Upload {
+    Image,
+    Video,
+    Audio,
+}
+
+/// What an input accepts.
+#[derive(Debug, Clone, PartialEq)]
+pub enum InputKind {
+    Int {
+        min: Option<i128>,
+        max: Option<i128>,
+        step: Option<i128>,
+        default: Option<Value>,
+    },
+    Float {
+        min: Option<f64>,
+        max: Option<f64>,
+        step: Option<f64>,
+        default: Option<Value>,
+    },
+    String {
+        multiline: bool,
+        default: Option<Value>,
+    },
+    Boolean {
+        default: Option<Value>,
+    },
+    Combo {
+        options: Vec<Value>,
+        default: Option<Value>,
+        multiselect: bool,
+    },
+    /// An input fed by another node's output: one of these types (`*` accepts anything).
+    Link {
+        types: Vec<String>,
+    },
+    /// A hidden input the server fills in (`PROMPT`, `UNIQUE_ID`, ...).
+    Hidden {
+        what: String,
+    },
+}
+
+impl InputKind {
+    /// The type name ComfyUI uses when comparing a link with this input.
+    pub fn type_names(&self) -> Vec<String> {
+        match self {
+            InputKind::Int { .. } => vec!["INT".into()],
+            InputKind::Float { .. } => vec!["FLOAT".into()],
+            InputKind::String { .. } => vec!["STRING".into()],
+            InputKind::Boolean { .. } => vec!["BOOLEAN".into()],
+            InputKind::Combo { .. } => vec!["COMBO".into()],
+            InputKind::Link { types } => types.clone(),
+            InputKind::Hidden { what } => vec![what.clone()],
+        }
+    }
+
+    /// Widget inputs take literal values; link inputs take only links.
+    pub fn is_widget(&self) -> bool {
+        !matches!(self, InputKind::Link { .. } | InputKind::Hidden { .. })
+    }
+
+    pub fn default(&self) -> Option<&Value> {
+        match self {
+            InputKind::Int { default, .. }
+            | InputKind::Float { default, .. }
+            | InputKind::String { default, .. }
+            | InputKind::Boolean { default }
+            | InputKind::Combo { default, .. } => default.as_ref(),
+            InputKind::Link { .. } | InputKind::Hidden { .. } => None,
+        }
+    }
+}
+
+/// One input of a node class.
+#[derive(Debug, Clone, PartialEq)]
+pub struct InputSpec {
+    pub name: String,
+    pub section: Section,
+    pub kind: InputKind,
+    pub tooltip: Option<String>,
+    /// The front end adds a "control after generate" widget (seeds).
+    pub control_after_generate: bool,
+    /// Shown as a socket rather than a widget in the UI.
+    pub force_input: bool,
+    /// For a combo that names model files: the models folder (`checkpoints`, `loras`, ...).
+    pub model_folder: Option<String>,
+    pub upload: Option<Upload>,
+}
+
+impl InputSpec {
+    pub fn required(&self) -> bool {
+        self.section == Section::Required
+    }
+
+    /// A seed in all but name: an integer input the front end randomises, or one named so.
+    pub fn is_seed(&self) -> bool {
+        matches!(self.kind, InputKind::Int { .. })
+            && (self.control_after_generate || matches!(self.name.as_str(), "seed" | "noise_seed"))
+    }
+}
+
+/// One output slot of a node class.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OutputSpec {
+    /// The type name (`IMAGE`, `MODEL`, ...); an output whose type is an option list is `COMBO`.
+    pub ty: String,
+    pub name: String,
+    pub is_list: bool,
+}
+
+/// Everything the catalogue says about one node class.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NodeClass {
+    pub name: String,
+    pub display_name: Option<String>,
+    pub category: String,
+    pub output_node: bool,
+    pub api_node: bool,
+    pub deprecated: bool,
+    pub inputs: Vec<InputSpec>,
+    pub outputs: Vec<OutputSpec>,
+}
+
+impl NodeClass {
+    pub fn input(&self, name: &str) -> Option<&InputSpec> {
+        self.inputs.iter().find(|i| i.name == name)
+    }
+
+    /// Inputs a graph may set (not hidden), in the catalogue's order.
+    pub fn visible_inputs(&self) -> impl Iterator<Item = &InputSpec> {
+        self.inputs.iter().filter(|i| i.section != Section::Hidden)
+    }
+}
+
+/// A parsed snapshot of `GET /object_info`.
+#[derive(Debug, Clone, Default)]
+pub struct Catalogue {
+    classes: BTreeMap<String, NodeClass>,
+    hash: String,
+}
+
+/// A problem with one class of a snapshot; the rest still loads.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CatalogueIssue {
+    pub class: String,
+    pub message: String,
+}
+
+impl Catalogue {
+    /// Parses a snapshot. Classes that cannot be understood are skipped and reported; a
+    /// document that is not a JSON object is an error.
+    pub fn from_json(text: &str) -> Result<(Self, Vec<CatalogueIssue>), String> {
+        let value: Value = serde_json::from_str(text).map_err(|e| e.to_string())?;
+        Self::from_value(&value)
+    }
+
+    pub fn from_value(value: &Value) -> Result<(Self, Vec<CatalogueIssue>), String> {
+        let obj = value.as_object().ok_or_else(|| {
+            "an `/object_info` snapshot is a JSON object of node classes".to_owned()
+        })?;
+        let mut classes = BTreeMap::new();
+        let mut issues = Vec::new();
+        for (name, v) in obj {
+            match parse_class(name, v) {
+                Ok(c) => {
+                    classes.insert(name.clone(), c);
+                }
+                Err(message) => issues.push(CatalogueIssue {
+                    class: name.clone(),
+                    message,
+                }),
+            }
+        }
+        let hash = content_hash(value);
+        Ok((Self { classes, hash }, issues))
+    }
+
+    pub fn get(&self, class: &str) -> Option<&NodeClass> {
+        self.classes.get(class)
+    }
+
+    pub fn len(&self) -> usize {
+        self.classes.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.classes.is_empty()
+    }
+
+    pub fn classes(&self) -> impl Iterator<Item = &NodeClass> {
+        self.classes.values()
+    }
+
+    /// `sha256:` of the snapshot's canonical form (sorted keys, compact), so formatting does
+    /// not change it.
+    pub fn hash(&self) -> &str {
+        &self.hash
+    }
+
+    /// Class names close to `name`, for "did you mean" help.
+    pub fn similar(&self, name: &str) -> Option<&str> {
+        closest(name, self.classes.keys().map(String::as_str))
+    }
+}
+
+/// The canonical form of a snapshot as `comfyc nodes pull` writes it: object keys sorted at
+/// every level, pretty-printed, trailing newline. Input order survives in `input_order`.
+pub fn normalize_snapshot(value: &Value) -> String {
+    let mut s = serde_json::to_string_pretty(&sorted(value)).unwrap_or_default();
+    s.push('\n');
+    s
+}
+
+/// `value` with every object's keys sorted.
+pub fn sorted(value: &Value) -> Value {
+    match value {
+        Value::Object(m) => {
+            let mut keys: Vec<&String> = m.keys().collect();
+            keys.sort();
+            Value::Object(
+                keys.into_iter()
+                    .map(|k| (k.clone(), sorted(&m[k])))
+                    .collect(),
+            )
+        }
+        Value::Array(a) => Value::Array(a.iter().map(sorted).collect()),
+        other => other.clone(),
+    }
+}
+
+/// `sha256:<hex>` of the canonical compact JSON of `value`.
+pub fn content_hash(value: &Value) -> String {
+    let bytes = serde_json::to_vec(&sorted(value)).unwrap_or_default();
+    format!("sha256:{}", hex::encode(Sha256::digest(&bytes)))
+}
+
+fn parse_class(name: &str, v: &Value) -> Result<NodeClass, String> {
+    let obj = v.as_object().ok_or("not an object")?;
+    let input = obj.get("input").and_then(Value::as_object);
+    let order = obj.get("input_order").and_then(Value::as_object);
+    let mut inputs = Vec::new();
+    let category = obj
+        .get("category")
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_owned();
+    for (section_name, section) in [
+        ("required", Section::Required),
+        ("optional", Section::Optional),
+        ("hidden", Section::Hidden),
+    ] {
+        let Some(specs) = input
+            .and_then(|i| i.get(section_name))
+            .and_then(Value::as_object)
+        else {
+            continue;
+        };
+        // `input_order` survives key sorting; fall back to the object's own order.
+        let names: Vec<String> = match order
+            .and_then(|o| o.get(section_name))
+            .and_then(Value::as_array)
+        {
+            Some(list) => list
+                .iter()
+                .filter_map(Value::as_str)
+                .map(str::to_owned)
+                .collect(),
+            None => specs.keys().cloned().collect(),
+        };
+        for input_name in names {
+            let Some(spec) = specs.get(&input_name) else {
+                continue;
+            };
+            inputs.push(parse_input(name, &category, &input_name, section, spec));
+        }
+        // Inputs present but missing from input_order still count.
+        for (input_name, spec) in specs {
+            if !inputs
+                .iter()
+                .any(|i: &InputSpec| &i.name == input_name && i.section == section)
+            {
+                inputs.push(parse_input(name, &category, input_name, section, spec));
+            }
+        }
+    }
+    let types = obj
+        .get("output")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
+    let names = obj
+        .get("output_name")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
+    let lists = obj
+        .get("output_is_list")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
+    let outputs = types
+        .iter()
+        .enumerate()
+        .map(|(i, t)| {
+            let ty = match t {
+                Value::String(s) => s.clone(),
+                Value::Array(_) => "COMBO".to_owned(),
+                other => other.to_string(),
+            };
+            OutputSpec {
+                name: names
+                    .get(i)
+                    .and_then(Value::as_str)
+                    .unwrap_or(&ty)
+                    .to_owned(),
+                is_list: lists.get(i).and_then(Value::as_bool).unwrap_or(false),
+                ty,
+            }
+        })
+        .collect();
+    Ok(NodeClass {
+        name: name.to_owned(),
+        display_name: obj
+            .get("display_name")
+            .and_then(Value::as_str)
+            .map(str::to_owned),
+        category,
+        output_node: obj
+            .get("output_node")
+            .and_then(Value::as_bool)
+            .unwrap_or(false),
+        api_node: obj
+            .get("api_node")
+            .and_then(Value::as_bool)
+            .unwrap_or(false),
+        deprecated: obj
+            .get("deprecated")
+            .and_then(Value::as_bool)
+            .unwrap_or(false),
+        inputs,
+        outputs,
+    })
+}
+
+fn parse_input(
+    class: &str,
+    category: &str,
+    name: &str,
+    section: Section,
+    spec: &Value,
+) -> InputSpec {
+    let empty = Map::new();
+    let (head, opts) = match spec {
+        Value::Array(a) => (
+            a.first().cloned().unwrap_or(Value::Null),
+            a.get(1).and_then(Value::as_object).unwrap_or(&empty),
+        ),
+        other => (other.clone(), &empty),
+    };
+    let flag = |k: &str| opts.get(k).and_then(Value::as_bool).unwrap_or(false);
+    let default = opts.get("default").cloned();
+    let kind = if section == Section::Hidden {
+        InputKind::Hidden {
+            what: head.as_str().unwrap_or_default().to_owned(),
+        }
+    } else {
+        match &head {
+            Value::Array(options) => InputKind::Combo {
+                options: options.clone(),
+                default,
+                multiselect: flag("multiselect"),
+            },
+            Value::String(t) => match t.as_str() {
+                "INT" => InputKind::Int {
+                    min: opts.get("min").and_then(as_i128),
+                    max: opts.get("max").and_then(as_i128),
+                    step: opts.get("step").and_then(as_i128),
+                    default,
+                },
+                "FLOAT" => InputKind::Float {
+                    min: opts.get("min").and_then(Value::as_f64),
+                    max: opts.get("max").and_then(Value::as_f64),
+                    step: opts.get("step").and_then(Value::as_f64),
+                    default,
+                },
+                "STRING" => InputKind::String {
+                    multiline: flag("multiline"),
+                    default,
+                },
+                "BOOLEAN" => InputKind::Boolean { default },
+                "COMBO" => InputKind::Combo {
+                    options: opts
+                        .get("options")
+                        .and_then(Value::as_array)
+                        .cloned()
+                        .unwrap_or_default(),
+                    default,
+                    multiselect: flag("multiselect"),
+                },
+                other => InputKind::Link {
+                    types: other
+                        .split(',')
+                        .map(|s| s.trim().to_owned())
+                        .filter(|s| !s.is_empty())
+                        .collect(),
+                },
+            },
+            _ => InputKind::Link {
+                types: vec!["*".into()],
+            },
+        }
+    };
+    let upload = if flag("image_upload") {
+        Some(Upload::Image)
+    } else if flag("video_upload") {
+        Some(Upload::Video)
+    } else if flag("audio_upload") {
+        Some(Upload::Audio)
+    } else {
+        None
+    };
+    let model_folder = match &kind {
+        InputKind::Combo { options, .. } if upload.is_none() => {
+            model_folder(class, category, name, options)
+        }
+        _ => None,
+    };
+    InputSpec {
+        name: name.to_owned(),
+        section,
+        tooltip: opts
+            .get("tooltip")
+            .and_then(Value::as_str)
+            .map(str::to_owned),
+        control_after_generate: flag("control_after_generate"),
+        force_input: flag("forceInput"),
+        kind,
+        model_folder,
+        upload,
+    }
+}
+
+/// Which models folder a combo input draws from, if it names model files. ComfyUI does not
+/// say so directly; loader nodes name their model inputs consistently, and model lists hold
+/// file names with model extensions.
+fn model_folder(class: &str, category: &str, input: &str, options: &[Value]) -> Option<String> {
+    let by_name = match input {
+        "ckpt_name" => Some("checkpoints"),
+        "lora_name" => Some("loras"),
+        "vae_name" => Some("vae"),
+        "unet_name" => Some("diffusion_models"),
+        "control_net_name" => Some("controlnet"),
+        "style_model_name" => Some("style_models"),
+        "gligen_name" => Some("gligen"),
+        "hypernetwork_name" => Some("hypernetworks"),
+        "upscale_model" => Some("upscale_models"),
+        "audio_encoder_name" => Some("audio_encoders"),
+        "model_patch_name" | "name" if class.contains("ModelPatch") => Some("model_patches"),
+        n if n.starts_with("clip_name") => {
+            if class.contains("CLIPVision") {
+                Some("clip_vision")
+            } else {
+                Some("text_encoders")
+            }
+        }
+        "model_name" if class.contains("Upscale") => Some("upscale_models"),
+        "model_name" if class.contains("PhotoMaker") => Some("photomaker"),
+        _ => None,
+    };
+    if by_name.is_some() {
+        return by_name.map(str::to_owned);
+    }
+    let is_loader = class.contains("Loader") || category.starts_with("loaders");
+    let looks_like_files = !options.is_empty()
+        && options.iter().all(|o| {
+            o.as_str().is_some_and(|s| {
+                [
+                    ".safetensors",
+                    ".ckpt",
+                    ".pt",
+                    ".pth",
+                    ".bin",
+                    ".gguf",
+                    ".sft",
+                ]
+                .iter()
+                .any(|ext| s.ends_with(ext))
+            })
+        });
+    if is_loader && input.ends_with("_name") && (options.is_empty() || looks_like_files) {
+        return Some(input.trim_end_matches("_name").to_owned() + "s");
+    }
+    None
+}
+
+fn as_i128(v: &Value) -> Option<i128> {
+    v.as_i64()
+        .map(i128::from)
+        .or_else(|| v.as_u64().map(i128::from))
+        .or_else(|| {
+            v.as_f64()
+                .filter(|f| f.fract() == 0.0 && f.abs() < 1e30)
+                .map(|f| f as i128)
+        })
+}
+
+/// The candidate closest to `name` by edit distance, if it is close enough to be a typo.
+pub fn closest<'a>(name: &str, candidates: impl Iterator<Item = &'a str>) -> Option<&'a str> {
+    let limit = (name.chars().count() / 3).max(1);
+    let lower = name.to_lowercase();
+    candidates
+        .map(|c| (levenshtein(&lower, &c.to_lowercase()), c))
+        .filter(|(d, _)| *d <= limit)
+        .min_by_key(|(d, c)| (*d, *c))
+        .map(|(_, c)| c)
+}
+
+fn levenshtein(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut prev: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut cur = vec![i + 1];
+        for (j, cb) in b.iter().enumerate() {
+            let cost = usize::from(ca != *cb);
+            cur.push((prev[j] + cost).min(prev[j + 1] + 1).min(cur[j] + 1));
+        }
+        prev = cur;
+    }
+    prev[b.len()]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_each_spec_form() {
+        let text = r#"{"N": {"input": {
+            "required": {"a": ["INT", {"min": 0, "max": 18446744073709551615, "control_after_generate": true}],
+                         "b": [["x", "y"]], "c": ["COMBO", {"options": ["p"], "multiselect": false}],
+                         "d": ["IMAGE,MASK"], "e": ["COMFY_AUTOGROW_V3", {"template": {}}]},
+            "optional": {"f": ["STRING", {"multiline": true}]},
+            "hidden": {"g": "PROMPT", "h": ["UNIQUE_ID"]}},
+          "input_order": {"required": ["b", "a", "c", "d", "e"], "optional": ["f"], "hidden": ["g", "h"]},
+          "output": ["IMAGE", ["x", "y"]], "output_name": ["IMAGE", "choice"], "output_is_list": [false, true],
+          "output_node": false, "category": "test"}}"#;
+        let (cat, issues) = Catalogue::from_json(text).unwrap_or_default();
+        assert!(issues.is_empty());
+        let n = cat
+            .get("N")
+            .map(|n| n.clone())
+            .unwrap_or_else(|| panic!("class N"));
+        let names: Vec<_> = n.inputs.iter().map(|i| i.name.as_str()).collect();
+        assert_eq!(names, ["b", "a", "c", "d", "e", "f", "g", "h"]);
+        assert!(
+            matches!(n.inputs[1].kind, InputKind::Int { max: Some(m), .. } if m == u64::MAX as i128)
+        );
+        assert!(n.inputs[1].is_seed());
+        assert!(
+            matches!(&n.inputs[2].kind, InputKind::Combo { options, .. } if options.len() == 1)
+        );
+        assert_eq!(n.inputs[3].kind.type_names(), ["IMAGE", "MASK"]);
+        assert!(matches!(
+            n.inputs[5].kind,
+            InputKind::String {
+                multiline: true,
+                ..
+            }
+        ));
+        assert!(matches!(&n.inputs[7].kind, InputKind::Hidden { what } if what == "UNIQUE_ID"));
+        assert_eq!(n.outputs[1].ty, "COMBO");
+        assert!(n.outputs[1].is_list);
+    }
+
+    #[test]
+    fn closest_finds_typos() {
+        let c = ["KSampler", "KSamplerAdvanced", "SaveImage"];
+        assert_eq!(closest("KSampeler", c.into_iter()), Some("KSampler"));
+        assert_eq!(closest("Zzz", c.into_iter()), None);
+    }
+}

@@ -1,0 +1,588 @@
+//! Command-line interface of `comfyc`.
+
+use std::io::{IsTerminal, Write};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use serde_json::{Map, Value, json};
+
+use comfyc::catalogue::{Catalogue, normalize_snapshot};
+use comfyc::compile::{CONFIG_FILE, Compilation};
+use comfyc::definition::InputType;
+use comfyc::diagnostic::{self, RenderOptions};
+use comfyc::{FsLoader, Workflow, compile};
+
+const AFTER_HELP: &str = "\
+A workflow repository has a `comfyc.toml` at its root, a node catalogue snapshot
+(`nodes/object_info.json`, written by `comfyc nodes pull`), and definitions under
+`workflows/`: a TOML file per workflow beside its graph (API JSON or a `.j2` template).
+
+Examples:
+  comfyc check                         check the repository around the current directory
+  comfyc build --out build/            write graphs, input schemas and an index
+  comfyc render txt2img --set prompt='a red fox' --set steps=30 | curl -d @- http://127.0.0.1:8188/prompt
+  comfyc nodes pull --url http://127.0.0.1:8188
+
+Exit status: 0 clean (warnings allowed), 1 errors found, 2 usage or I/O error.";
+
+/// Compile typed ComfyUI workflow definitions into validated API graphs and input schemas.
+#[derive(Parser)]
+#[command(name = "comfyc", version, after_help = AFTER_HELP, max_term_width = 100)]
+struct Cli {
+    /// Workflow repository (default: the nearest directory upward holding a `comfyc.toml`).
+    #[arg(long, short = 'C', global = true, value_name = "DIR")]
+    dir: Option<PathBuf>,
+    /// Output format for diagnostics and results.
+    #[arg(long, global = true, value_enum, default_value_t = Format::Human)]
+    format: Format,
+    /// When to colour human output.
+    #[arg(long, global = true, value_enum, default_value_t = Color::Auto)]
+    color: Color,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Format {
+    /// Diagnostics with carets under the offending source, like rustc.
+    Human,
+    /// One JSON document on stdout, for tools and CI annotations.
+    Json,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Color {
+    Auto,
+    Always,
+    Never,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Check every workflow definition: structure, node catalogue, bindings, templates, lints.
+    ///
+    /// All problems are reported, not just the first. Templates are rendered with their
+    /// defaults, with every enum and model option, both booleans and each range's ends, and
+    /// every result is checked.
+    Check {
+        /// Workflow repository (same as --dir).
+        dir: Option<PathBuf>,
+        /// Treat warnings as errors (exit 1 when there are any).
+        #[arg(long)]
+        deny_warnings: bool,
+    },
+    /// Compile every workflow into DIR: NAME.workflow.json, NAME.schema.json and index.json.
+    ///
+    /// Output is byte-for-byte deterministic, so it can be committed and diffed. Nothing is
+    /// written when any workflow has errors.
+    Build {
+        /// Workflow repository (same as --dir).
+        dir: Option<PathBuf>,
+        /// Where to write the compiled files.
+        #[arg(long, short, value_name = "DIR")]
+        out: PathBuf,
+    },
+    /// Print the JSON Schema (draft 2020-12) of one workflow's inputs.
+    Schema {
+        /// Workflow name, or NAME@VERSION.
+        name: String,
+    },
+    /// Render one workflow with inputs into the request body for ComfyUI's `POST /prompt`.
+    ///
+    /// Inputs come from a file (`--inputs`: JSON, or TOML with the values at the top level or
+    /// under `[inputs]`, as in a job file) and from `--set`, which wins. Absent seed inputs
+    /// get a random value, reported on stderr.
+    Render {
+        /// Workflow name, or NAME@VERSION.
+        name: String,
+        /// File with input values (JSON or TOML).
+        #[arg(long, short, value_name = "FILE")]
+        inputs: Option<PathBuf>,
+        /// Set one input: `--set prompt='a red fox'`, `--set steps=30`. Values of string-like
+        /// inputs are taken as text; others are parsed as JSON.
+        #[arg(long = "set", short = 's', value_name = "NAME=VALUE")]
+        set: Vec<String>,
+        /// Print only the graph, not the `{"prompt": ...}` request body.
+        #[arg(long)]
+        graph_only: bool,
+    },
+    /// Work with the node catalogue snapshot.
+    #[command(subcommand)]
+    Nodes(NodesCommand),
+}
+
+#[derive(Subcommand)]
+enum NodesCommand {
+    /// Save a running ComfyUI's node catalogue (`GET /object_info`), sorted and pretty.
+    ///
+    /// Written to the repository's catalogue path (see `catalogue` in comfyc.toml) unless
+    /// `--out` is given, so a ComfyUI upgrade becomes a reviewable diff.
+    Pull(PullArgs),
+}
+
+#[derive(Args)]
+struct PullArgs {
+    /// Base URL of the ComfyUI server.
+    #[arg(long, default_value = "http://127.0.0.1:8188")]
+    url: String,
+    /// Where to write the snapshot (`-` for stdout).
+    #[arg(long, short, value_name = "FILE")]
+    out: Option<PathBuf>,
+    /// Seconds to wait for the answer (the catalogue of a large install takes a while).
+    #[arg(long, default_value_t = 60)]
+    timeout: u64,
+}
+
+/// A failure that is not a diagnostic: bad usage, unreadable files, network errors.
+struct Fatal {
+    message: String,
+    help: Option<String>,
+}
+
+impl Fatal {
+    fn new(message: impl Into<String>) -> Self {
+        Self {
+            message: message.into(),
+            help: None,
+        }
+    }
+
+    fn help(mut self, help: impl Into<String>) -> Self {
+        self.help = Some(help.into());
+        self
+    }
+}
+
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let color = match cli.color {
+        Color::Always => true,
+        Color::Never => false,
+        Color::Auto => std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none(),
+    };
+    let ctx = Ctx {
+        format: cli.format,
+        render: RenderOptions { color },
+    };
+    let result = match cli.command {
+        Command::Check { dir, deny_warnings } => {
+            repo_dir(dir.or(cli.dir)).and_then(|d| ctx.check(&d, deny_warnings))
+        }
+        Command::Build { dir, out } => repo_dir(dir.or(cli.dir)).and_then(|d| ctx.build(&d, &out)),
+        Command::Schema { name } => repo_dir(cli.dir).and_then(|d| ctx.schema(&d, &name)),
+        Command::Render {
+            name,
+            inputs,
+            set,
+            graph_only,
+        } => repo_dir(cli.dir)
+            .and_then(|d| ctx.render(&d, &name, inputs.as_deref(), &set, graph_only)),
+        Command::Nodes(NodesCommand::Pull(args)) => ctx.pull(cli.dir, &args),
+    };
+    match result {
+        Ok(code) => code,
+        Err(f) => {
+            let mut err = std::io::stderr().lock();
+            if ctx.format == Format::Json {
+                let _ = writeln!(err, "{}", json!({"error": f.message, "help": f.help}));
+            } else {
+                let _ = writeln!(err, "error: {}", f.message);
+                if let Some(h) = f.help {
+                    let _ = writeln!(err, "  = help: {h}");
+                }
+            }
+            ExitCode::from(2)
+        }
+    }
+}
+
+/// The repository directory: given, or found upward from the current directory.
+fn repo_dir(given: Option<PathBuf>) -> Result<PathBuf, Fatal> {
+    if let Some(d) = given {
+        if !d.join(CONFIG_FILE).is_file() {
+            return Err(
+                Fatal::new(format!("`{}` has no `{CONFIG_FILE}`", d.display()))
+                    .help("point --dir at the root of a workflow repository"),
+            );
+        }
+        return Ok(d);
+    }
+    let cwd = std::env::current_dir()
+        .map_err(|e| Fatal::new(format!("cannot read the current directory: {e}")))?;
+    let mut dir = cwd.as_path();
+    loop {
+        if dir.join(CONFIG_FILE).is_file() {
+            return Ok(dir.to_path_buf());
+        }
+        match dir.parent() {
+            Some(p) => dir = p,
+            None => {
+                return Err(Fatal::new(format!("no `{CONFIG_FILE}` in `{}` or any parent directory", cwd.display()))
+                    .help("run inside a workflow repository, or pass --dir; `examples/` in the comfyc repo is one"));
+            }
+        }
+    }
+}
+
+struct Ctx {
+    format: Format,
+    render: RenderOptions,
+}
+
+impl Ctx {
+    fn compile(&self, dir: &Path) -> Compilation {
+        compile(Arc::new(FsLoader::new(dir)))
+    }
+
+    /// Prints diagnostics: for people on stderr (or stdout for `check`), for tools as JSON.
+    fn report(&self, c: &Compilation, to_stdout: bool) {
+        if self.format == Format::Json {
+            return;
+        }
+        let text = diagnostic::render_all(&c.diagnostics, &c.sources, self.render);
+        if to_stdout {
+            print!("{text}");
+        } else {
+            eprint!("{text}");
+        }
+    }
+
+    fn diagnostics_json(c: &Compilation) -> Value {
+        Value::Array(
+            c.diagnostics
+                .iter()
+                .map(|d| diagnostic::to_json(d, &c.sources))
+                .collect(),
+        )
+    }
+
+    fn check(&self, dir: &Path, deny_warnings: bool) -> Result<ExitCode, Fatal> {
+        let c = self.compile(dir);
+        let (errors, warnings) = diagnostic::count(&c.diagnostics);
+        if self.format == Format::Json {
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&json!({
+                    "definitions": c.definitions,
+                    "workflows": c.workflows.iter().map(Workflow::id).collect::<Vec<_>>(),
+                    "errors": errors,
+                    "warnings": warnings,
+                    "diagnostics": Self::diagnostics_json(&c),
+                }))
+                .unwrap_or_default()
+            );
+        } else {
+            self.report(&c, true);
+            println!(
+                "checked {}: {}, {}",
+                plural(c.definitions, "workflow"),
+                plural(errors, "error"),
+                plural(warnings, "warning")
+            );
+        }
+        Ok(exit(errors > 0 || (deny_warnings && warnings > 0)))
+    }
+
+    fn build(&self, dir: &Path, out: &Path) -> Result<ExitCode, Fatal> {
+        let c = self.compile(dir);
+        let (errors, warnings) = diagnostic::count(&c.diagnostics);
+        self.report(&c, false);
+        if errors > 0 {
+            if self.format == Format::Json {
+                println!(
+                    "{}",
+                    json!({"errors": errors, "warnings": warnings, "diagnostics": Self::diagnostics_json(&c)})
+                );
+            } else {
+                eprintln!(
+                    "build failed: {}, {}; nothing written",
+                    plural(errors, "error"),
+                    plural(warnings, "warning")
+                );
+            }
+            return Ok(ExitCode::from(1));
+        }
+        let files = comfyc::build::outputs(&c);
+        std::fs::create_dir_all(out)
+            .map_err(|e| Fatal::new(format!("cannot create `{}`: {e}", out.display())))?;
+        let mut changed = 0;
+        for f in &files {
+            let path = out.join(&f.path);
+            if std::fs::read_to_string(&path).ok().as_deref() == Some(f.contents.as_str()) {
+                continue;
+            }
+            // Write beside, then rename: a reader never sees half a file.
+            let tmp = out.join(format!(".{}.tmp", f.path));
+            std::fs::write(&tmp, &f.contents)
+                .and_then(|()| std::fs::rename(&tmp, &path))
+                .map_err(|e| Fatal::new(format!("cannot write `{}`: {e}", path.display())))?;
+            changed += 1;
+        }
+        if self.format == Format::Json {
+            println!(
+                "{}",
+                json!({"written": files.iter().map(|f| &f.path).collect::<Vec<_>>(), "changed": changed, "warnings": warnings, "diagnostics": Self::diagnostics_json(&c)})
+            );
+        } else {
+            eprintln!(
+                "built {} into {} ({} changed, {})",
+                plural(c.workflows.len(), "workflow"),
+                out.display(),
+                plural(changed, "file"),
+                plural(warnings, "warning")
+            );
+        }
+        Ok(ExitCode::SUCCESS)
+    }
+
+    /// Compiles and finds one workflow; diagnostics of other workflows are not shown.
+    fn workflow<'c>(&self, c: &'c Compilation, name: &str) -> Result<&'c Workflow, Fatal> {
+        match c.find(name) {
+            Ok(w) => Ok(w),
+            Err(msg) => {
+                let (errors, _) = diagnostic::count(&c.diagnostics);
+                if errors > 0 {
+                    self.report(c, false);
+                    return Err(Fatal::new(msg)
+                        .help("the repository has errors (above); `comfyc check` lists them"));
+                }
+                Err(Fatal::new(msg))
+            }
+        }
+    }
+
+    fn schema(&self, dir: &Path, name: &str) -> Result<ExitCode, Fatal> {
+        let c = self.compile(dir);
+        let w = self.workflow(&c, name)?;
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&w.schema).unwrap_or_default()
+        );
+        Ok(ExitCode::SUCCESS)
+    }
+
+    fn render(
+        &self,
+        dir: &Path,
+        name: &str,
+        inputs_file: Option<&Path>,
+        set: &[String],
+        graph_only: bool,
+    ) -> Result<ExitCode, Fatal> {
+        let c = self.compile(dir);
+        let w = self.workflow(&c, name)?;
+        let mut inputs = match inputs_file {
+            Some(p) => read_inputs(p)?,
+            None => Map::new(),
+        };
+        for s in set {
+            let (k, v) = s.split_once('=').ok_or_else(|| {
+                Fatal::new(format!("`--set {s}` is not NAME=VALUE"))
+                    .help("for example `--set steps=30`")
+            })?;
+            let text_like = w.input(k).is_none_or(|i| {
+                matches!(i.ty, InputType::String | InputType::Enum | InputType::Model)
+                    || i.ty.is_file()
+            });
+            let value = if text_like {
+                Value::String(v.to_owned())
+            } else {
+                serde_json::from_str(v).unwrap_or_else(|_| Value::String(v.to_owned()))
+            };
+            inputs.insert(k.to_owned(), value);
+        }
+        let resolved = match w.resolve(&inputs, &mut || fastrand::u64(..(1 << 53))) {
+            Ok(r) => r,
+            Err(errors) => {
+                if self.format == Format::Json {
+                    println!("{}", json!({"errors": errors}));
+                } else {
+                    for e in &errors {
+                        eprintln!("error[job-input]: {}", e.message);
+                        if let Some(h) = &e.help {
+                            eprintln!("  = help: {h}");
+                        }
+                    }
+                    eprintln!(
+                        "`comfyc schema {}` shows every input with its type and range",
+                        w.id()
+                    );
+                }
+                return Ok(ExitCode::from(1));
+            }
+        };
+        for s in &resolved.picked_seeds {
+            eprintln!(
+                "seed `{s}`: picked {} (pass `--set {s}=N` to choose)",
+                resolved.values[s]
+            );
+        }
+        let graph = match w.render(&resolved.values) {
+            Ok(g) => g,
+            Err(e) => {
+                eprintln!("error: {}", e.message);
+                return Ok(ExitCode::from(1));
+            }
+        };
+        let out = if graph_only {
+            graph
+        } else {
+            json!({ "prompt": graph })
+        };
+        println!("{}", serde_json::to_string_pretty(&out).unwrap_or_default());
+        Ok(ExitCode::SUCCESS)
+    }
+
+    fn pull(&self, dir: Option<PathBuf>, args: &PullArgs) -> Result<ExitCode, Fatal> {
+        let out: Option<PathBuf> = match &args.out {
+            Some(p) if p.as_os_str() == "-" => None,
+            Some(p) => Some(p.clone()),
+            None => {
+                let d = repo_dir(dir).map_err(|f| {
+                    Fatal::new(format!("{}; and no --out was given", f.message))
+                        .help("pass `--out FILE` (or `-` for stdout)")
+                })?;
+                let text = std::fs::read_to_string(d.join(CONFIG_FILE)).unwrap_or_default();
+                let config: comfyc::definition::RepoConfig =
+                    toml::from_str(&text).map_err(|e| {
+                        Fatal::new(format!("`{CONFIG_FILE}` is invalid: {}", e.message()))
+                            .help("`comfyc check` shows where")
+                    })?;
+                Some(d.join(config.catalogue))
+            }
+        };
+        let base = args.url.trim_end_matches('/');
+        let url = format!("{base}/object_info");
+        let client = reqwest::blocking::Client::builder()
+            .timeout(Duration::from_secs(args.timeout))
+            .connect_timeout(Duration::from_secs(10))
+            .build()
+            .map_err(|e| Fatal::new(format!("cannot set up HTTP: {e}")))?;
+        let response = client.get(&url).send().map_err(|e| {
+            let why = if e.is_timeout() {
+                "timed out".to_owned()
+            } else if e.is_connect() {
+                "could not connect".to_owned()
+            } else {
+                e.to_string()
+            };
+            Fatal::new(format!("cannot fetch `{url}`: {why}")).help(format!(
+                "is ComfyUI running there? check the address with `curl {url}`"
+            ))
+        })?;
+        let status = response.status();
+        let body = response
+            .text()
+            .map_err(|e| Fatal::new(format!("reading `{url}` failed: {e}")))?;
+        if !status.is_success() {
+            return Err(Fatal::new(format!(
+                "`{url}` answered {status}: {}",
+                body.chars().take(200).collect::<String>()
+            )));
+        }
+        let value: Value = serde_json::from_str(&body).map_err(|e| {
+            Fatal::new(format!("`{url}` did not answer with JSON: {e}"))
+                .help("is that address a ComfyUI server?")
+        })?;
+        let (catalogue, issues) = Catalogue::from_value(&value).map_err(Fatal::new)?;
+        let text = normalize_snapshot(&value);
+        let Some(path) = out else {
+            print!("{text}");
+            return Ok(ExitCode::SUCCESS);
+        };
+        let summary = match std::fs::read_to_string(&path)
+            .ok()
+            .and_then(|t| Catalogue::from_json(&t).ok())
+        {
+            Some((old, _)) => {
+                let added = catalogue
+                    .classes()
+                    .filter(|c| old.get(&c.name).is_none())
+                    .count();
+                let removed = old
+                    .classes()
+                    .filter(|c| catalogue.get(&c.name).is_none())
+                    .count();
+                let changed = catalogue
+                    .classes()
+                    .filter(|c| old.get(&c.name).is_some_and(|o| o != *c))
+                    .count();
+                format!(" ({added} added, {removed} removed, {changed} changed)")
+            }
+            None => String::new(),
+        };
+        if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+            std::fs::create_dir_all(parent)
+                .map_err(|e| Fatal::new(format!("cannot create `{}`: {e}", parent.display())))?;
+        }
+        let tmp = path.with_extension("json.tmp");
+        std::fs::write(&tmp, &text)
+            .and_then(|()| std::fs::rename(&tmp, &path))
+            .map_err(|e| Fatal::new(format!("cannot write `{}`: {e}", path.display())))?;
+        for i in &issues {
+            eprintln!(
+                "warning: node class `{}` was not understood: {}",
+                i.class, i.message
+            );
+        }
+        eprintln!(
+            "pulled {} from {base} into {}{summary}",
+            plural(catalogue.len(), "node class"),
+            path.display()
+        );
+        Ok(ExitCode::SUCCESS)
+    }
+}
+
+/// Reads job inputs from JSON or TOML; a job file's `inputs` table is used when present.
+fn read_inputs(path: &Path) -> Result<Map<String, Value>, Fatal> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| Fatal::new(format!("cannot read `{}`: {e}", path.display())))?;
+    let value: Value = if path.extension().is_some_and(|e| e == "toml") {
+        let t: toml::Table = toml::from_str(&text).map_err(|e| {
+            Fatal::new(format!(
+                "`{}` is not valid TOML: {}",
+                path.display(),
+                e.message().trim()
+            ))
+        })?;
+        comfyc::inputs::toml_to_json(&toml::Value::Table(t))
+    } else {
+        serde_json::from_str(&text)
+            .map_err(|e| Fatal::new(format!("`{}` is not valid JSON: {e}", path.display())))?
+    };
+    let value = match value {
+        Value::Object(mut m) if m.get("inputs").is_some_and(Value::is_object) => {
+            m.remove("inputs").unwrap_or_default()
+        }
+        v => v,
+    };
+    match value {
+        Value::Object(m) => Ok(m),
+        _ => Err(Fatal::new(format!(
+            "`{}` must hold a table of input values",
+            path.display()
+        ))),
+    }
+}
+
+fn exit(failed: bool) -> ExitCode {
+    if failed {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    }
+}
+
+fn plural(n: usize, what: &str) -> String {
+    if n == 1 {
+        format!("1 {what}")
+    } else if what.ends_with("ss") {
+        format!("{n} {what}es")
+    } else {
+        format!("{n} {what}s")
+    }
+}

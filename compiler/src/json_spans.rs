@@ -1,0 +1,258 @@
+//! Byte spans for the values of a JSON document, by JSON pointer.
+//!
+//! `serde_json` parses the graph but forgets where things were. This scanner walks the same
+//! text once and records, for every object member and array element, the span of its value
+//! and (for members) of its key, so checks can point at `"class_type": "Nope"` in the graph
+//! file. It also reports duplicate keys, which `serde_json` silently collapses (ComfyUI would
+//! too, so a duplicated node id silently loses a node).
+//!
+//! The scanner never panics: on text that is not valid JSON it stops and keeps what it found.
+
+use std::collections::HashMap;
+use std::ops::Range;
+
+/// Spans of one JSON document.
+#[derive(Debug, Default, Clone)]
+pub struct JsonSpans {
+    values: HashMap<String, Range<usize>>,
+    keys: HashMap<String, Range<usize>>,
+    /// `(pointer of the member, span of the repeated key)`, in document order.
+    pub duplicates: Vec<(String, Range<usize>)>,
+}
+
+impl JsonSpans {
+    pub fn index(text: &str) -> Self {
+        let mut s = Scanner {
+            b: text.as_bytes(),
+            text,
+            i: 0,
+            out: JsonSpans::default(),
+        };
+        s.ws();
+        let _ = s.value(String::new(), 0);
+        s.out
+    }
+
+    /// Span of the value at `pointer` (`""` is the whole document).
+    pub fn value(&self, pointer: &str) -> Option<Range<usize>> {
+        self.values.get(pointer).cloned()
+    }
+
+    /// Span of the key of the member at `pointer`, or of its value when there is no key.
+    pub fn key(&self, pointer: &str) -> Option<Range<usize>> {
+        self.keys
+            .get(pointer)
+            .cloned()
+            .or_else(|| self.value(pointer))
+    }
+
+    /// The best span for `pointer`: its value, else the nearest ancestor's.
+    pub fn nearest(&self, pointer: &str) -> Range<usize> {
+        let mut p = pointer;
+        loop {
+            if let Some(r) = self.values.get(p) {
+                return r.clone();
+            }
+            match p.rfind('/') {
+                Some(i) => p = &p[..i],
+                None => return 0..0,
+            }
+        }
+    }
+}
+
+/// Escapes one reference token of a JSON pointer (RFC 6901).
+pub fn escape_token(token: &str) -> String {
+    token.replace('~', "~0").replace('/', "~1")
+}
+
+/// Builds a JSON pointer from reference tokens.
+pub fn pointer<'a>(tokens: impl IntoIterator<Item = &'a str>) -> String {
+    let mut p = String::new();
+    for t in tokens {
+        p.push('/');
+        p.push_str(&escape_token(t));
+    }
+    p
+}
+
+const MAX_DEPTH: usize = 256;
+
+struct Scanner<'a> {
+    b: &'a [u8],
+    text: &'a str,
+    i: usize,
+    out: JsonSpans,
+}
+
+impl Scanner<'_> {
+    fn ws(&mut self) {
+        while let Some(c) = self.b.get(self.i) {
+            if matches!(c, b' ' | b'\t' | b'\n' | b'\r') {
+                self.i += 1;
+            } else {
+                break;
+            }
+        }
+    }
+
+    fn peek(&self) -> Option<u8> {
+        self.b.get(self.i).copied()
+    }
+
+    fn value(&mut self, ptr: String, depth: usize) -> Option<()> {
+        if depth > MAX_DEPTH {
+            return None;
+        }
+        let start = self.i;
+        match self.peek()? {
+            b'{' => {
+                self.i += 1;
+                let mut seen: HashMap<String, ()> = HashMap::new();
+                self.ws();
+                if self.peek()? == b'}' {
+                    self.i += 1;
+                } else {
+                    loop {
+                        self.ws();
+                        let kstart = self.i;
+                        let key = self.string()?;
+                        let kspan = kstart..self.i;
+                        let child = format!("{ptr}/{}", escape_token(&key));
+                        if seen.insert(key, ()).is_some() {
+                            self.out.duplicates.push((child.clone(), kspan.clone()));
+                        }
+                        self.out.keys.insert(child.clone(), kspan);
+                        self.ws();
+                        if self.peek()? != b':' {
+                            return None;
+                        }
+                        self.i += 1;
+                        self.ws();
+                        self.value(child, depth + 1)?;
+                        self.ws();
+                        match self.peek()? {
+                            b',' => self.i += 1,
+                            b'}' => {
+                                self.i += 1;
+                                break;
+                            }
+                            _ => return None,
+                        }
+                    }
+                }
+            }
+            b'[' => {
+                self.i += 1;
+                self.ws();
+                if self.peek()? == b']' {
+                    self.i += 1;
+                } else {
+                    let mut n = 0usize;
+                    loop {
+                        self.ws();
+                        self.value(format!("{ptr}/{n}"), depth + 1)?;
+                        n += 1;
+                        self.ws();
+                        match self.peek()? {
+                            b',' => self.i += 1,
+                            b']' => {
+                                self.i += 1;
+                                break;
+                            }
+                            _ => return None,
+                        }
+                    }
+                }
+            }
+            b'"' => {
+                self.string()?;
+            }
+            _ => {
+                while let Some(c) = self.peek() {
+                    if matches!(c, b',' | b'}' | b']' | b' ' | b'\t' | b'\n' | b'\r') {
+                        break;
+                    }
+                    self.i += 1;
+                }
+                if self.i == start {
+                    return None;
+                }
+            }
+        }
+        self.out.values.insert(ptr, start..self.i);
+        Some(())
+    }
+
+    /// Scans a string literal and returns its decoded value.
+    fn string(&mut self) -> Option<String> {
+        if self.peek()? != b'"' {
+            return None;
+        }
+        let start = self.i;
+        self.i += 1;
+        let mut escaped = false;
+        loop {
+            match self.peek()? {
+                b'\\' => {
+                    escaped = true;
+                    self.i += 2;
+                }
+                b'"' => {
+                    self.i += 1;
+                    break;
+                }
+                _ => self.i += 1,
+            }
+        }
+        let raw = self.text.get(start..self.i)?;
+        if escaped {
+            serde_json::from_str(raw).ok()
+        } else {
+            Some(raw[1..raw.len() - 1].to_owned())
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn indexes_values_and_keys() {
+        let text = r#"{"3": {"class_type": "KSampler", "inputs": {"seed": 5, "model": ["4", 0]}},
+ "a/b": [1, {"x": "y\"z"}]}"#;
+        let s = JsonSpans::index(text);
+        assert_eq!(
+            &text[s.value("/3/class_type").unwrap_or(0..0)],
+            "\"KSampler\""
+        );
+        assert_eq!(&text[s.key("/3/inputs/seed").unwrap_or(0..0)], "\"seed\"");
+        assert_eq!(&text[s.value("/3/inputs/model/1").unwrap_or(0..0)], "0");
+        assert_eq!(&text[s.value("/a~1b/1/x").unwrap_or(0..0)], "\"y\\\"z\"");
+        assert_eq!(
+            &text[s.nearest("/3/inputs/nope")],
+            r#"{"seed": 5, "model": ["4", 0]}"#
+        );
+    }
+
+    #[test]
+    fn reports_duplicate_keys() {
+        let text = r#"{"1": {}, "2": {}, "1": {"x": 1}}"#;
+        let s = JsonSpans::index(text);
+        assert_eq!(s.duplicates.len(), 1);
+        assert_eq!(s.duplicates[0].0, "/1");
+        assert_eq!(&text[s.duplicates[0].1.clone()], "\"1\"");
+    }
+
+    #[test]
+    fn never_panics_on_garbage() {
+        for t in [
+            "", "{", "{\"a\"", "[1,", "\"\\", "{\"a\":}", "]]]", "{\"\\u12",
+        ] {
+            let _ = JsonSpans::index(t);
+        }
+        let deep = "[".repeat(10_000);
+        let _ = JsonSpans::index(&deep);
+    }
+}
