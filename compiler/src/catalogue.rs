@@ -561,7 +561,9 @@ fn levenshtein(a: &str, b: &str) -> usize {
     for i in 1..=a.len() {
         for j in 1..=b.len() {
             let cost = usize::from(a[i - 1] != b[j - 1]);
-            let mut v = (d[i - 1][j] + 1).min(d[i][j - 1] + 1).min(d[i - 1][j - 1] + cost);
+            let mut v = (d[i - 1][j] + 1)
+                .min(d[i][j - 1] + 1)
+                .min(d[i - 1][j - 1] + cost);
             if i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1] {
                 v = v.min(d[i - 2][j - 2] + 1);
             }
@@ -619,6 +621,9 @@ mod tests {
         let c = ["KSampler", "KSamplerAdvanced", "SaveImage"];
         assert_eq!(closest("KSampeler", c.into_iter()), Some("KSampler"));
         assert_eq!(closest("Zzz", c.into_iter()), None);
-        assert_eq!(closest("widht", ["width", "height"].into_iter()), Some("width"));
+        assert_eq!(
+            closest("widht", ["width", "height"].into_iter()),
+            Some("width")
+        );
     }
 }

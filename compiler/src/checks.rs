@@ -588,7 +588,7 @@ pub fn check_literal(spec: &InputSpec, v: &Value, models: &[ModelDecl]) -> Optio
         InputKind::Link { types } => Some(ValueProblem::new(
             Code::WrongType,
             format!(
-                "takes a link from a {} output, not a literal",
+                "takes a link from an output of type {}, not a literal",
                 types.join(" or ")
             ),
             "expected a link `[\"NODE\", SLOT]`",

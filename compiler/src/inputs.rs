@@ -299,7 +299,7 @@ impl Resolve<'_> {
                     Diagnostic::new(
                         Code::BadBinding,
                         format!(
-                            "`{node_id}.{input_name}` takes a link from a {} output, not a value",
+                            "`{node_id}.{input_name}` takes a link from an output of type {}, not a value",
                             types.join(" or ")
                         ),
                     )

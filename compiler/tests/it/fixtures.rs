@@ -15,20 +15,29 @@ fn case(path: &Path) -> String {
     let mut loader = repo();
     for entry in std::fs::read_dir(dir).unwrap_or_else(|e| panic!("{e}")) {
         let p = entry.unwrap_or_else(|e| panic!("{e}")).path();
-        let name = p.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        let name = p
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
         let is_definition = p.extension().is_some_and(|e| e == "toml");
         if is_definition && p != path {
             continue;
         }
         let text = std::fs::read_to_string(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
         if name.ends_with(".tmpl") {
-            loader.insert(format!("templates/{}", name.trim_end_matches(".tmpl")), text);
+            loader.insert(
+                format!("templates/{}", name.trim_end_matches(".tmpl")),
+                text,
+            );
         } else {
             loader.insert(format!("workflows/{name}"), text);
         }
     }
     let c = compile_mem(loader);
-    let stem = path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+    let stem = path
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_default();
     let code = stem.split(['.', '@']).next().unwrap_or_default();
     assert!(
         c.diagnostics.iter().any(|d| d.code.as_str() == code) || code == "clean",
@@ -36,16 +45,24 @@ fn case(path: &Path) -> String {
         rendered(&c)
     );
     if code == "clean" {
-        assert!(c.diagnostics.is_empty(), "fixture `{stem}` should be clean; got:\n{}", rendered(&c));
+        assert!(
+            c.diagnostics.is_empty(),
+            "fixture `{stem}` should be clean; got:\n{}",
+            rendered(&c)
+        );
     }
     rendered(&c)
 }
 
 #[test]
 fn diagnostics() {
-    insta::glob!(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/diagnostics"), "*.toml", |path| {
-        insta::assert_snapshot!(case(path));
-    });
+    insta::glob!(
+        concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/diagnostics"),
+        "*.toml",
+        |path| {
+            insta::assert_snapshot!(case(path));
+        }
+    );
 }
 
 #[test]
