@@ -555,8 +555,8 @@ fn levenshtein(a: &str, b: &str) -> usize {
     for (i, row) in d.iter_mut().enumerate() {
         row[0] = i;
     }
-    for j in 0..=b.len() {
-        d[0][j] = j;
+    for (j, cell) in d[0].iter_mut().enumerate() {
+        *cell = j;
     }
     for i in 1..=a.len() {
         for j in 1..=b.len() {
@@ -590,10 +590,7 @@ mod tests {
           "output_node": false, "category": "test"}}"#;
         let (cat, issues) = Catalogue::from_json(text).unwrap_or_default();
         assert!(issues.is_empty());
-        let n = cat
-            .get("N")
-            .map(|n| n.clone())
-            .unwrap_or_else(|| panic!("class N"));
+        let n = cat.get("N").cloned().unwrap_or_else(|| panic!("class N"));
         let names: Vec<_> = n.inputs.iter().map(|i| i.name.as_str()).collect();
         assert_eq!(names, ["b", "a", "c", "d", "e", "f", "g", "h"]);
         assert!(

@@ -76,12 +76,20 @@ impl GraphCheck<'_> {
             self.node_inputs(id, node, class, &mut out);
         }
         self.cycles(&mut out);
-        self.outputs_and_reachability(&mut out);
+        // After a broken link or node, "unreachable" warnings are only noise.
+        let broken = out.iter().any(|d| {
+            d.is_error()
+                && matches!(
+                    d.code,
+                    Code::LinkMissingNode | Code::LinkBadSlot | Code::BadLink | Code::WrongType
+                )
+        }) || !self.graph.broken.is_empty();
+        self.outputs_and_reachability(&mut out, broken);
         out
     }
 
     fn duplicates(&self, out: &mut Vec<Diagnostic>) {
-        for (ptr, span) in &self.spans.duplicates {
+        for (ptr, first, span) in &self.spans.duplicates {
             let Some(rest) = ptr.strip_prefix(self.base) else {
                 continue;
             };
@@ -95,7 +103,7 @@ impl GraphCheck<'_> {
                     format!("node id `{token}` appears more than once"),
                 )
                 .primary(self.file, span.clone(), "repeated here")
-                .secondary(self.file, self.node_key(token), "first defined here")
+                .secondary(self.file, first.clone(), "first defined here")
                 .help("JSON keeps only the last node with a given id; give each node its own id"),
             );
         }
@@ -108,6 +116,9 @@ impl GraphCheck<'_> {
         class: &NodeClass,
         out: &mut Vec<Diagnostic>,
     ) {
+        if self.graph.unreadable_inputs.contains(id) {
+            return;
+        }
         for spec in class.visible_inputs() {
             let bound = self.bound.contains(&(id.to_owned(), spec.name.clone()));
             match node.inputs.get(&spec.name) {
@@ -148,9 +159,19 @@ impl GraphCheck<'_> {
                     ),
                 )
                 .primary(self.file, self.input_key(id, name), "unknown input");
-                if let Some(s) =
-                    crate::catalogue::closest(name, class.visible_inputs().map(|i| i.name.as_str()))
-                {
+                let similar = crate::catalogue::closest(
+                    name,
+                    class.visible_inputs().map(|i| i.name.as_str()),
+                )
+                .or_else(|| {
+                    let lower = name.to_lowercase();
+                    class
+                        .visible_inputs()
+                        .filter(|i| !node.inputs.contains_key(&i.name))
+                        .find(|i| i.name.contains(&lower) || lower.contains(&i.name))
+                        .map(|i| i.name.as_str())
+                });
+                if let Some(s) = similar {
                     d = d.help(format!("did you mean `{s}`?"));
                 }
                 out.push(d);
@@ -181,7 +202,23 @@ impl GraphCheck<'_> {
                 if bound {
                     return;
                 }
-                if let Some(problem) = check_literal(spec, v, self.models) {
+                if let Value::String(s) = v
+                    && looks_like_base64(s)
+                {
+                    out.push(
+                        Diagnostic::new(
+                            Code::Base64Blob,
+                            format!(
+                                "input `{}` of node `{id}` ({}) embeds {} characters of base64 data",
+                                spec.name,
+                                class.name,
+                                s.len()
+                            ),
+                        )
+                        .primary(self.file, span, "embedded data")
+                        .help("keep the file beside the workflow and bind an image input to it instead"),
+                    );
+                } else if let Some(problem) = check_literal(spec, v, self.models) {
                     out.push(problem.into_diagnostic(
                         format!("input `{}` of node `{id}` ({})", spec.name, class.name),
                         self.file,
@@ -191,24 +228,13 @@ impl GraphCheck<'_> {
                     out.push(
                         Diagnostic::new(
                             Code::HardcodedSeed,
-                            format!("seed `{}` of node `{id}` is fixed at {v} and no input sets it", spec.name),
+                            format!("seed `{}` of node `{id}` ({}) is fixed at {v} and no input sets it", spec.name, class.name),
                         )
                         .primary(self.file, span, "every job gets this same seed")
                         .help(format!(
                             "bind it to a seed input: `[inputs.seed]` with `type = \"seed\"` and `to = \"{id}.{}\"`; the daemon then picks and records a seed for each job",
                             spec.name
                         )),
-                    );
-                } else if let Value::String(s) = v
-                    && looks_like_base64(s)
-                {
-                    out.push(
-                        Diagnostic::new(
-                            Code::Base64Blob,
-                            format!("input `{}` of node `{id}` embeds {} bytes of base64 data", spec.name, s.len()),
-                        )
-                        .primary(self.file, span, "embedded data")
-                        .help("keep the file beside the workflow and bind an image input to it instead"),
                     );
                 }
             }
@@ -225,6 +251,10 @@ impl GraphCheck<'_> {
         out: &mut Vec<Diagnostic>,
     ) {
         let Some(src_node) = self.graph.nodes.get(src) else {
+            if self.graph.broken.contains(src) {
+                // Its own shape error says what is wrong with it.
+                return;
+            }
             out.push(
                 Diagnostic::new(
                     Code::LinkMissingNode,
@@ -364,7 +394,7 @@ impl GraphCheck<'_> {
         d
     }
 
-    fn outputs_and_reachability(&self, out: &mut Vec<Diagnostic>) {
+    fn outputs_and_reachability(&self, out: &mut Vec<Diagnostic>, broken: bool) {
         let outputs: Vec<&str> = self
             .graph
             .nodes
@@ -382,8 +412,9 @@ impl GraphCheck<'_> {
             .values()
             .any(|n| self.catalogue.get(&n.class_type).is_none());
         if outputs.is_empty() {
-            // An unknown class might be the output node; its own error says enough.
-            if !unknown {
+            // An unknown class or an unreadable node might be the output node; its own error
+            // says enough.
+            if !unknown && !broken && !self.graph.root_invalid {
                 out.push(
                     Diagnostic::new(Code::NoOutputNode, "the graph has no output node, so ComfyUI would run nothing")
                         .primary(self.file, self.spans.nearest(self.base), "no output node in this graph")
@@ -403,7 +434,7 @@ impl GraphCheck<'_> {
             }
         }
         for (id, node) in &self.graph.nodes {
-            if !reached.contains(id.as_str()) {
+            if !broken && !reached.contains(id.as_str()) {
                 out.push(
                     Diagnostic::new(
                         Code::UnreachableNode,
@@ -496,6 +527,7 @@ impl ValueProblem {
 
 /// Checks a literal value against an input's catalogue spec the way ComfyUI validates it.
 pub fn check_literal(spec: &InputSpec, v: &Value, models: &[ModelDecl]) -> Option<ValueProblem> {
+    let sv = short(v);
     let wrong = |expected: &str| {
         Some(ValueProblem::new(
             Code::WrongType,
@@ -542,12 +574,12 @@ pub fn check_literal(spec: &InputSpec, v: &Value, models: &[ModelDecl]) -> Optio
                 let mut p = ValueProblem::new(
                     Code::ModelNotAvailable,
                     format!(
-                        "names model {v}, which is neither in the catalogue's `{folder}` list nor declared in `comfyc.toml`"
+                        "names model {sv}, which is neither in the catalogue's `{folder}` list nor declared in `comfyc.toml`"
                     ),
                     "unknown model file",
                 );
                 p.help = Some(format!(
-                    "declare it: `[[models]]` with `name = {v}` and `folder = \"{folder}\"` in `comfyc.toml`"
+                    "declare it: `[[models]]` with `name = {sv}` and `folder = \"{folder}\"` in `comfyc.toml`"
                 ));
                 return Some(p);
             }
@@ -555,7 +587,7 @@ pub fn check_literal(spec: &InputSpec, v: &Value, models: &[ModelDecl]) -> Optio
                 let mut p = ValueProblem::new(
                     Code::InputFileMissing,
                     format!(
-                        "names input file {v}, which ComfyUI's input folder did not hold when the catalogue was pulled"
+                        "names input file {sv}, which ComfyUI's input folder did not hold when the catalogue was pulled"
                     ),
                     "not on the server",
                 );
@@ -564,12 +596,12 @@ pub fn check_literal(spec: &InputSpec, v: &Value, models: &[ModelDecl]) -> Optio
             }
             let mut p = ValueProblem::new(
                 Code::NotInList,
-                format!("does not accept {v}"),
+                format!("does not accept {sv}"),
                 "not one of the options",
             );
             if options.is_empty() {
                 p.severity = Severity::Warning;
-                p.message = format!("has no options in the catalogue, so {v} cannot be checked");
+                p.message = format!("has no options in the catalogue, so {sv} cannot be checked");
                 p.label = "unchecked".into();
             } else {
                 let strs: Vec<&str> = options.iter().filter_map(Value::as_str).collect();
@@ -635,6 +667,16 @@ pub fn as_int(v: &Value) -> Option<i128> {
                 .filter(|f| f.fract() == 0.0 && f.abs() < 1e30)
                 .map(|f| f as i128)
         })
+}
+
+/// A value for a message: JSON, cut short when long.
+pub fn short(v: &Value) -> String {
+    let s = v.to_string();
+    if s.chars().count() > 60 {
+        format!("{}…", s.chars().take(50).collect::<String>())
+    } else {
+        s
+    }
 }
 
 /// The first few options, for messages.

@@ -302,8 +302,13 @@ fn parse_toml<T: serde::de::DeserializeOwned>(
             let message = e.message().trim().to_owned();
             let mut d = Diagnostic::new(Code::DefinitionInvalid, message.clone())
                 .primary(file, span, "here");
-            if message.contains("unknown field") {
-                d = d.help("see `schemas/workflow.schema.json` for every field; editors that read `#:schema` check as you type");
+            if let Some(rest) = message.strip_prefix("unknown field `") {
+                let field = rest.split('`').next().unwrap_or_default();
+                let expected: Vec<&str> = rest.split('`').skip(2).step_by(2).collect();
+                d = match crate::catalogue::closest(field, expected.iter().copied()) {
+                    Some(s) => d.help(format!("did you mean `{s}`?")),
+                    None => d.help("see `schemas/workflow.schema.json` for every field; editors that read `#:schema` check as you type"),
+                };
             }
             out.push(d);
             None
@@ -522,7 +527,8 @@ impl Unit<'_> {
     }
 
     /// Parses and checks graph text; `None` when it is not usable at all.
-    fn parse_graph(&mut self, gfile: FileId, text: &str, rendered: bool) -> Option<Parsed> {
+    fn parse_graph(&mut self, gfile: FileId, text: &str, template: Option<&str>) -> Option<Parsed> {
+        let rendered = template.is_some();
         let value: Value = match serde_json::from_str(text) {
             Ok(v) => v,
             Err(e) => {
@@ -539,7 +545,7 @@ impl Unit<'_> {
                     )
                 };
                 let mut d = Diagnostic::new(code, msg).primary(gfile, at..at + 1, "here");
-                if rendered && text.contains("\"\"") {
+                if template.is_some_and(|t| t.contains("\"{{")) {
                     d = d.help("values render as JSON literals with their own quotes: write `{{ prompt }}`, not `\"{{ prompt }}\"`");
                 }
                 self.out.push(d);
@@ -609,7 +615,7 @@ impl Unit<'_> {
         Value,
         Vec<(String, String)>,
     )> {
-        let parsed = self.parse_graph(gfile, text, false)?;
+        let parsed = self.parse_graph(gfile, text, None)?;
         let resolve = Resolve {
             file,
             catalogue: self.catalogue,
@@ -698,7 +704,7 @@ impl Unit<'_> {
             format!("{main} (rendered with defaults)"),
             rendered.as_str(),
         );
-        let parsed = self.parse_graph(rfile, &rendered, true)?;
+        let parsed = self.parse_graph(rfile, &rendered, Some(text))?;
         let bindings = Resolve {
             graph: Some(&parsed.graph),
             ..vars
@@ -738,7 +744,7 @@ impl Unit<'_> {
             let vfile = self
                 .sources
                 .add(format!("{main} (rendered with {label})"), rendered.as_str());
-            let Some(p) = self.parse_graph(vfile, &rendered, true) else {
+            let Some(p) = self.parse_graph(vfile, &rendered, Some(text)) else {
                 for d in &mut self.out[before..] {
                     d.notes.push(format!("when rendered with {label}"));
                 }

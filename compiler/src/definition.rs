@@ -98,6 +98,17 @@ impl InputType {
         }
     }
 
+    /// "an integer", "a string", ...
+    pub fn with_article(self) -> String {
+        let name = self.as_str();
+        let article = if name.starts_with(['a', 'e', 'i', 'o', 'u']) {
+            "an"
+        } else {
+            "a"
+        };
+        format!("{article} {name}")
+    }
+
     pub fn is_file(self) -> bool {
         matches!(
             self,
@@ -107,11 +118,34 @@ impl InputType {
 }
 
 /// A number as TOML writes it: integer or float.
-#[derive(Debug, Clone, Copy, PartialEq, Deserialize, JsonSchema)]
-#[serde(untagged)]
+#[derive(Debug, Clone, Copy, PartialEq, JsonSchema)]
+#[schemars(untagged)]
 pub enum Num {
     Int(i64),
     Float(f64),
+}
+
+// Hand-written so a wrong type reads "expected a number", not "did not match any variant".
+impl<'de> Deserialize<'de> for Num {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl serde::de::Visitor<'_> for V {
+            type Value = Num;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a number")
+            }
+            fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<Num, E> {
+                Ok(Num::Int(v))
+            }
+            fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<Num, E> {
+                Ok(i64::try_from(v).map_or(Num::Float(v as f64), Num::Int))
+            }
+            fn visit_f64<E: serde::de::Error>(self, v: f64) -> Result<Num, E> {
+                Ok(Num::Float(v))
+            }
+        }
+        d.deserialize_any(V)
+    }
 }
 
 impl Num {
@@ -222,7 +256,7 @@ pub struct InputDef {
     pub multiline: Option<bool>,
     /// Allowed values of an enum (or model); for a bound combo, a subset of the node's options.
     #[schemars(with = "Option<Vec<serde_json::Value>>")]
-    pub options: Option<Spanned<Vec<toml::Value>>>,
+    pub options: Option<Spanned<Vec<Spanned<toml::Value>>>>,
     /// Models folder of a `model` input (`checkpoints`, `loras`, ...); inferred when bound.
     #[schemars(with = "Option<String>")]
     pub folder: Option<Spanned<String>>,

@@ -219,6 +219,11 @@ impl Paint {
     }
 }
 
+/// Source lines longer than this many characters are shown as a window of this width.
+const MAX_LINE: usize = 120;
+/// Characters of context kept before a label in a windowed line.
+const WINDOW_BEFORE: usize = 30;
+
 /// Renders one diagnostic the way rustc and ruff do: a header, then each labelled line with
 /// carets under the span, then notes and help.
 pub fn render_human(diag: &Diagnostic, sources: &SourceMap, opts: RenderOptions) -> String {
@@ -280,6 +285,7 @@ pub fn render_human(diag: &Diagnostic, sources: &SourceMap, opts: RenderOptions)
         );
         let _ = writeln!(out, "{pad} {}", blue("|"));
         let mut last_line: Option<usize> = None;
+        let mut window = (0usize, 0usize);
         for (label, span) in &in_file {
             let (line, _) = file.line_col(span.start);
             let (end_line, _) = file.line_col(span.end);
@@ -289,23 +295,47 @@ pub fn render_human(diag: &Diagnostic, sources: &SourceMap, opts: RenderOptions)
                 let _ = writeln!(out, "{}", blue("..."));
             }
             let text = file.line(line);
+            let line_chars = text.chars().count();
+            let start_col = file.char_col(span.start);
+            let end_col = if end_line == line {
+                file.char_col(span.end)
+            } else {
+                line_chars
+            };
             if last_line != Some(line) {
+                // Very long lines (minified JSON, embedded data) are shown as a window
+                // around the first label on them.
+                window = if line_chars > MAX_LINE {
+                    let from = start_col.saturating_sub(WINDOW_BEFORE);
+                    (from, (from + MAX_LINE).min(line_chars))
+                } else {
+                    (0, line_chars)
+                };
+                let mut shown: String = text
+                    .chars()
+                    .skip(window.0)
+                    .take(window.1 - window.0)
+                    .collect();
+                if window.0 > 0 {
+                    shown.insert(0, '…');
+                }
+                if window.1 < line_chars {
+                    shown.push('…');
+                }
                 let _ = writeln!(
                     out,
                     "{} {} {}",
                     blue(&format!("{:>gutter$}", line + 1)),
                     blue("|"),
-                    text
+                    shown
                 );
             }
             last_line = Some(line);
-            let start_col = file.char_col(span.start);
-            let end_col = if end_line == line {
-                file.char_col(span.end)
-            } else {
-                text.chars().count()
-            };
+            let shift = usize::from(window.0 > 0);
+            let start_col = start_col.clamp(window.0, window.1);
+            let end_col = end_col.clamp(window.0, window.1);
             let width = end_col.saturating_sub(start_col).max(1);
+            let start_col = start_col - window.0 + shift;
             let (mark, color) = if label.primary {
                 ('^', sev_color)
             } else {

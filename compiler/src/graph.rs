@@ -14,6 +14,13 @@ use crate::json_spans::pointer;
 #[derive(Debug, Clone, Default)]
 pub struct Graph {
     pub nodes: IndexMap<String, Node>,
+    /// Ids present in the document whose node could not be read (reported as shape
+    /// problems); links to them are not reported again.
+    pub broken: std::collections::HashSet<String>,
+    /// Nodes whose `inputs` could not be read; their inputs are not checked.
+    pub unreadable_inputs: std::collections::HashSet<String>,
+    /// The document is not a node map at all.
+    pub root_invalid: bool,
 }
 
 /// One node of the graph.
@@ -32,7 +39,7 @@ pub enum InputValue<'a> {
     /// A literal value.
     Literal(&'a Value),
     /// An array that is not a well-formed link.
-    BadLink(&'static str),
+    BadLink(String),
 }
 
 /// Classifies an input value the way ComfyUI does: arrays are links.
@@ -41,12 +48,14 @@ pub fn classify(value: &Value) -> InputValue<'_> {
         Value::Array(a) => match a.as_slice() {
             [Value::String(node), slot] => match slot.as_u64() {
                 Some(slot) => InputValue::Link { node, slot },
-                None => InputValue::BadLink("the output slot of a link is a non-negative integer"),
+                None => InputValue::BadLink(
+                    "the output slot of a link is a non-negative integer".into(),
+                ),
             },
-            [Value::Number(_), _] => {
-                InputValue::BadLink("node ids in links are strings: write `[\"4\", 0]`")
-            }
-            _ => InputValue::BadLink("a link is `[\"NODE_ID\", OUTPUT_SLOT]`"),
+            [Value::Number(n), slot] => InputValue::BadLink(format!(
+                "node ids in links are strings: write `[\"{n}\", {slot}]`"
+            )),
+            _ => InputValue::BadLink("a link is `[\"NODE_ID\", OUTPUT_SLOT]`".into()),
         },
         other => InputValue::Literal(other),
     }
@@ -96,6 +105,7 @@ impl Graph {
             _ => (value, String::new()),
         };
         let Some(obj) = root.as_object() else {
+            graph.root_invalid = true;
             problems.push(ShapeProblem {
                 pointer: base.clone(),
                 message: format!(
@@ -109,6 +119,7 @@ impl Graph {
         for (id, node) in obj {
             let ptr = format!("{base}{}", pointer([id.as_str()]));
             let Some(n) = node.as_object() else {
+                graph.broken.insert(id.clone());
                 problems.push(ShapeProblem {
                     pointer: ptr,
                     message: format!("node `{id}` is {}, not an object", kind_of(node)),
@@ -119,6 +130,7 @@ impl Graph {
             let class_type = match n.get("class_type") {
                 Some(Value::String(s)) => s.clone(),
                 Some(other) => {
+                    graph.broken.insert(id.clone());
                     problems.push(ShapeProblem {
                         pointer: format!("{ptr}/class_type"),
                         message: format!(
@@ -130,6 +142,7 @@ impl Graph {
                     continue;
                 }
                 None => {
+                    graph.broken.insert(id.clone());
                     problems.push(ShapeProblem {
                         pointer: ptr,
                         message: format!("node `{id}` has no `class_type`"),
@@ -144,6 +157,7 @@ impl Graph {
                 Some(Value::Object(m)) => m.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
                 None => IndexMap::new(),
                 Some(other) => {
+                    graph.unreadable_inputs.insert(id.clone());
                     problems.push(ShapeProblem {
                         pointer: format!("{ptr}/inputs"),
                         message: format!(

@@ -219,7 +219,10 @@ impl Resolve<'_> {
         input.min_items = def.min_items;
         input.max_items = def.max_items;
 
-        self.default(&mut input, def, &bound, out);
+        // A default cannot be judged against constraints that are themselves wrong.
+        if out.iter().filter(|d| d.is_error()).count() == errors_before {
+            self.default(&mut input, def, &bound, out);
+        }
         let errors_after = out.iter().filter(|d| d.is_error()).count();
         (errors_after == errors_before).then_some(input)
     }
@@ -249,15 +252,23 @@ impl Resolve<'_> {
                 continue;
             };
             let Some(node) = graph.nodes.get(node_id) else {
-                let mut d = Diagnostic::new(
-                    Code::BadBinding,
-                    format!(
-                        "input `{name}` is bound to node `{node_id}`, which the graph does not have"
-                    ),
-                )
-                .primary(self.file, span, format!("no node `{node_id}`"));
-                if let Some(s) =
-                    crate::catalogue::closest(node_id, graph.nodes.keys().map(String::as_str))
+                let mut d = if self.template {
+                    Diagnostic::new(
+                        Code::BadBinding,
+                        format!("input `{name}` is bound to node `{node_id}`, which the template does not emit when rendered with the defaults"),
+                    )
+                    .primary(self.file, span, format!("no node `{node_id}` with the defaults"))
+                    .help("bind only nodes the template always emits; set values of other nodes through template variables")
+                } else {
+                    Diagnostic::new(
+                        Code::BadBinding,
+                        format!("input `{name}` is bound to node `{node_id}`, which the graph does not have"),
+                    )
+                    .primary(self.file, span, format!("no node `{node_id}`"))
+                };
+                if !self.template
+                    && let Some(s) =
+                        crate::catalogue::closest(node_id, graph.nodes.keys().map(String::as_str))
                 {
                     d = d.help(format!("did you mean node `{s}`?"));
                 }
@@ -365,7 +376,7 @@ impl Resolve<'_> {
                     .secondary(
                         self.file,
                         b.span.clone(),
-                        format!("bound to a {} input", natural.as_str()),
+                        format!("bound to {} input", natural.with_article()),
                     )
                     .help(format!(
                         "use `type = \"{}\"`, or leave `type` out to infer it",
@@ -393,12 +404,12 @@ impl Resolve<'_> {
                         .primary(
                             self.file,
                             b.span.clone(),
-                            format!("a {} input", natural_type(b.spec).as_str()),
+                            format!("{} input", natural_type(b.spec).with_article()),
                         )
                         .secondary(
                             self.file,
                             first.span.clone(),
-                            format!("a {} input", ty.as_str()),
+                            format!("{} input", ty.with_article()),
                         ),
                     );
                     return None;
@@ -485,8 +496,8 @@ impl Resolve<'_> {
                     Diagnostic::new(
                         Code::InputInvalid,
                         format!(
-                            "`{field}` applies to numbers, not to a {} input",
-                            input.ty.as_str()
+                            "`{field}` applies to numbers, not to {} input",
+                            input.ty.with_article()
                         ),
                     )
                     .primary(self.file, g.span(), "not a number input"),
@@ -550,8 +561,8 @@ impl Resolve<'_> {
                         Diagnostic::new(
                             Code::InputInvalid,
                             format!(
-                                "`{field}` applies to numbers, not to a {} input",
-                                input.ty.as_str()
+                                "`{field}` applies to numbers, not to {} input",
+                                input.ty.with_article()
                             ),
                         )
                         .primary(self.file, v.span(), "not a number input"),
@@ -591,8 +602,8 @@ impl Resolve<'_> {
                     Diagnostic::new(
                         Code::InputInvalid,
                         format!(
-                            "`{field}` applies to strings, not to a {} input",
-                            input.ty.as_str()
+                            "`{field}` applies to strings, not to {} input",
+                            input.ty.with_article()
                         ),
                     )
                     .primary(self.file, span, "not a string input"),
@@ -672,14 +683,18 @@ impl Resolve<'_> {
                         Diagnostic::new(
                             Code::InputInvalid,
                             format!(
-                                "`options` applies to enum and model inputs, not to a {} input",
-                                input.ty.as_str()
+                                "`options` applies to enum and model inputs, not to {} input",
+                                input.ty.with_article()
                             ),
                         )
                         .primary(self.file, given.span(), "not an enum"),
                     );
                 }
-                let values: Vec<Value> = given.get_ref().iter().map(toml_to_json).collect();
+                let values: Vec<Value> = given
+                    .get_ref()
+                    .iter()
+                    .map(|v| toml_to_json(v.get_ref()))
+                    .collect();
                 if values.is_empty() {
                     out.push(
                         Diagnostic::new(
@@ -692,7 +707,7 @@ impl Resolve<'_> {
                 if let Some(allowed) = &node_options
                     && (!allowed.is_empty() || input.ty != InputType::Model)
                 {
-                    for v in &values {
+                    for (v, item) in values.iter().zip(given.get_ref()) {
                         if !allowed.contains(v) {
                             let b = bound.first();
                             let mut d = Diagnostic::new(
@@ -704,16 +719,28 @@ impl Resolve<'_> {
                             )
                             .primary(
                                 self.file,
-                                given.span(),
-                                format!("{v} is not one of the node's options"),
+                                item.span(),
+                                "not one of the node's options",
                             );
                             if let Some(b) = b {
                                 d = d.secondary(self.file, b.span.clone(), "bound here");
                             }
-                            d = d.help(format!(
-                                "the node accepts: {}",
-                                crate::checks::preview(allowed)
-                            ));
+                            let strs: Vec<&str> =
+                                allowed.iter().filter_map(Value::as_str).collect();
+                            d = d.help(
+                                match v.as_str().and_then(|s| {
+                                    crate::catalogue::closest(s, strs.iter().copied())
+                                }) {
+                                    Some(s) => format!(
+                                        "did you mean \"{s}\"? the node accepts: {}",
+                                        crate::checks::preview(allowed)
+                                    ),
+                                    None => format!(
+                                        "the node accepts: {}",
+                                        crate::checks::preview(allowed)
+                                    ),
+                                },
+                            );
                             out.push(d);
                         }
                     }
@@ -758,8 +785,11 @@ impl Resolve<'_> {
     ) {
         let (value, span, from_graph) = match &def.default {
             Some(d) => (Some(toml_to_json(d.get_ref())), d.span(), false),
-            // A seed taken from the graph would make every job use the same seed.
-            None if input.ty == InputType::Seed => (None, input.span.clone(), false),
+            // A seed taken from the graph would make every job use the same seed, and a file
+            // name in the graph names a file on one server, not one a job provides.
+            None if input.ty == InputType::Seed || input.ty.is_file() => {
+                (None, input.span.clone(), false)
+            }
             None => match bound
                 .first()
                 .and_then(|b| b.literal.map(|l| (l, b.span.clone())))
@@ -817,9 +847,8 @@ impl Resolve<'_> {
             return;
         }
         for b in bound {
-            if let Some(p) = check_literal(b.spec, &value, self.models)
-                && p.severity == crate::diagnostic::Severity::Error
-            {
+            if let Some(p) = check_literal(b.spec, &value, self.models) {
+                let error = p.severity == crate::diagnostic::Severity::Error;
                 out.push(p.into_diagnostic(
                     format!(
                         "the default of input `{}`{origin}, bound to `{}`,",
@@ -828,7 +857,9 @@ impl Resolve<'_> {
                     self.file,
                     span.clone(),
                 ));
-                return;
+                if error {
+                    return;
+                }
             }
         }
         input.default = Some(value);
@@ -916,8 +947,8 @@ fn describe_kind(spec: &InputSpec) -> String {
         InputKind::String { .. } => "a string".into(),
         InputKind::Boolean { .. } => "a boolean".into(),
         InputKind::Combo { .. } => format!(
-            "one of its options (a {} input)",
-            natural_type(spec).as_str()
+            "one of its options ({} input)",
+            natural_type(spec).with_article()
         ),
         InputKind::Link { types } => format!("a link of type {}", types.join("/")),
         InputKind::Hidden { what } => format!("the hidden value {what}"),

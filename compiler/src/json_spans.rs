@@ -16,8 +16,8 @@ use std::ops::Range;
 pub struct JsonSpans {
     values: HashMap<String, Range<usize>>,
     keys: HashMap<String, Range<usize>>,
-    /// `(pointer of the member, span of the repeated key)`, in document order.
-    pub duplicates: Vec<(String, Range<usize>)>,
+    /// `(pointer of the member, span of its first key, span of the repeated key)`.
+    pub duplicates: Vec<(String, Range<usize>, Range<usize>)>,
 }
 
 impl JsonSpans {
@@ -120,8 +120,12 @@ impl Scanner<'_> {
                         let kspan = kstart..self.i;
                         let child = format!("{ptr}/{}", escape_token(&key));
                         if seen.insert(key, ()).is_some() {
-                            self.out.duplicates.push((child.clone(), kspan.clone()));
+                            let first = self.out.keys.get(&child).cloned().unwrap_or(kspan.clone());
+                            self.out
+                                .duplicates
+                                .push((child.clone(), first, kspan.clone()));
                         }
+                        // The last occurrence wins, as it does for serde_json and ComfyUI.
                         self.out.keys.insert(child.clone(), kspan);
                         self.ws();
                         if self.peek()? != b':' {
@@ -242,7 +246,9 @@ mod tests {
         let s = JsonSpans::index(text);
         assert_eq!(s.duplicates.len(), 1);
         assert_eq!(s.duplicates[0].0, "/1");
-        assert_eq!(&text[s.duplicates[0].1.clone()], "\"1\"");
+        assert_eq!(s.duplicates[0].1, 1..4);
+        assert_eq!(&text[s.duplicates[0].2.clone()], "\"1\"");
+        assert_eq!(s.duplicates[0].2.start, 19);
     }
 
     #[test]

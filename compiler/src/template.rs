@@ -141,7 +141,19 @@ impl TemplateSet {
     }
 }
 
-fn convert(e: minijinja::Error) -> RenderError {
+fn convert(outer: minijinja::Error) -> RenderError {
+    // An error inside an include is wrapped by one at the `{% include %}`; the innermost one
+    // says what went wrong and where.
+    let mut e = &outer;
+    let mut cur: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(&outer);
+    while let Some(s) = cur {
+        if let Some(m) = s.downcast_ref::<minijinja::Error>()
+            && m.name().is_some()
+        {
+            e = m;
+        }
+        cur = s.source();
+    }
     let mut message = e.kind().to_string();
     if let Some(d) = e.detail() {
         message = format!("{message}: {d}");
