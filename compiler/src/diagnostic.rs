@@ -272,7 +272,11 @@ pub fn render_human(diag: &Diagnostic, sources: &SourceMap, opts: RenderOptions)
             .map(|l| (*l, sources.clamp(*file_id, l.span.clone())))
             .collect();
         in_file.sort_by_key(|(l, span)| (span.start, !l.primary));
-        let first = &in_file[0].1;
+        // The header names where the problem is: the primary label, else the first one.
+        let first = in_file
+            .iter()
+            .find(|(l, _)| l.primary)
+            .map_or(&in_file[0].1, |(_, s)| s);
         let (line0, _) = file.line_col(first.start);
         let arrow = if fi == 0 { "-->" } else { ":::" };
         let _ = writeln!(
