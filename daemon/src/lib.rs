@@ -1,0 +1,1 @@
+//! comfyd: the job-directory daemon and its ComfyUI client.

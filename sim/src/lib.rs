@@ -1,0 +1,1 @@
+//! comfy-sim: a ComfyUI protocol simulator.
