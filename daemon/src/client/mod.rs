@@ -1,0 +1,542 @@
+//! A typed client for the ComfyUI server the daemon drives.
+//!
+//! Every endpoint the daemon needs, with typed answers and typed errors: what failed (the
+//! server is unreachable, too slow, rejected the prompt, answered an unexpected status, broke
+//! the protocol) decides whether the daemon waits and retries or fails the job. The websocket
+//! is an [`EventStream`] of typed [`Event`]s; [`Client::run_prompt`] does a whole prompt
+//! correctly (socket first, then submit, follow to the end, reconcile with `/history`).
+//!
+//! Timeouts allow for ComfyUI's ~0.3 s garbage-collection stalls after idling. No `Origin`
+//! header is sent: ComfyUI rejects mismatched origins on loopback.
+
+mod events;
+mod run;
+mod types;
+
+use std::path::Path;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_util::{SinkExt, StreamExt};
+use serde_json::{Value, json};
+use tokio::io::AsyncWriteExt;
+use tokio_tungstenite::tungstenite::Message;
+
+pub use events::{Event, ExecutionError, NodeProgress};
+pub use run::{Outcome, RunOptions, RunReport, RunTimings};
+pub use types::{
+    Device, ErrorInfo, FileRef, HistoryEntry, HistoryStatus, NodeError, OutputFile,
+    PromptRejection, Queue, QueueItem, Submitted, SystemInfo, SystemStats, Uploaded,
+};
+
+/// What can go wrong talking to ComfyUI.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ClientError {
+    /// Nothing answers at the address (down, restarting, wrong port).
+    #[error("ComfyUI at {url} is unreachable: {reason}")]
+    Unreachable { url: String, reason: String },
+    /// It answered too slowly.
+    #[error("ComfyUI at {url} did not answer within {after:?}")]
+    Timeout { url: String, after: Duration },
+    /// `POST /prompt` answered 400: the prompt is invalid.
+    #[error("ComfyUI rejected the prompt: {0}")]
+    Rejected(Box<PromptRejection>),
+    /// Another unexpected status; `json` holds a JSON body, `body` the text.
+    #[error("ComfyUI answered {status} to {url}: {body}")]
+    Http {
+        url: String,
+        status: u16,
+        body: String,
+        json: Option<Box<Value>>,
+    },
+    /// An answer of the wrong shape.
+    #[error("unexpected answer from {url}: {reason}")]
+    Protocol { url: String, reason: String },
+    /// The websocket failed or closed.
+    #[error("websocket to {url}: {reason}")]
+    Websocket { url: String, reason: String },
+    /// The prompt vanished: neither queued, running nor in the history (a restart lost it).
+    #[error("prompt {prompt_id} is gone from ComfyUI's queue and history (was it restarted?)")]
+    Lost { prompt_id: String },
+    /// A run took longer than its timeout; the prompt was interrupted.
+    #[error("prompt {prompt_id} ran longer than {after:?} and was interrupted")]
+    RunTimeout { prompt_id: String, after: Duration },
+    #[error("{path}: {source}")]
+    Io {
+        path: String,
+        source: std::io::Error,
+    },
+}
+
+impl ClientError {
+    /// Whether waiting and retrying may help: the server is down, restarting or overloaded.
+    /// A rejected prompt, a bad answer or a local I/O error will fail again.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            ClientError::Unreachable { .. }
+            | ClientError::Timeout { .. }
+            | ClientError::Websocket { .. }
+            | ClientError::Lost { .. } => true,
+            ClientError::Http { status, .. } => *status >= 500 || *status == 429,
+            _ => false,
+        }
+    }
+}
+
+/// Time limits of the client's requests.
+#[derive(Debug, Clone, Copy)]
+pub struct Timeouts {
+    /// Establishing a TCP connection.
+    pub connect: Duration,
+    /// One HTTP request, answer included. Well above ComfyUI's GC stalls.
+    pub request: Duration,
+    /// `GET /object_info`, slow on large installs.
+    pub object_info: Duration,
+}
+
+impl Default for Timeouts {
+    fn default() -> Self {
+        Self {
+            connect: Duration::from_secs(5),
+            request: Duration::from_secs(30),
+            object_info: Duration::from_secs(120),
+        }
+    }
+}
+
+/// Options of [`Client::upload_image`].
+#[derive(Debug, Clone, Default)]
+pub struct UploadOptions {
+    pub subfolder: Option<String>,
+    pub overwrite: bool,
+    /// `input` (default), `temp` or `output`.
+    pub kind: Option<String>,
+}
+
+/// A ComfyUI server.
+#[derive(Debug, Clone)]
+pub struct Client {
+    http: reqwest::Client,
+    base: String,
+    timeouts: Timeouts,
+}
+
+impl Client {
+    /// A client for the server at `base_url` (`http://127.0.0.1:8188`).
+    pub fn new(base_url: &str) -> Result<Client, ClientError> {
+        Self::with_timeouts(base_url, Timeouts::default())
+    }
+
+    pub fn with_timeouts(base_url: &str, timeouts: Timeouts) -> Result<Client, ClientError> {
+        let base = base_url.trim_end_matches('/').to_owned();
+        if !base.starts_with("http://") && !base.starts_with("https://") {
+            return Err(ClientError::Protocol {
+                url: base,
+                reason: "the ComfyUI URL must start with http:// or https://".into(),
+            });
+        }
+        let http = reqwest::Client::builder()
+            .connect_timeout(timeouts.connect)
+            .timeout(timeouts.request)
+            .build()
+            .map_err(|e| ClientError::Protocol {
+                url: base.clone(),
+                reason: e.to_string(),
+            })?;
+        Ok(Client {
+            http,
+            base,
+            timeouts,
+        })
+    }
+
+    pub fn url(&self) -> &str {
+        &self.base
+    }
+
+    fn endpoint(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    fn map_err(&self, url: &str, e: reqwest::Error, timeout: Duration) -> ClientError {
+        if e.is_timeout() {
+            ClientError::Timeout {
+                url: url.to_owned(),
+                after: timeout,
+            }
+        } else if e.is_connect() || e.is_request() {
+            let mut reason = e.to_string();
+            let mut source = std::error::Error::source(&e);
+            while let Some(s) = source {
+                reason = s.to_string();
+                source = s.source();
+            }
+            ClientError::Unreachable {
+                url: url.to_owned(),
+                reason,
+            }
+        } else {
+            ClientError::Protocol {
+                url: url.to_owned(),
+                reason: e.to_string(),
+            }
+        }
+    }
+
+    /// Sends a request and returns the body of a 2xx answer; other statuses are errors.
+    async fn send(
+        &self,
+        req: reqwest::RequestBuilder,
+        url: &str,
+        timeout: Duration,
+    ) -> Result<Bytes, ClientError> {
+        let resp = req
+            .timeout(timeout)
+            .send()
+            .await
+            .map_err(|e| self.map_err(url, e, timeout))?;
+        let status = resp.status();
+        let body = resp
+            .bytes()
+            .await
+            .map_err(|e| self.map_err(url, e, timeout))?;
+        if status.is_success() {
+            return Ok(body);
+        }
+        let text = String::from_utf8_lossy(&body).into_owned();
+        Err(ClientError::Http {
+            url: url.to_owned(),
+            status: status.as_u16(),
+            json: serde_json::from_str(&text).ok().map(Box::new),
+            body: text,
+        })
+    }
+
+    async fn get_json<T: serde::de::DeserializeOwned>(&self, path: &str) -> Result<T, ClientError> {
+        let url = self.endpoint(path);
+        let body = self
+            .send(self.http.get(&url), &url, self.timeouts.request)
+            .await?;
+        parse(&url, &body)
+    }
+
+    async fn post_json(&self, path: &str, body: &Value) -> Result<Bytes, ClientError> {
+        let url = self.endpoint(path);
+        self.send(self.http.post(&url).json(body), &url, self.timeouts.request)
+            .await
+    }
+
+    /// `POST /prompt`. A 400 is [`ClientError::Rejected`]; a 200 may still carry
+    /// `node_errors` (only the valid outputs run).
+    pub async fn submit(
+        &self,
+        prompt: &Value,
+        client_id: &str,
+        prompt_id: Option<&str>,
+        extra_data: Option<&Value>,
+    ) -> Result<Submitted, ClientError> {
+        let url = self.endpoint("/prompt");
+        let mut body = json!({"prompt": prompt, "client_id": client_id});
+        if let Some(id) = prompt_id {
+            body["prompt_id"] = id.into();
+        }
+        if let Some(extra) = extra_data {
+            body["extra_data"] = extra.clone();
+        }
+        match self
+            .send(
+                self.http.post(&url).json(&body),
+                &url,
+                self.timeouts.request,
+            )
+            .await
+        {
+            Ok(bytes) => parse(&url, &bytes),
+            Err(ClientError::Http {
+                status: 400,
+                json: Some(j),
+                url,
+                body,
+            }) => match serde_json::from_value::<PromptRejection>((*j).clone()) {
+                Ok(r) => Err(ClientError::Rejected(Box::new(r))),
+                Err(_) => Err(ClientError::Http {
+                    url,
+                    status: 400,
+                    body,
+                    json: Some(j),
+                }),
+            },
+            Err(e) => Err(e),
+        }
+    }
+
+    /// `GET /history/ID`: `None` while ComfyUI has no entry for it.
+    pub async fn history(&self, prompt_id: &str) -> Result<Option<HistoryEntry>, ClientError> {
+        let all: serde_json::Map<String, Value> =
+            self.get_json(&format!("/history/{prompt_id}")).await?;
+        match all.get(prompt_id) {
+            None => Ok(None),
+            Some(v) => {
+                serde_json::from_value(v.clone())
+                    .map(Some)
+                    .map_err(|e| ClientError::Protocol {
+                        url: self.endpoint("/history"),
+                        reason: e.to_string(),
+                    })
+            }
+        }
+    }
+
+    fn view_request(&self, file: &FileRef) -> (String, reqwest::RequestBuilder) {
+        let url = self.endpoint("/view");
+        let req = self.http.get(&url).query(&[
+            ("filename", &file.filename),
+            ("subfolder", &file.subfolder),
+            ("type", &file.kind),
+        ]);
+        (url, req)
+    }
+
+    /// `GET /view`, streamed into `dest` (created or truncated). Returns the bytes written.
+    pub async fn download(&self, file: &FileRef, dest: &Path) -> Result<u64, ClientError> {
+        let (url, req) = self.view_request(file);
+        // Outputs can be large videos: no whole-request timeout, only between chunks.
+        let resp = req
+            .timeout(Duration::from_secs(24 * 3600))
+            .send()
+            .await
+            .map_err(|e| self.map_err(&url, e, self.timeouts.request))?;
+        let status = resp.status();
+        if !status.is_success() {
+            let body = resp.text().await.unwrap_or_default();
+            return Err(ClientError::Http {
+                url,
+                status: status.as_u16(),
+                json: serde_json::from_str(&body).ok().map(Box::new),
+                body,
+            });
+        }
+        let io = |e: std::io::Error| ClientError::Io {
+            path: dest.display().to_string(),
+            source: e,
+        };
+        let mut out = tokio::fs::File::create(dest).await.map_err(io)?;
+        let mut stream = resp.bytes_stream();
+        let mut written = 0u64;
+        loop {
+            let chunk = tokio::time::timeout(self.timeouts.request, stream.next())
+                .await
+                .map_err(|_| ClientError::Timeout {
+                    url: url.clone(),
+                    after: self.timeouts.request,
+                })?;
+            match chunk {
+                None => break,
+                Some(Ok(bytes)) => {
+                    out.write_all(&bytes).await.map_err(io)?;
+                    written += bytes.len() as u64;
+                }
+                Some(Err(e)) => return Err(self.map_err(&url, e, self.timeouts.request)),
+            }
+        }
+        out.flush().await.map_err(io)?;
+        out.sync_all().await.map_err(io)?;
+        Ok(written)
+    }
+
+    /// `GET /view` into memory, for small files.
+    pub async fn view(&self, file: &FileRef) -> Result<Bytes, ClientError> {
+        let (url, req) = self.view_request(file);
+        self.send(req, &url, self.timeouts.request).await
+    }
+
+    /// `POST /upload/image`: makes `bytes` available to LoadImage as `name`.
+    pub async fn upload_image(
+        &self,
+        bytes: Vec<u8>,
+        name: &str,
+        opts: &UploadOptions,
+    ) -> Result<Uploaded, ClientError> {
+        let url = self.endpoint("/upload/image");
+        let mut form = reqwest::multipart::Form::new()
+            .part(
+                "image",
+                reqwest::multipart::Part::bytes(bytes).file_name(name.to_owned()),
+            )
+            .text("overwrite", if opts.overwrite { "true" } else { "false" });
+        if let Some(s) = &opts.subfolder {
+            form = form.text("subfolder", s.clone());
+        }
+        if let Some(k) = &opts.kind {
+            form = form.text("type", k.clone());
+        }
+        let body = self
+            .send(
+                self.http.post(&url).multipart(form),
+                &url,
+                self.timeouts.request,
+            )
+            .await?;
+        parse(&url, &body)
+    }
+
+    /// `GET /queue`, pending items in execution order.
+    pub async fn queue(&self) -> Result<Queue, ClientError> {
+        let v: Value = self.get_json("/queue").await?;
+        Ok(Queue::from_value(&v))
+    }
+
+    /// Removes pending prompts from the queue (running ones are not affected).
+    pub async fn delete_queued(&self, prompt_ids: &[&str]) -> Result<(), ClientError> {
+        self.post_json("/queue", &json!({"delete": prompt_ids}))
+            .await
+            .map(drop)
+    }
+
+    /// Removes every pending prompt.
+    pub async fn clear_queue(&self) -> Result<(), ClientError> {
+        self.post_json("/queue", &json!({"clear": true}))
+            .await
+            .map(drop)
+    }
+
+    /// `POST /interrupt`: the running prompt, or only `prompt_id` if it is the one running.
+    /// ComfyUI stops between nodes, not inside one.
+    pub async fn interrupt(&self, prompt_id: Option<&str>) -> Result<(), ClientError> {
+        let body = match prompt_id {
+            Some(id) => json!({"prompt_id": id}),
+            None => json!({}),
+        };
+        self.post_json("/interrupt", &body).await.map(drop)
+    }
+
+    /// `POST /free`: unload models and/or free memory, after the running prompt.
+    pub async fn free(&self, unload_models: bool, free_memory: bool) -> Result<(), ClientError> {
+        self.post_json(
+            "/free",
+            &json!({"unload_models": unload_models, "free_memory": free_memory}),
+        )
+        .await
+        .map(drop)
+    }
+
+    /// `GET /object_info`: the node catalogue.
+    pub async fn object_info(&self) -> Result<Value, ClientError> {
+        let url = self.endpoint("/object_info");
+        let body = self
+            .send(self.http.get(&url), &url, self.timeouts.object_info)
+            .await?;
+        parse(&url, &body)
+    }
+
+    /// `GET /system_stats`.
+    pub async fn system_stats(&self) -> Result<SystemStats, ClientError> {
+        self.get_json("/system_stats").await
+    }
+
+    /// `GET /models/FOLDER`: model files the server has.
+    pub async fn models(&self, folder: &str) -> Result<Vec<String>, ClientError> {
+        self.get_json(&format!("/models/{folder}")).await
+    }
+
+    /// Opens the websocket for `client_id`. Execution events of prompts submitted with the same
+    /// `client_id` come only to this socket, so connect before submitting.
+    pub async fn connect(&self, client_id: &str) -> Result<EventStream, ClientError> {
+        let ws_url = format!(
+            "{}/ws?clientId={client_id}",
+            self.base.replacen("http", "ws", 1)
+        );
+        let err = |reason: String| ClientError::Websocket {
+            url: ws_url.clone(),
+            reason,
+        };
+        let (mut socket, _) = tokio::time::timeout(
+            self.timeouts.request,
+            tokio_tungstenite::connect_async(&ws_url),
+        )
+        .await
+        .map_err(|_| ClientError::Timeout {
+            url: ws_url.clone(),
+            after: self.timeouts.request,
+        })?
+        .map_err(|e| match e {
+            tokio_tungstenite::tungstenite::Error::Io(io) => ClientError::Unreachable {
+                url: ws_url.clone(),
+                reason: io.to_string(),
+            },
+            other => err(other.to_string()),
+        })?;
+        // Previews then carry their prompt id.
+        let flags = json!({"type": "feature_flags", "data": {"supports_preview_metadata": true}});
+        socket
+            .send(Message::Text(flags.to_string().into()))
+            .await
+            .map_err(|e| err(e.to_string()))?;
+        Ok(EventStream {
+            socket,
+            url: ws_url,
+        })
+    }
+}
+
+fn parse<T: serde::de::DeserializeOwned>(url: &str, body: &[u8]) -> Result<T, ClientError> {
+    serde_json::from_slice(body).map_err(|e| ClientError::Protocol {
+        url: url.to_owned(),
+        reason: format!(
+            "{e}; the answer began {:?}",
+            String::from_utf8_lossy(&body[..body.len().min(120)])
+        ),
+    })
+}
+
+type Socket =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+/// The websocket as a stream of events.
+pub struct EventStream {
+    socket: Socket,
+    url: String,
+}
+
+impl std::fmt::Debug for EventStream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EventStream")
+            .field("url", &self.url)
+            .finish()
+    }
+}
+
+impl EventStream {
+    /// The next event; `None` when the server closed the socket. Frames that cannot be parsed
+    /// are errors, but the stream stays usable.
+    pub async fn next(&mut self) -> Option<Result<Event, ClientError>> {
+        loop {
+            let msg = match self.socket.next().await? {
+                Ok(m) => m,
+                Err(e) => {
+                    return Some(Err(ClientError::Websocket {
+                        url: self.url.clone(),
+                        reason: e.to_string(),
+                    }));
+                }
+            };
+            let parsed = match msg {
+                Message::Text(t) => Event::from_text(t.as_str()),
+                Message::Binary(b) => Event::from_binary(&b),
+                Message::Close(_) => return None,
+                // Pings are answered by the library; nothing else to report.
+                _ => continue,
+            };
+            return Some(parsed.map_err(|reason| ClientError::Protocol {
+                url: self.url.clone(),
+                reason,
+            }));
+        }
+    }
+
+    /// Closes the socket politely.
+    pub async fn close(mut self) {
+        let _ = self.socket.close(None).await;
+    }
+}

@@ -1,0 +1,428 @@
+//! Running one prompt from submission to every output, the way ComfyUI must be driven.
+//!
+//! 1. Connect the websocket with a client id *before* submitting: execution events go only to
+//!    the socket whose id equals the prompt's `client_id`.
+//! 2. Submit with that client id and a prompt id chosen here, so events that arrive before the
+//!    HTTP answer are already recognisable.
+//! 3. Follow the events to `executing {node: null}` for the prompt. A fully cached run sends no
+//!    `executing` frames for nodes and still ends that way, and is a success.
+//! 4. If the socket drops, reconnect with the same client id and check `/history`, which may
+//!    already hold the end; a prompt in neither the queue nor the history was lost (restart).
+//! 5. Reconcile with `/history/ID`: outputs can land there after the success event, so it is
+//!    polled until the entry is complete.
+
+use std::collections::BTreeSet;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use super::{Client, ClientError, Event, ExecutionError, HistoryEntry, OutputFile, Submitted};
+
+/// How a prompt ended.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+#[serde(tag = "outcome", rename_all = "snake_case")]
+pub enum Outcome {
+    Success,
+    Failed(ExecutionError),
+    Interrupted { node_id: String, node_type: String },
+}
+
+/// Options of [`Client::run_prompt`].
+#[derive(Debug, Clone)]
+pub struct RunOptions {
+    /// Client id for the websocket and the prompt; a new one when `None`.
+    pub client_id: Option<String>,
+    /// Prompt id to submit with; a new one when `None`.
+    pub prompt_id: Option<String>,
+    /// Longest the run may take, queueing included; the prompt is then interrupted.
+    pub timeout: Option<Duration>,
+    /// How long to wait for `/history` to hold a finished entry after the end event.
+    pub history_wait: Duration,
+    /// Attempts to reconnect a dropped websocket before giving up.
+    pub reconnects: u32,
+    /// `extra_data` for the prompt (ComfyUI stores it in the history).
+    pub extra_data: Option<Value>,
+}
+
+impl Default for RunOptions {
+    fn default() -> Self {
+        Self {
+            client_id: None,
+            prompt_id: None,
+            timeout: None,
+            history_wait: Duration::from_secs(10),
+            reconnects: 20,
+            extra_data: None,
+        }
+    }
+}
+
+/// Where the time went.
+#[derive(Debug, Clone, PartialEq, Default, serde::Serialize)]
+pub struct RunTimings {
+    /// Submission to `execution_start`: time spent queued.
+    pub queue_wait: Duration,
+    /// `execution_start` to the end.
+    pub execution: Duration,
+    /// Connect to the reconciled history.
+    pub total: Duration,
+    /// Each executed node, from its `executing` frame to the next.
+    pub nodes: Vec<(String, Duration)>,
+}
+
+/// Everything known about a finished prompt.
+#[derive(Debug, Clone)]
+pub struct RunReport {
+    pub prompt_id: String,
+    pub client_id: String,
+    /// ComfyUI's answer to the submission (`node_errors` of outputs that did not run).
+    pub submitted: Submitted,
+    pub outcome: Outcome,
+    /// Nodes served from the cache.
+    pub cached: Vec<String>,
+    /// Nodes executed, in order.
+    pub executed: Vec<String>,
+    /// Every output file, of every kind.
+    pub files: Vec<OutputFile>,
+    /// Outputs that are not files: `(node, kind, value)`.
+    pub data: Vec<(String, String, Value)>,
+    pub history: Option<HistoryEntry>,
+    pub timings: RunTimings,
+    /// How often the websocket had to be reconnected.
+    pub reconnects: u32,
+}
+
+impl RunReport {
+    pub fn succeeded(&self) -> bool {
+        self.outcome == Outcome::Success
+    }
+}
+
+/// Progress of a run while it is being followed.
+struct Follow {
+    prompt_id: String,
+    started: Option<Instant>,
+    ended: Option<Instant>,
+    outcome: Option<Outcome>,
+    cached: Vec<String>,
+    executed: Vec<String>,
+    current: Option<(String, Instant)>,
+    nodes: Vec<(String, Duration)>,
+    event_files: Vec<OutputFile>,
+}
+
+impl Follow {
+    /// Takes one event; true when the prompt has ended.
+    fn take(&mut self, event: &Event, now: Instant) -> bool {
+        let mine = event.prompt_id().is_some_and(|p| p == self.prompt_id);
+        match event {
+            Event::ExecutionStart { .. } if mine => self.started = Some(now),
+            Event::ExecutionCached { nodes, .. } if mine => {
+                self.cached.extend(nodes.iter().cloned())
+            }
+            Event::Executing { node, prompt_id } => {
+                // After a reconnect ComfyUI repeats the running node without a prompt id.
+                if !(mine || (prompt_id.is_none() && self.started.is_some())) {
+                    return false;
+                }
+                if let Some((n, t)) = self.current.take() {
+                    self.nodes.push((n, now - t));
+                }
+                match node {
+                    Some(n) => {
+                        if !self.executed.contains(n) {
+                            self.executed.push(n.clone());
+                        }
+                        self.current = Some((n.clone(), now));
+                    }
+                    None if mine => {
+                        self.ended = Some(now);
+                        self.outcome.get_or_insert(Outcome::Success);
+                        return true;
+                    }
+                    None => {}
+                }
+            }
+            Event::Executed { node, output, .. } if mine => {
+                let entry = HistoryEntry {
+                    prompt: Value::Null,
+                    outputs: [(
+                        node.clone(),
+                        serde_json::from_value(output.clone()).unwrap_or_default(),
+                    )]
+                    .into(),
+                    status: None,
+                    meta: Value::Null,
+                };
+                for f in entry.files() {
+                    if !self.event_files.contains(&f) {
+                        self.event_files.push(f);
+                    }
+                }
+            }
+            Event::ExecutionSuccess { .. } if mine => {
+                self.outcome = Some(Outcome::Success);
+            }
+            Event::ExecutionError(e) if mine => self.outcome = Some(Outcome::Failed(e.clone())),
+            Event::ExecutionInterrupted {
+                node_id, node_type, ..
+            } if mine => {
+                self.outcome = Some(Outcome::Interrupted {
+                    node_id: node_id.clone(),
+                    node_type: node_type.clone(),
+                });
+            }
+            _ => {}
+        }
+        false
+    }
+
+    /// Takes the end from a finished history entry, when the socket missed it.
+    fn take_history(&mut self, entry: &HistoryEntry, now: Instant) -> bool {
+        let Some(status) = &entry.status else {
+            return false;
+        };
+        if !status.completed && status.status_str != "error" {
+            return false;
+        }
+        for (name, data) in &status.messages {
+            let event =
+                match serde_json::to_string(&serde_json::json!({"type": name, "data": data})) {
+                    Ok(t) => Event::from_text(&t).ok(),
+                    Err(_) => None,
+                };
+            if let Some(e) = event {
+                self.take(&e, now);
+            }
+        }
+        self.started.get_or_insert(now);
+        self.ended = Some(now);
+        if self.outcome.is_none() {
+            self.outcome = Some(if status.status_str == "success" {
+                Outcome::Success
+            } else {
+                interrupted_unknown()
+            });
+        }
+        true
+    }
+}
+
+fn interrupted_unknown() -> Outcome {
+    Outcome::Interrupted {
+        node_id: String::new(),
+        node_type: String::new(),
+    }
+}
+
+impl Client {
+    /// Runs `prompt` (an API graph) to the end and reports every output. `on_event` sees every
+    /// event of the socket, for progress display.
+    pub async fn run_prompt(
+        &self,
+        prompt: &Value,
+        opts: &RunOptions,
+        on_event: &mut (dyn FnMut(&Event) + Send),
+    ) -> Result<RunReport, ClientError> {
+        let t0 = Instant::now();
+        let client_id = opts
+            .client_id
+            .clone()
+            .unwrap_or_else(|| uuid::Uuid::new_v4().simple().to_string());
+        let prompt_id = opts
+            .prompt_id
+            .clone()
+            .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+        let deadline = opts.timeout.map(|t| t0 + t);
+
+        let mut socket = Some(self.connect(&client_id).await?);
+        let submitted = self
+            .submit(
+                prompt,
+                &client_id,
+                Some(&prompt_id),
+                opts.extra_data.as_ref(),
+            )
+            .await?;
+        let submitted_at = Instant::now();
+        let prompt_id = submitted.prompt_id.clone();
+        let mut follow = Follow {
+            prompt_id: prompt_id.clone(),
+            started: None,
+            ended: None,
+            outcome: None,
+            cached: Vec::new(),
+            executed: Vec::new(),
+            current: None,
+            nodes: Vec::new(),
+            event_files: Vec::new(),
+        };
+        let mut reconnects = 0u32;
+
+        'run: loop {
+            let Some(ws) = socket.as_mut() else {
+                // Reconnect, then see whether the end already happened.
+                if reconnects >= opts.reconnects {
+                    return Err(ClientError::Websocket {
+                        url: self.url().to_owned(),
+                        reason: format!("gave up after {reconnects} reconnects"),
+                    });
+                }
+                reconnects += 1;
+                tokio::time::sleep(backoff(reconnects)).await;
+                match self.connect(&client_id).await {
+                    Ok(s) => socket = Some(s),
+                    Err(e) if e.is_transient() => {
+                        self.check_deadline(deadline, &prompt_id, opts).await?;
+                        continue;
+                    }
+                    Err(e) => return Err(e),
+                }
+                if let Some(entry) = self.history(&prompt_id).await.ok().flatten()
+                    && follow.take_history(&entry, Instant::now())
+                {
+                    break 'run;
+                }
+                if !self.queue().await?.contains(&prompt_id)
+                    && self.history(&prompt_id).await?.is_none()
+                {
+                    return Err(ClientError::Lost { prompt_id });
+                }
+                continue;
+            };
+            let next = match deadline {
+                Some(d) => match tokio::time::timeout_at(d.into(), ws.next()).await {
+                    Ok(n) => n,
+                    Err(_) => {
+                        self.check_deadline(deadline, &prompt_id, opts).await?;
+                        continue;
+                    }
+                },
+                None => ws.next().await,
+            };
+            match next {
+                Some(Ok(event)) => {
+                    on_event(&event);
+                    if follow.take(&event, Instant::now()) {
+                        break 'run;
+                    }
+                }
+                // A frame that does not parse is reported and skipped.
+                Some(Err(ClientError::Protocol { reason, .. })) => {
+                    tracing::warn!(%reason, "skipping a websocket frame");
+                }
+                Some(Err(_)) | None => {
+                    tracing::warn!(prompt_id, "websocket closed during the run; reconnecting");
+                    if let Some(s) = socket.take() {
+                        s.close().await;
+                    }
+                }
+            }
+        }
+        if let Some(s) = socket.take() {
+            s.close().await;
+        }
+
+        // Reconcile: outputs may reach the history after the end event.
+        let history = self
+            .settled_history(&prompt_id, &follow, opts.history_wait)
+            .await?;
+        let mut files = history
+            .as_ref()
+            .map(HistoryEntry::files)
+            .unwrap_or_default();
+        for f in &follow.event_files {
+            if !files.contains(f) {
+                files.push(f.clone());
+            }
+        }
+        let data = history.as_ref().map(HistoryEntry::data).unwrap_or_default();
+        let started = follow.started.unwrap_or(submitted_at);
+        let ended = follow.ended.unwrap_or_else(Instant::now);
+        let cached: Vec<String> = follow
+            .cached
+            .iter()
+            .cloned()
+            .collect::<BTreeSet<_>>()
+            .into_iter()
+            .collect();
+        Ok(RunReport {
+            prompt_id,
+            client_id,
+            submitted,
+            outcome: follow.outcome.unwrap_or(Outcome::Success),
+            cached,
+            executed: follow.executed,
+            files,
+            data,
+            history,
+            timings: RunTimings {
+                queue_wait: started.saturating_duration_since(submitted_at),
+                execution: ended.saturating_duration_since(started),
+                total: t0.elapsed(),
+                nodes: follow.nodes,
+            },
+            reconnects,
+        })
+    }
+
+    /// Past the deadline: interrupt (or unqueue) the prompt and fail the run.
+    async fn check_deadline(
+        &self,
+        deadline: Option<Instant>,
+        prompt_id: &str,
+        opts: &RunOptions,
+    ) -> Result<(), ClientError> {
+        let Some(d) = deadline else { return Ok(()) };
+        if Instant::now() < d {
+            return Ok(());
+        }
+        let _ = self.delete_queued(&[prompt_id]).await;
+        let _ = self.interrupt(Some(prompt_id)).await;
+        Err(ClientError::RunTimeout {
+            prompt_id: prompt_id.to_owned(),
+            after: opts.timeout.unwrap_or_default(),
+        })
+    }
+
+    /// Polls `/history/ID` until the entry is finished and holds at least the outputs the
+    /// events announced, or `wait` passes (then the last entry seen, if any).
+    async fn settled_history(
+        &self,
+        prompt_id: &str,
+        follow: &Follow,
+        wait: Duration,
+    ) -> Result<Option<HistoryEntry>, ClientError> {
+        let until = Instant::now() + wait;
+        let mut delay = Duration::from_millis(20);
+        let mut last = None;
+        loop {
+            match self.history(prompt_id).await {
+                Ok(Some(entry)) => {
+                    let done = entry
+                        .status
+                        .as_ref()
+                        .is_some_and(|s| s.completed || s.status_str == "error");
+                    let files = entry.files();
+                    let complete = follow.event_files.iter().all(|f| files.contains(f));
+                    if done && complete {
+                        return Ok(Some(entry));
+                    }
+                    last = Some(entry);
+                }
+                Ok(None) => {}
+                Err(e) if e.is_transient() => {}
+                Err(e) => return Err(e),
+            }
+            if Instant::now() >= until {
+                return Ok(last);
+            }
+            tokio::time::sleep(delay).await;
+            delay = (delay * 2).min(Duration::from_millis(500));
+        }
+    }
+}
+
+fn backoff(attempt: u32) -> Duration {
+    Duration::from_millis((100u64 << attempt.min(5)).min(3000))
+}
