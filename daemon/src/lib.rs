@@ -5,3 +5,4 @@
 //! submission to its outputs.
 
 pub mod client;
+pub mod job;

@@ -1,0 +1,349 @@
+//! Job files: what users drop into `jobs/inbox/`, parsed into [`Job`]s.
+//!
+//! A `.toml` or `.json` file is one job; a `.jsonl` file is one job per line; a `[sweep]`
+//! table expands into the cartesian product of its lists. Job files are untrusted: their size
+//! and the number of jobs they expand to are bounded, unknown fields are rejected, and ids are
+//! restricted to a safe character set because they name output folders.
+//!
+//! ```toml
+//! workflow = "txt2img"            # or "txt2img@1.0.0"
+//! id = "mug"                      # optional; default: the file name
+//! priority = 0                    # optional; higher runs first
+//! timeout = 600                   # optional, seconds
+//! [inputs]
+//! prompt = "a white ceramic mug on a marble countertop"
+//! [sweep]                         # optional: one job per combination
+//! seed = [1, 2, 3]
+//! steps = [20, 40]
+//! ```
+
+use std::collections::BTreeMap;
+
+use serde::Deserialize;
+use serde_json::{Map, Value};
+
+/// Largest job file read.
+pub const MAX_FILE_BYTES: u64 = 16 * 1024 * 1024;
+/// Most jobs one file may expand to (lines times sweep combinations).
+pub const MAX_JOBS_PER_FILE: usize = 100_000;
+
+/// One job, ready to be validated against its workflow.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Job {
+    pub id: String,
+    /// `name` or `name@version`.
+    pub workflow: String,
+    pub inputs: Map<String, Value>,
+    pub priority: i64,
+    pub timeout_s: Option<u64>,
+    /// Where it came from: the line of a JSONL file, the combination of a sweep.
+    pub origin: Origin,
+}
+
+/// Where in its file a job came from.
+#[derive(Debug, Clone, PartialEq, Eq, Default, serde::Serialize)]
+pub struct Origin {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub line: Option<usize>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sweep_index: Option<usize>,
+}
+
+/// Why a job file (or one of its lines) cannot be run.
+#[derive(Debug, Clone, PartialEq, thiserror::Error, serde::Serialize)]
+#[error("{}{message}", line.map(|l| format!("line {l}: ")).unwrap_or_default())]
+pub struct JobFileError {
+    /// 1-based line, when known.
+    pub line: Option<usize>,
+    pub message: String,
+}
+
+impl JobFileError {
+    fn new(line: Option<usize>, message: impl Into<String>) -> Self {
+        Self {
+            line,
+            message: message.into(),
+        }
+    }
+}
+
+/// The fields of one job as written.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Spec {
+    workflow: String,
+    id: Option<String>,
+    #[serde(default)]
+    priority: i64,
+    timeout: Option<u64>,
+    #[serde(default)]
+    inputs: Map<String, Value>,
+    sweep: Option<BTreeMap<String, Vec<Value>>>,
+}
+
+/// The parsed jobs of a file, and the lines that could not be parsed (JSONL only; for other
+/// formats any error fails the whole file).
+#[derive(Debug, Default)]
+pub struct Parsed {
+    pub jobs: Vec<Job>,
+    pub errors: Vec<JobFileError>,
+}
+
+/// Whether a string may be an id: it names a folder, so no separators, no leading dot.
+pub fn is_safe_id(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 128
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'))
+        && !s.starts_with('.')
+        && !s.contains("..")
+}
+
+/// Parses a job file's text. `name` is the file name (its stem is the default id).
+pub fn parse(name: &str, text: &str) -> Result<Parsed, JobFileError> {
+    let (stem, ext) = match name.rsplit_once('.') {
+        Some((s, e)) => (s, e.to_ascii_lowercase()),
+        None => (name, String::new()),
+    };
+    let mut out = Parsed::default();
+    match ext.as_str() {
+        "toml" => {
+            let spec: Spec = toml::from_str(text).map_err(|e| {
+                let line = e
+                    .span()
+                    .map(|s| text[..s.start.min(text.len())].matches('\n').count() + 1);
+                JobFileError::new(line, e.message().trim().to_owned())
+            })?;
+            expand(spec, stem, Origin::default(), &mut out.jobs)?;
+        }
+        "json" => {
+            let spec: Spec = serde_json::from_str(text)
+                .map_err(|e| JobFileError::new(Some(e.line()), e.to_string()))?;
+            expand(spec, stem, Origin::default(), &mut out.jobs)?;
+        }
+        "jsonl" => {
+            for (i, line) in text.lines().enumerate() {
+                let n = i + 1;
+                if line.trim().is_empty() {
+                    continue;
+                }
+                let spec: Spec = match serde_json::from_str(line) {
+                    Ok(s) => s,
+                    Err(e) => {
+                        out.errors.push(JobFileError::new(Some(n), e.to_string()));
+                        continue;
+                    }
+                };
+                let default_id = format!("{stem}-{n:05}");
+                if let Err(mut e) = expand(
+                    spec,
+                    &default_id,
+                    Origin {
+                        line: Some(n),
+                        sweep_index: None,
+                    },
+                    &mut out.jobs,
+                ) {
+                    e.line = Some(n);
+                    out.errors.push(e);
+                }
+                if out.jobs.len() > MAX_JOBS_PER_FILE {
+                    return Err(JobFileError::new(
+                        Some(n),
+                        format!("the file expands to more than {MAX_JOBS_PER_FILE} jobs"),
+                    ));
+                }
+            }
+            if out.jobs.is_empty() && out.errors.is_empty() {
+                return Err(JobFileError::new(None, "the file holds no jobs"));
+            }
+        }
+        other => {
+            return Err(JobFileError::new(
+                None,
+                format!("`.{other}` is not a job file: use .toml, .json or .jsonl"),
+            ));
+        }
+    }
+    let mut seen = std::collections::HashSet::new();
+    for job in &out.jobs {
+        if !seen.insert(job.id.as_str()) {
+            return Err(JobFileError::new(
+                job.origin.line,
+                format!("job id `{}` appears twice in this file", job.id),
+            ));
+        }
+    }
+    Ok(out)
+}
+
+fn expand(
+    spec: Spec,
+    default_id: &str,
+    origin: Origin,
+    jobs: &mut Vec<Job>,
+) -> Result<(), JobFileError> {
+    let line = origin.line;
+    if spec.workflow.is_empty()
+        || spec.workflow.len() > 200
+        || !spec.workflow.split('@').all(is_safe_id)
+        || spec.workflow.matches('@').count() > 1
+    {
+        return Err(JobFileError::new(
+            line,
+            format!(
+                "`{}` is not a workflow name (`name` or `name@version`)",
+                spec.workflow
+            ),
+        ));
+    }
+    let id = spec.id.clone().unwrap_or_else(|| default_id.to_owned());
+    if !is_safe_id(&id) {
+        return Err(JobFileError::new(
+            line,
+            format!(
+                "job id `{}` is not allowed: use 1-128 letters, digits, `_`, `-` and `.`",
+                id.chars().take(140).collect::<String>()
+            ),
+        ));
+    }
+    let Some(sweep) = spec.sweep else {
+        jobs.push(Job {
+            id,
+            workflow: spec.workflow,
+            inputs: spec.inputs,
+            priority: spec.priority,
+            timeout_s: spec.timeout,
+            origin,
+        });
+        return Ok(());
+    };
+    let mut combos: usize = 1;
+    for (k, values) in &sweep {
+        if values.is_empty() {
+            return Err(JobFileError::new(
+                line,
+                format!("sweep `{k}` has no values"),
+            ));
+        }
+        if spec.inputs.contains_key(k) {
+            return Err(JobFileError::new(
+                line,
+                format!("`{k}` is both an input and a sweep"),
+            ));
+        }
+        combos = combos.saturating_mul(values.len());
+    }
+    if combos > MAX_JOBS_PER_FILE || jobs.len() + combos > MAX_JOBS_PER_FILE {
+        return Err(JobFileError::new(
+            line,
+            format!("the sweep expands to {combos} jobs, more than {MAX_JOBS_PER_FILE}"),
+        ));
+    }
+    let keys: Vec<&String> = sweep.keys().collect();
+    for index in 0..combos {
+        let mut inputs = spec.inputs.clone();
+        let mut rest = index;
+        // The last key varies fastest, like nested loops in the order written.
+        for k in keys.iter().rev() {
+            let values = &sweep[*k];
+            inputs.insert((*k).clone(), values[rest % values.len()].clone());
+            rest /= values.len();
+        }
+        jobs.push(Job {
+            id: format!("{id}-{:04}", index + 1),
+            workflow: spec.workflow.clone(),
+            inputs,
+            priority: spec.priority,
+            timeout_s: spec.timeout,
+            origin: Origin {
+                line,
+                sweep_index: Some(index),
+            },
+        });
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn one_toml_job() {
+        let p = parse(
+            "mug.toml",
+            "workflow = \"txt2img\"\npriority = 2\n[inputs]\nprompt = \"a mug\"\nseed = 42\n",
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(p.jobs.len(), 1);
+        let j = &p.jobs[0];
+        assert_eq!(
+            (j.id.as_str(), j.workflow.as_str(), j.priority),
+            ("mug", "txt2img", 2)
+        );
+        assert_eq!(j.inputs["seed"], 42);
+    }
+
+    #[test]
+    fn sweeps_expand_in_written_order() {
+        let p = parse("s.toml", "workflow = \"w@1.0.0\"\n[inputs]\nprompt = \"x\"\n[sweep]\nseed = [1, 2]\nsteps = [10, 20, 30]\n")
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(p.jobs.len(), 6);
+        assert_eq!(p.jobs[0].id, "s-0001");
+        assert_eq!(
+            (&p.jobs[0].inputs["seed"], &p.jobs[0].inputs["steps"]),
+            (&1.into(), &10.into())
+        );
+        assert_eq!(
+            (&p.jobs[1].inputs["seed"], &p.jobs[1].inputs["steps"]),
+            (&1.into(), &20.into())
+        );
+        assert_eq!(
+            (&p.jobs[5].inputs["seed"], &p.jobs[5].inputs["steps"]),
+            (&2.into(), &30.into())
+        );
+    }
+
+    #[test]
+    fn jsonl_keeps_good_lines_and_reports_bad_ones() {
+        let text = "{\"workflow\":\"w\",\"inputs\":{\"a\":1}}\n\n{\"workflow\":\"w\",\"oops\":1}\n{\"workflow\":\"w\",\"id\":\"x\"}\nnot json\n";
+        let p = parse("batch.jsonl", text).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            p.jobs.iter().map(|j| j.id.as_str()).collect::<Vec<_>>(),
+            ["batch-00001", "x"]
+        );
+        assert_eq!(
+            p.errors.iter().map(|e| e.line).collect::<Vec<_>>(),
+            [Some(3), Some(5)]
+        );
+        assert!(p.errors[0].message.contains("oops"));
+    }
+
+    #[test]
+    fn hostile_fields_are_refused() {
+        for (name, text) in [
+            ("a.toml", "workflow = \"../../etc\"\n"),
+            ("a.toml", "workflow = \"w\"\nid = \"../x\"\n"),
+            ("a.toml", "workflow = \"w\"\nid = \"a/b\"\n"),
+            ("a.toml", "workflow = \"w\"\nid = \".hidden\"\n"),
+            ("a.toml", "workflow = \"w\"\nextra = 1\n"),
+            ("a.toml", "workflow = \"w\"\n[sweep]\nseed = []\n"),
+            (
+                "a.toml",
+                "workflow = \"w\"\n[sweep]\na = [1,2,3,4,5,6,7,8,9,10]\nb = [1,2,3,4,5,6,7,8,9,10]\nc = [1,2,3,4,5,6,7,8,9,10]\nd = [1,2,3,4,5,6,7,8,9,10]\ne = [1,2,3,4,5,6,7,8,9,10]\nf = [1,2]\n",
+            ),
+            ("a.json", "[1,2]"),
+            ("a.yaml", "workflow: w"),
+            ("a.jsonl", "\n\n"),
+            (
+                "a.jsonl",
+                "{\"workflow\":\"w\",\"id\":\"x\"}\n{\"workflow\":\"w\",\"id\":\"x\"}\n",
+            ),
+        ] {
+            assert!(parse(name, text).is_err(), "{name}: {text}");
+        }
+        assert!(!is_safe_id("a\u{0}b"));
+        assert!(!is_safe_id(&"a".repeat(129)));
+    }
+}
