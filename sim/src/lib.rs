@@ -1,1 +1,43 @@
-//! comfy-sim: a ComfyUI protocol simulator.
+//! A simulator of ComfyUI 0.3.64's HTTP and websocket protocol, for the tests and benchmarks of
+//! the ComfyUI client and the job daemon.
+//!
+//! The contract is the recorded behaviour of a real server (`shared/comfyui/`): status codes,
+//! content types, JSON shapes and websocket frame order. Prompts are validated against an
+//! `/object_info` catalogue with ComfyUI's own rules and run by one serial worker that sends the
+//! same frames in the same order, caches like ComfyUI and writes real PNG files for the few
+//! image classes it evaluates. Faults (rejections, execution errors, out-of-memory, interrupts,
+//! dropped websockets, slow history, GC-like stalls, restarts) are injected through [`Sim`].
+//!
+//! Layout: [`Sim`] (in `sim.rs`) owns the listener and the worker; `http/` answers requests,
+//! `ws.rs` holds the websocket hub, `validate.rs` checks prompts, `worker.rs` runs them with
+//! `order.rs` (execution order), `cache.rs` (what is cached) and `nodes.rs` (what a node
+//! produces). `pyjson.rs` writes JSON and texts the way Python does.
+
+mod cache;
+mod catalogue;
+mod config;
+mod fault;
+mod files;
+mod history;
+mod http;
+mod image;
+mod listener;
+mod multipart;
+mod nodes;
+mod order;
+mod progress;
+mod pyjson;
+mod queue;
+mod recorded;
+mod shared;
+mod sim;
+mod stall;
+mod timeline;
+mod validate;
+mod worker;
+mod ws;
+
+pub use config::{Config, Timing};
+pub use fault::Fault;
+pub use sim::{Sim, start};
+pub use timeline::{TimelineEntry, TimelineEvent};

@@ -105,6 +105,20 @@ pub fn png_bytes(width: u32, height: u32, rgb: [u8; 3]) -> Vec<u8> {
     out
 }
 
+/// ComfyUI inverts in float32 and truncates when saving, so a channel may come out one lower
+/// than `255 - c` (the recording saves 0xFF8000 inverted as `[0, 126, 255]`).
+fn assert_inverted(px: [u8; 3], c: [u8; 3]) {
+    for i in 0..3 {
+        let want = 255 - i16::from(c[i]);
+        let got = i16::from(px[i]);
+        assert!(
+            got == want || got == want - 1,
+            "channel {i}: {got} is not the inverse of {} (pixel {px:?})",
+            c[i]
+        );
+    }
+}
+
 fn rgb(color: u64) -> [u8; 3] {
     [(color >> 16) as u8, (color >> 8) as u8, color as u8]
 }
@@ -157,11 +171,7 @@ pub async fn no_model_graph_runs_and_outputs_are_fetched(t: &Target) {
     let (w, h, px) = png_info(&bytes);
     assert_eq!((w, h), (64, 48));
     let c = rgb(color);
-    assert_eq!(
-        px,
-        [255 - c[0], 255 - c[1], 255 - c[2]],
-        "the output is the inverted colour"
-    );
+    assert_inverted(px, c);
     // The events came in ComfyUI's order and ended the prompt.
     let start = names
         .iter()
@@ -215,12 +225,21 @@ pub async fn rejections_are_typed(t: &Target) {
     let mut g = ok.clone();
     g["1"]["inputs"]["width"] = json!("wide");
     cases.push(("wrong type", g, "invalid_input_type"));
+    // A broken link on an output node; on an inner node ComfyUI says
+    // `exception_during_inner_validation` instead.
     let mut g = ok.clone();
-    g["2"]["inputs"]["image"] = json!(["99", 0]);
+    g["3"]["inputs"]["images"] = json!(["99", 0]);
     cases.push(("missing node", g, "exception_during_validation"));
     let mut g = ok.clone();
-    g["2"]["inputs"]["image"] = json!(["1", 5]);
+    g["3"]["inputs"]["images"] = json!(["2", 5]);
     cases.push(("bad slot", g, "exception_during_validation"));
+    let mut g = ok.clone();
+    g["2"]["inputs"]["image"] = json!(["99", 0]);
+    cases.push((
+        "missing node behind another",
+        g,
+        "exception_during_inner_validation",
+    ));
     let mut g = ok.clone();
     g["4"] = json!({"class_type": "GetImageSize", "inputs": {"image": ["1", 0]}});
     g["3"]["inputs"]["images"] = json!(["4", 0]);
@@ -331,7 +350,9 @@ pub async fn upload_then_load_image(t: &Target) {
         .view(&report.files[0].file)
         .await
         .unwrap_or_else(|e| panic!("{e}"));
-    assert_eq!(png_info(&bytes), (20, 10, [245, 55, 225]));
+    let (w, h, px) = png_info(&bytes);
+    assert_eq!((w, h), (20, 10));
+    assert_inverted(px, color);
 }
 
 /// Wait until the prompt is running (its first node executing).

@@ -1,0 +1,57 @@
+//! What a simulator is started with: the catalogue it validates against, where its files live,
+//! and how long things take.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+/// How a simulator is set up; see [`crate::start`].
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// An `/object_info` document: the node classes the server knows.
+    pub catalogue: serde_json::Value,
+    /// `input/`, `output/` and `temp/` are created under it.
+    pub root: PathBuf,
+    /// 0 picks any free port; the simulator always binds 127.0.0.1.
+    pub port: u16,
+    /// How long nodes, model loads and history writes take.
+    pub timing: Timing,
+    /// Model folder (`checkpoints`, `loras`, ...) to the file names the server "has".
+    pub models: BTreeMap<String, Vec<String>>,
+}
+
+impl Config {
+    /// Any free port, no delays, no models.
+    pub fn new(catalogue: serde_json::Value, root: impl Into<PathBuf>) -> Self {
+        Config {
+            catalogue,
+            root: root.into(),
+            port: 0,
+            timing: Timing::default(),
+            models: BTreeMap::new(),
+        }
+    }
+}
+
+/// Simulated durations, in milliseconds. Changeable while running with [`crate::Sim::set_timing`].
+#[derive(Debug, Clone, Default)]
+pub struct Timing {
+    /// Execution time of every executed (not cached) node.
+    pub node_ms: u64,
+    /// Per `class_type` override of `node_ms`.
+    pub class_ms: BTreeMap<String, u64>,
+    /// Added when a loader's model differs from the one loaded (or models were unloaded).
+    pub model_load_ms: u64,
+    /// A finished prompt appears in `/history` this long after `execution_success`.
+    pub history_delay_ms: u64,
+}
+
+impl Timing {
+    pub(crate) fn node_time(&self, class_type: &str) -> std::time::Duration {
+        let ms = self
+            .class_ms
+            .get(class_type)
+            .copied()
+            .unwrap_or(self.node_ms);
+        std::time::Duration::from_millis(ms)
+    }
+}

@@ -1,0 +1,67 @@
+//! The state every part of a running simulator shares: the HTTP handlers, the websocket hub and
+//! the worker all hold one `Arc<Shared>`.
+//!
+//! Lock order, where two are held: `state` before the hub's. Nothing holds a lock across an
+//! `.await`.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::AtomicBool;
+use std::sync::{Mutex, MutexGuard, PoisonError};
+
+use serde_json::json;
+use tokio::sync::Notify;
+
+use crate::catalogue::Catalogue;
+use crate::config::Timing;
+use crate::fault::Armed;
+use crate::files::Dirs;
+use crate::history::History;
+use crate::queue::PromptQueue;
+use crate::stall::Stall;
+use crate::timeline::Timeline;
+use crate::ws::Hub;
+
+/// Locks, ignoring poisoning: a panicking handler must not take the whole simulator down.
+pub(crate) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+pub(crate) struct Shared {
+    pub(crate) catalogue: Catalogue,
+    pub(crate) models: BTreeMap<String, Vec<String>>,
+    pub(crate) dirs: Dirs,
+    pub(crate) timing: Mutex<Timing>,
+    pub(crate) state: Mutex<State>,
+    /// Wakes the worker: a prompt was queued or `/free` set a flag.
+    pub(crate) work: Notify,
+    pub(crate) hub: Hub,
+    pub(crate) faults: Mutex<Armed>,
+    pub(crate) stall: Stall,
+    pub(crate) timeline: Timeline,
+    /// ComfyUI's global `interrupt_processing` flag; reset when a prompt starts.
+    pub(crate) interrupt: AtomicBool,
+}
+
+/// What a restart loses.
+#[derive(Default)]
+pub(crate) struct State {
+    pub(crate) queue: PromptQueue,
+    pub(crate) history: History,
+    /// `PromptServer.number`: counts every parsed `POST /prompt`, accepted or not.
+    pub(crate) number: i64,
+}
+
+impl Shared {
+    /// `PromptServer.queue_updated()`: a `status` frame to every socket.
+    pub(crate) fn queue_updated(&self, state: &State) {
+        let remaining = state.queue.remaining();
+        self.hub.send(
+            None,
+            &json!({"type": "status", "data": {"status": {"exec_info": {"queue_remaining": remaining}}}}),
+        );
+    }
+
+    pub(crate) fn timing(&self) -> Timing {
+        lock(&self.timing).clone()
+    }
+}

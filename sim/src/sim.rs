@@ -1,0 +1,198 @@
+//! The handle a test holds: starting, faults, timing, the timeline, and the restart cycle
+//! (`go_down` refuses connections and forgets everything a ComfyUI restart forgets;
+//! `come_back` listens again on the same port).
+
+use std::io;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::sync::{Notify, watch};
+use tokio::task::JoinHandle;
+
+use crate::catalogue::Catalogue;
+use crate::config::{Config, Timing};
+use crate::fault::{Fault, NodeFault};
+use crate::files::Dirs;
+use crate::listener::{Tracked, bind};
+use crate::shared::{Shared, State, lock};
+use crate::stall::Stall;
+use crate::timeline::{Timeline, TimelineEntry};
+use crate::ws::Hub;
+
+/// A running simulator. Dropping it stops the server and the worker.
+pub struct Sim {
+    shared: Arc<Shared>,
+    port: u16,
+    running: Mutex<Option<Running>>,
+}
+
+/// One life of the server, between a start and a `go_down`.
+struct Running {
+    server: JoinHandle<()>,
+    worker: JoinHandle<()>,
+    /// Sending `true` cuts every connection accepted in this life.
+    down: watch::Sender<bool>,
+}
+
+impl Running {
+    fn launch(shared: &Arc<Shared>, listener: tokio::net::TcpListener) -> Running {
+        let (tracked, down) = Tracked::new(listener);
+        let app = crate::http::router(shared.clone());
+        let server = tokio::spawn(async move {
+            if let Err(e) = axum::serve(tracked, app).await {
+                tracing::error!("comfy-sim server stopped: {e}");
+            }
+        });
+        let worker = tokio::spawn(crate::worker::run(shared.clone()));
+        Running {
+            server,
+            worker,
+            down,
+        }
+    }
+
+    /// Stops accepting (the listener is dropped with the server task), cuts open
+    /// connections, and stops the worker mid-prompt if need be.
+    async fn stop(self) {
+        self.server.abort();
+        let _ = self.server.await;
+        let _ = self.down.send(true);
+        self.worker.abort();
+        let _ = self.worker.await;
+    }
+}
+
+/// Starts a simulator on 127.0.0.1 (`Config::port`, or any free port when 0).
+pub async fn start(config: Config) -> io::Result<Sim> {
+    let dirs = Dirs::create(&config.root)?;
+    let listener = bind(config.port)?;
+    let port = listener.local_addr()?.port();
+    let shared = Arc::new(Shared {
+        catalogue: Catalogue::new(config.catalogue),
+        models: config.models,
+        dirs,
+        timing: Mutex::new(config.timing),
+        state: Mutex::new(State::default()),
+        work: Notify::new(),
+        hub: Hub::default(),
+        faults: Mutex::default(),
+        stall: Stall::default(),
+        timeline: Timeline::new(),
+        interrupt: Default::default(),
+    });
+    let running = Running::launch(&shared, listener);
+    tracing::info!(port, "comfy-sim listening");
+    Ok(Sim {
+        shared,
+        port,
+        running: Mutex::new(Some(running)),
+    })
+}
+
+impl Sim {
+    /// `http://127.0.0.1:PORT`.
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// Arms a one-shot fault; see [`Fault`].
+    pub fn inject(&self, fault: Fault) {
+        tracing::debug!(?fault, "fault armed");
+        let shared = &self.shared;
+        match fault {
+            Fault::RejectNextPrompt => lock(&shared.faults).arm_reject(),
+            Fault::ExecutionError { node, message } => {
+                lock(&shared.faults).arm_node_fault(node, NodeFault::Error(message));
+            }
+            Fault::OutOfMemory => lock(&shared.faults).arm_node_fault(None, NodeFault::OutOfMemory),
+            Fault::InterruptNext => lock(&shared.faults).arm_interrupt(),
+            Fault::DropWebsockets { after_frames } => shared.hub.drop_after(after_frames),
+            Fault::SlowHistory(delay) => lock(&shared.faults).arm_slow_history(delay),
+            Fault::Stall(length) => shared.stall.arm(length),
+        }
+    }
+
+    /// Replaces the timing; nodes starting from now on use it.
+    pub fn set_timing(&self, timing: Timing) {
+        *lock(&self.shared.timing) = timing;
+    }
+
+    /// Everything that happened so far, in order (kept across `go_down`/`come_back`).
+    pub fn timeline(&self) -> Vec<TimelineEntry> {
+        self.shared.timeline.snapshot()
+    }
+
+    /// Like a killed server: connections refused, every socket and open connection cut, the
+    /// running prompt abandoned, queue and history gone.
+    pub async fn go_down(&self) {
+        let running = lock(&self.running).take();
+        if let Some(running) = running {
+            running.stop().await;
+        }
+        self.shared.hub.close_all();
+        self.shared.hub.set_executing(None);
+        self.shared.interrupt.store(false, Ordering::SeqCst);
+        *lock(&self.shared.state) = State::default();
+        tracing::info!(port = self.port, "comfy-sim went down");
+    }
+
+    /// Listens again on the same port, as a freshly started server: empty queue, history and
+    /// cache, no model loaded, `temp/` emptied.
+    pub async fn come_back(&self) {
+        if lock(&self.running).is_some() {
+            return;
+        }
+        let _ = std::fs::remove_dir_all(&self.shared.dirs.temp);
+        let _ = std::fs::create_dir_all(&self.shared.dirs.temp);
+        // The old listener is closed, but be patient with a slow kernel.
+        let mut tries = 0;
+        let listener = loop {
+            match bind(self.port) {
+                Ok(l) => break l,
+                Err(e) if tries < 50 => {
+                    tries += 1;
+                    tracing::debug!("rebinding port {}: {e}", self.port);
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                Err(e) => {
+                    tracing::error!(
+                        "comfy-sim could not listen again on port {}: {e}",
+                        self.port
+                    );
+                    return;
+                }
+            }
+        };
+        *lock(&self.running) = Some(Running::launch(&self.shared, listener));
+        tracing::info!(port = self.port, "comfy-sim came back");
+    }
+
+    /// Stops the server and the worker.
+    pub async fn shutdown(self) {
+        let running = lock(&self.running).take();
+        if let Some(running) = running {
+            running.stop().await;
+        }
+        self.shared.hub.close_all();
+    }
+}
+
+impl std::fmt::Debug for Sim {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Sim")
+            .field("url", &self.url())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Drop for Sim {
+    fn drop(&mut self) {
+        if let Some(running) = lock(&self.running).take() {
+            running.server.abort();
+            running.worker.abort();
+            let _ = running.down.send(true);
+        }
+        self.shared.hub.close_all();
+    }
+}

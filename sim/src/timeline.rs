@@ -1,0 +1,59 @@
+//! The record of what ran when, for tests that check ordering, caching and model loads without
+//! parsing websocket frames.
+
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+/// One thing that happened to a prompt, [`TimelineEntry::at`] after the simulator started.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TimelineEntry {
+    pub at: Duration,
+    pub prompt_id: String,
+    pub event: TimelineEvent,
+}
+
+/// What happened; see [`TimelineEntry`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TimelineEvent {
+    /// `POST /prompt` accepted it.
+    Queued,
+    /// The worker took it (`execution_start`).
+    Started,
+    /// A node began executing (not sent for cached nodes).
+    NodeStarted { node: String, class_type: String },
+    /// A node finished executing successfully.
+    NodeFinished { node: String },
+    /// A model was (re)loaded, costing `Timing::model_load_ms`.
+    ModelLoad { name: String },
+    /// The nodes listed in `execution_cached`.
+    Cached { nodes: Vec<String> },
+    /// `success`, `error` or `interrupted`.
+    Finished { outcome: String },
+}
+
+pub(crate) struct Timeline {
+    started: Instant,
+    entries: Mutex<Vec<TimelineEntry>>,
+}
+
+impl Timeline {
+    pub(crate) fn new() -> Self {
+        Timeline {
+            started: Instant::now(),
+            entries: Mutex::new(Vec::new()),
+        }
+    }
+
+    pub(crate) fn record(&self, prompt_id: &str, event: TimelineEvent) {
+        let entry = TimelineEntry {
+            at: self.started.elapsed(),
+            prompt_id: prompt_id.to_owned(),
+            event,
+        };
+        crate::shared::lock(&self.entries).push(entry);
+    }
+
+    pub(crate) fn snapshot(&self) -> Vec<TimelineEntry> {
+        crate::shared::lock(&self.entries).clone()
+    }
+}
