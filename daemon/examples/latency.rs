@@ -20,7 +20,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         Ok(url) => (url, None, None),
         Err(_) => {
             let dir = tempfile::tempdir()?;
-            let shared = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/comfyui/object_info.json");
+            let shared = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+                .join("../../shared/comfyui/object_info.json");
             let catalogue = serde_json::from_str(&std::fs::read_to_string(shared)?)?;
             let sim = comfy_sim::start(comfy_sim::Config::new(catalogue, dir.path())).await?;
             (sim.url(), Some(sim), Some(dir))
@@ -38,7 +39,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             "3": {"class_type": "SaveImage", "inputs": {"images": ["2", 0], "filename_prefix": "latency"}}
         });
         let t = Instant::now();
-        let report = client.run_prompt(&graph, &RunOptions::default(), &mut |_| {}).await?;
+        let report = client
+            .run_prompt(&graph, &RunOptions::default(), &mut |_| {})
+            .await?;
         times.push(t.elapsed());
         if report.outcome != Outcome::Success || report.files.len() != 1 {
             return Err(format!("run {i} did not succeed: {:?}", report.outcome).into());
