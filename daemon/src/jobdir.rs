@@ -429,7 +429,7 @@ mod tests {
         let got = d
             .reclaimable("me/gpu-1", Duration::from_secs(30))
             .unwrap_or_else(|e| panic!("{e}"));
-        assert_eq!(got, [old.clone()]);
+        assert_eq!(got, std::slice::from_ref(&old));
         assert_eq!(
             JobDir::read_lease(&old).map(|l| l.owner),
             Some("me/gpu-1".into())

@@ -7,3 +7,5 @@
 pub mod client;
 pub mod job;
 pub mod jobdir;
+pub mod manifest;
+pub mod runner;
