@@ -1,0 +1,274 @@
+//! The `comfyd` command: parses arguments, sets up logging and signals, runs the library.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+use comfyd::daemon::{self, Settings};
+use comfyd::jobdir::JobDir;
+
+/// Run ComfyUI jobs dropped into a directory, one daemon per GPU.
+#[derive(Parser)]
+#[command(
+    name = "comfyd",
+    version,
+    max_term_width = 100,
+    after_help = "\
+Drop job files into JOBS/inbox/ (write them elsewhere, then rename them in):
+
+  workflow = \"txt2img\"
+  [inputs]
+  prompt = \"a white ceramic mug on a marble countertop\"
+
+Each job file ends in JOBS/done/ (its outputs and manifest.json in OUTPUTS/ID/) or in
+JOBS/failed/ with NAME.error.json saying why. `comfyd status --jobs JOBS` shows where things are."
+)]
+struct Cli {
+    /// Log format.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Watch a job directory and run its jobs against ComfyUI.
+    Run {
+        /// The job directory (inbox/, running/, done/, failed/ are created in it).
+        #[arg(long, value_name = "DIR")]
+        jobs: PathBuf,
+        /// The workflow repository (with its comfyc.toml).
+        #[arg(long, value_name = "DIR")]
+        workflows: PathBuf,
+        /// Where job outputs go (default: `outputs/` beside the job directory).
+        #[arg(long, value_name = "DIR")]
+        outputs: Option<PathBuf>,
+        /// Where file inputs (images, masks) are read from; paths in jobs are relative to it.
+        #[arg(long, value_name = "DIR")]
+        inputs: Option<PathBuf>,
+        /// The ComfyUI server of this GPU.
+        #[arg(long, default_value = "http://127.0.0.1:8188")]
+        comfy_url: String,
+        /// The GPU index this daemon serves.
+        #[arg(long, default_value_t = 0)]
+        gpu: u32,
+        /// Run against a built-in ComfyUI simulator instead: try the whole pipeline anywhere.
+        #[arg(long)]
+        sim: bool,
+        /// Exit when the inbox is empty and nothing runs.
+        #[arg(long)]
+        until_idle: bool,
+        /// Seconds a job may run before it is interrupted.
+        #[arg(long, value_name = "SECONDS")]
+        job_timeout: Option<u64>,
+        /// Seconds the running job gets to finish after SIGTERM/SIGINT before it is
+        /// interrupted and handed back.
+        #[arg(long, default_value_t = 30, value_name = "SECONDS")]
+        grace: u64,
+        /// Seconds after which a silent daemon's lease is stale and its jobs are taken over.
+        #[arg(long, default_value_t = 30, value_name = "SECONDS")]
+        lease_ttl: u64,
+    },
+    /// Show how many job files are in each folder and what each daemon is doing.
+    Status {
+        #[arg(long, value_name = "DIR")]
+        jobs: PathBuf,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let filter =
+        tracing_subscriber::EnvFilter::try_from_env("COMFYD_LOG").unwrap_or_else(|_| "info".into());
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match cli.log_format {
+        LogFormat::Json => builder.json().init(),
+        LogFormat::Text => builder.init(),
+    }
+    match cli.command {
+        Command::Status { jobs } => status(&jobs),
+        Command::Run {
+            jobs,
+            workflows,
+            outputs,
+            inputs,
+            comfy_url,
+            gpu,
+            sim,
+            until_idle,
+            job_timeout,
+            grace,
+            lease_ttl,
+        } => {
+            let runtime = match tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(r) => r,
+                Err(e) => {
+                    eprintln!("error: cannot start the async runtime: {e}");
+                    return ExitCode::from(2);
+                }
+            };
+            let mut settings = Settings::new(jobs, workflows, comfy_url);
+            if let Some(o) = outputs {
+                settings.outputs = o;
+            }
+            settings.inputs = inputs;
+            settings.gpu = gpu;
+            settings.until_idle = until_idle;
+            settings.job_timeout = job_timeout.map(Duration::from_secs);
+            settings.grace = Duration::from_secs(grace);
+            settings.lease_ttl = Duration::from_secs(lease_ttl.max(3));
+            runtime.block_on(run(settings, sim))
+        }
+    }
+}
+
+async fn run(mut settings: Settings, sim: bool) -> ExitCode {
+    let _sim = if sim {
+        match start_sim(&settings).await {
+            Ok((s, dir)) => {
+                settings.comfy_url = s.url();
+                tracing::warn!(url = %settings.comfy_url, "trial mode: jobs run against the built-in ComfyUI simulator, not a real ComfyUI");
+                Some((s, dir))
+            }
+            Err(e) => {
+                eprintln!("error: cannot start the simulator: {e}");
+                return ExitCode::from(2);
+            }
+        }
+    } else {
+        None
+    };
+    let (tx, rx) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        wait_for_signal().await;
+        tracing::info!("stopping: no new jobs; the running one may finish");
+        let _ = tx.send(true);
+    });
+    match daemon::run(settings, rx).await {
+        Ok(s) => {
+            tracing::info!(
+                files_done = s.files_done,
+                files_failed = s.files_failed,
+                jobs_done = s.jobs_done,
+                jobs_failed = s.jobs_failed,
+                jobs_skipped = s.jobs_skipped,
+                handed_back = s.files_handed_back,
+                "stopped"
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+async fn wait_for_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = term.recv() => {}
+                    _ = tokio::signal::ctrl_c() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+/// The simulator, with the workflow repository's catalogue and declared models.
+async fn start_sim(settings: &Settings) -> Result<(comfy_sim::Sim, PathBuf), String> {
+    let config_text = std::fs::read_to_string(settings.workflows.join("comfyc.toml"))
+        .map_err(|e| format!("comfyc.toml: {e}"))?;
+    let config: comfyc::definition::RepoConfig =
+        toml::from_str(&config_text).map_err(|e| format!("comfyc.toml: {}", e.message()))?;
+    let cat_path = settings.workflows.join(&config.catalogue);
+    let catalogue = serde_json::from_str(
+        &std::fs::read_to_string(&cat_path).map_err(|e| format!("{}: {e}", cat_path.display()))?,
+    )
+    .map_err(|e| format!("{}: {e}", cat_path.display()))?;
+    let root = std::env::temp_dir().join(format!("comfyd-sim-{}", std::process::id()));
+    let mut sim_config = comfy_sim::Config::new(catalogue, &root);
+    for m in &config.models {
+        sim_config
+            .models
+            .entry(m.get_ref().folder.clone())
+            .or_default()
+            .push(m.get_ref().name.clone());
+    }
+    let sim = comfy_sim::start(sim_config)
+        .await
+        .map_err(|e| e.to_string())?;
+    Ok((sim, root))
+}
+
+fn status(jobs: &std::path::Path) -> ExitCode {
+    let dir = JobDir::new(jobs);
+    if !dir.inbox().is_dir() {
+        eprintln!(
+            "error: `{}` is not a job directory (no inbox/)",
+            jobs.display()
+        );
+        return ExitCode::from(2);
+    }
+    for (folder, n) in dir.counts() {
+        println!("{folder:>8}: {n}");
+    }
+    let mut entries: Vec<_> = std::fs::read_dir(dir.status())
+        .map(|r| r.filter_map(Result::ok).map(|e| e.path()).collect())
+        .unwrap_or_default();
+    entries.sort();
+    for p in entries {
+        let Ok(text) = std::fs::read_to_string(&p) else {
+            continue;
+        };
+        let Ok(v) = serde_json::from_str::<serde_json::Value>(&text) else {
+            continue;
+        };
+        let age_s =
+            comfyd::runner::now_ms().saturating_sub(v["updated_ms"].as_u64().unwrap_or(0)) / 1000;
+        let current = match &v["current"] {
+            serde_json::Value::Null => "idle".to_owned(),
+            c => format!(
+                "running {} ({} of {} in {})",
+                c["job"].as_str().unwrap_or("?"),
+                c["done"].as_u64().unwrap_or(0) + 1,
+                c["of"],
+                c["file"].as_str().unwrap_or("?")
+            ),
+        };
+        println!(
+            "{}: {} [{}], {} done, {} failed, updated {age_s} s ago",
+            v["owner"].as_str().unwrap_or("?"),
+            current,
+            v["state"].as_str().unwrap_or("?"),
+            v["jobs_done"],
+            v["jobs_failed"]
+        );
+    }
+    ExitCode::SUCCESS
+}
