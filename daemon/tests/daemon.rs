@@ -1,0 +1,440 @@
+//! The daemon against the simulator: whole job files in, outputs and manifests out.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use comfy_sim::{Config, Timing};
+use comfyd::daemon::{self, Settings, Summary};
+use comfyd::manifest::Manifest;
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+
+fn shared() -> PathBuf {
+    let dir = std::env::var_os("COMFYC_SHARED")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared"));
+    assert!(
+        dir.join("comfyui/object_info.json").is_file(),
+        "shared fixtures missing at {}",
+        dir.display()
+    );
+    dir
+}
+
+fn examples() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../examples")
+}
+
+/// A job directory, an output directory and a simulator.
+struct Rig {
+    tmp: tempfile::TempDir,
+    sim: comfy_sim::Sim,
+}
+
+impl Rig {
+    async fn new(timing: Timing) -> Rig {
+        let tmp = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let text =
+            std::fs::read_to_string(shared().join("comfyui/object_info.json")).unwrap_or_default();
+        let mut config = Config::new(
+            serde_json::from_str(&text).unwrap_or_else(|e| panic!("{e}")),
+            tmp.path().join("sim"),
+        );
+        config.models.insert(
+            "checkpoints".into(),
+            vec!["v1-5-pruned-emaonly-fp16.safetensors".into()],
+        );
+        config.models.insert(
+            "loras".into(),
+            vec![
+                "add-detail.safetensors".into(),
+                "film-grain.safetensors".into(),
+            ],
+        );
+        config.timing = timing;
+        let sim = comfy_sim::start(config)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        std::fs::create_dir_all(tmp.path().join("jobs/inbox")).unwrap_or_else(|e| panic!("{e}"));
+        Rig { tmp, sim }
+    }
+
+    fn jobs(&self) -> PathBuf {
+        self.tmp.path().join("jobs")
+    }
+
+    fn outputs(&self) -> PathBuf {
+        self.tmp.path().join("outputs")
+    }
+
+    fn settings(&self) -> Settings {
+        let mut s = Settings::new(self.jobs(), examples(), self.sim.url());
+        s.outputs = self.outputs();
+        s.settle = Duration::ZERO;
+        s.until_idle = true;
+        s.lease_ttl = Duration::from_secs(3);
+        s.unreachable_patience = Duration::from_secs(30);
+        s
+    }
+
+    /// Writes a job file the way users should: elsewhere, then renamed into the inbox.
+    fn drop_job(&self, name: &str, text: &str) {
+        let tmp = self.tmp.path().join(format!(".{name}"));
+        std::fs::write(&tmp, text).unwrap_or_else(|e| panic!("{e}"));
+        std::fs::rename(&tmp, self.jobs().join("inbox").join(name))
+            .unwrap_or_else(|e| panic!("{e}"));
+    }
+
+    async fn run(&self, settings: Settings) -> Summary {
+        let (_tx, rx) = tokio::sync::watch::channel(false);
+        tokio::time::timeout(Duration::from_secs(120), daemon::run(settings, rx))
+            .await
+            .unwrap_or_else(|_| panic!("the daemon did not go idle"))
+            .unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    fn manifest(&self, id: &str) -> Manifest {
+        let p = self.outputs().join(id).join("manifest.json");
+        serde_json::from_str(
+            &std::fs::read_to_string(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display())),
+        )
+        .unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    fn in_folder(&self, folder: &str) -> Vec<String> {
+        let mut v: Vec<String> = std::fs::read_dir(self.jobs().join(folder))
+            .map(|r| {
+                r.filter_map(Result::ok)
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .collect()
+            })
+            .unwrap_or_default();
+        v.sort();
+        v
+    }
+
+    fn error_report(&self, name: &str) -> Value {
+        let p = self
+            .jobs()
+            .join("failed")
+            .join(format!("{name}.error.json"));
+        serde_json::from_str(
+            &std::fs::read_to_string(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display())),
+        )
+        .unwrap_or_default()
+    }
+}
+
+/// Every output listed in a manifest exists with the recorded size and hash.
+fn check_outputs(dir: &Path, m: &Manifest) {
+    assert!(!m.outputs.is_empty(), "{m:?}");
+    for o in &m.outputs {
+        let bytes = std::fs::read(dir.join(&o.path)).unwrap_or_else(|e| panic!("{}: {e}", o.path));
+        assert_eq!(bytes.len() as u64, o.size);
+        assert_eq!(hex::encode(Sha256::digest(&bytes)), o.sha256, "{}", o.path);
+    }
+    let graph: Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("graph.json")).unwrap_or_default())
+            .unwrap_or_default();
+    assert!(
+        graph.as_object().is_some_and(|g| !g.is_empty()),
+        "graph.json holds what was submitted"
+    );
+}
+
+#[tokio::test]
+async fn a_single_job_ends_in_done_with_a_manifest() {
+    let rig = Rig::new(Timing::default()).await;
+    rig.drop_job(
+        "blue.toml",
+        "workflow = \"solid-color\"\n[inputs]\ncolor = 255\nwidth = 32\n",
+    );
+    let s = rig.run(rig.settings()).await;
+    assert_eq!(
+        (s.files_done, s.jobs_done, s.files_failed),
+        (1, 1, 0),
+        "{s:?}"
+    );
+    assert_eq!(rig.in_folder("done"), ["blue.toml"]);
+    assert!(rig.in_folder("running").is_empty() && rig.in_folder("inbox").is_empty());
+    let m = rig.manifest("blue");
+    check_outputs(&rig.outputs().join("blue"), &m);
+    assert_eq!(m.workflow.name, "solid-color");
+    assert!(m.workflow.hash.starts_with("sha256:"));
+    assert_eq!(m.inputs["color"], 255);
+    assert_eq!(m.inputs["height"], 48, "defaults are recorded as resolved");
+    assert_eq!(m.outputs[0].media_type, "image/png");
+    assert_eq!(
+        (m.outputs[0].width, m.outputs[0].height),
+        (Some(32), Some(48))
+    );
+    assert_eq!(m.job.file, "blue.toml");
+    assert!(
+        m.timings.finished_ms >= m.timings.submitted_ms
+            && m.timings.submitted_ms >= m.timings.claimed_ms
+    );
+    assert_eq!(m.comfyui.version, "0.3.64");
+    let graph: Value = serde_json::from_str(
+        &std::fs::read_to_string(rig.outputs().join("blue/graph.json")).unwrap_or_default(),
+    )
+    .unwrap_or_default();
+    assert_eq!(
+        graph["5"]["inputs"]["filename_prefix"], "comfyd/blue/solid",
+        "each job writes under its own prefix"
+    );
+}
+
+#[tokio::test]
+async fn seeds_are_picked_and_recorded_and_text_cannot_change_the_graph() {
+    let rig = Rig::new(Timing::default()).await;
+    rig.drop_job(
+        "mug.toml",
+        "workflow = \"txt2img\"\n[inputs]\nprompt = 'a mug \"}, \"99\": {\"class_type\": \"X\"'\n",
+    );
+    rig.run(rig.settings()).await;
+    let m = rig.manifest("mug");
+    assert_eq!(m.picked_seeds, ["seed"]);
+    let seed = m.inputs["seed"].as_u64().unwrap_or_else(|| panic!("{m:?}"));
+    let graph: Value = serde_json::from_str(
+        &std::fs::read_to_string(rig.outputs().join("mug/graph.json")).unwrap_or_default(),
+    )
+    .unwrap_or_default();
+    assert_eq!(graph["3"]["inputs"]["seed"], seed);
+    assert_eq!(
+        graph["6"]["inputs"]["text"],
+        "a mug \"}, \"99\": {\"class_type\": \"X\""
+    );
+    assert_eq!(graph.as_object().map(|g| g.len()), Some(7));
+}
+
+#[tokio::test]
+async fn a_jsonl_batch_of_200_and_a_sweep() {
+    let rig = Rig::new(Timing::default()).await;
+    let lines: String = (0..200).map(|i| format!("{{\"workflow\": \"solid-color\", \"inputs\": {{\"color\": {i}, \"width\": 8, \"height\": 8}}}}\n")).collect();
+    rig.drop_job("batch.jsonl", &lines);
+    rig.drop_job("sweep.toml", "workflow = \"txt2img@1.0.0\"\n[inputs]\nprompt = \"x\"\nseed = 1\n[sweep]\nsteps = [10, 20]\ncfg = [4.0, 7.5]\n");
+    let s = rig.run(rig.settings()).await;
+    assert_eq!(
+        (s.jobs_done, s.jobs_failed, s.files_done),
+        (204, 0, 2),
+        "{s:?}"
+    );
+    for i in [1, 100, 200] {
+        let m = rig.manifest(&format!("batch-{i:05}"));
+        assert_eq!(m.job.line, Some(i));
+        check_outputs(&rig.outputs().join(format!("batch-{i:05}")), &m);
+    }
+    let m = rig.manifest("sweep-0004");
+    assert_eq!(
+        (&m.inputs["steps"], &m.inputs["cfg"]),
+        (&Value::from(20), &Value::from(7.5))
+    );
+    assert_eq!(m.job.sweep_index, Some(3));
+}
+
+#[tokio::test]
+async fn bad_jobs_fail_with_reasons_and_the_rest_of_a_batch_runs() {
+    let rig = Rig::new(Timing::default()).await;
+    rig.drop_job(
+        "mixed.jsonl",
+        concat!(
+            "{\"workflow\": \"solid-color\", \"id\": \"ok\"}\n",
+            "{\"workflow\": \"solid-color\", \"id\": \"wide\", \"inputs\": {\"width\": 99999}}\n",
+            "{\"workflow\": \"txt2img\", \"id\": \"noprompt\"}\n",
+            "{\"workflow\": \"solid-colour\", \"id\": \"typo\"}\n",
+            "{broken\n",
+        ),
+    );
+    let s = rig.run(rig.settings()).await;
+    assert_eq!(
+        (s.jobs_done, s.jobs_failed, s.files_failed),
+        (1, 3, 1),
+        "{s:?}"
+    );
+    assert!(rig.manifest("ok").outputs.len() == 1);
+    let r = rig.error_report("mixed.jsonl");
+    let failures = r["failures"].as_array().cloned().unwrap_or_default();
+    let by = |id: &str| {
+        failures
+            .iter()
+            .find(|f| f["job"] == id)
+            .cloned()
+            .unwrap_or_else(|| panic!("{id}: {r:#}"))
+    };
+    assert_eq!(by("wide")["kind"], "invalid-inputs");
+    assert!(
+        by("wide")["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("width")),
+        "{r:#}"
+    );
+    assert!(
+        by("noprompt")["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("prompt")),
+        "{r:#}"
+    );
+    assert_eq!(by("typo")["kind"], "unknown-workflow");
+    assert!(
+        failures
+            .iter()
+            .any(|f| f["line"] == 5 && f["kind"] == "job-file"),
+        "{r:#}"
+    );
+    assert_eq!(r["done"], 1);
+}
+
+#[tokio::test]
+async fn a_job_waits_while_comfyui_is_down_and_runs_when_it_returns() {
+    let rig = Rig::new(Timing::default()).await;
+    rig.sim.go_down().await;
+    rig.drop_job("patient.toml", "workflow = \"solid-color\"\n");
+    let settings = rig.settings();
+    let (_tx, rx) = tokio::sync::watch::channel(false);
+    let daemon = tokio::spawn(async move { daemon::run(settings, rx).await });
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(
+        rig.in_folder("running"),
+        ["patient.toml", "patient.toml.lease"],
+        "claimed, waiting"
+    );
+    rig.sim.come_back().await;
+    let s = tokio::time::timeout(Duration::from_secs(60), daemon)
+        .await
+        .unwrap_or_else(|_| panic!("never finished"))
+        .unwrap_or_else(|e| panic!("{e}"))
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!((s.jobs_done, s.jobs_failed), (1, 0));
+    assert_eq!(rig.in_folder("done"), ["patient.toml"]);
+}
+
+#[tokio::test]
+async fn a_job_past_its_timeout_is_interrupted_and_fails() {
+    let rig = Rig::new(Timing {
+        class_ms: [("ImageInvert".to_owned(), 3000)].into(),
+        ..Timing::default()
+    })
+    .await;
+    rig.drop_job("slow.toml", "workflow = \"solid-color\"\ntimeout = 1\n");
+    let s = rig.run(rig.settings()).await;
+    assert_eq!(s.jobs_failed, 1);
+    assert_eq!(
+        rig.error_report("slow.toml")["failures"][0]["kind"],
+        "timeout"
+    );
+}
+
+#[tokio::test]
+async fn a_cancel_file_cancels_a_running_job() {
+    let rig = Rig::new(Timing {
+        class_ms: [("ImageInvert".to_owned(), 2000)].into(),
+        ..Timing::default()
+    })
+    .await;
+    rig.drop_job("long.toml", "workflow = \"solid-color\"\nid = \"long\"\n");
+    let settings = rig.settings();
+    let (_tx, rx) = tokio::sync::watch::channel(false);
+    let daemon = tokio::spawn(async move { daemon::run(settings, rx).await });
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    std::fs::write(rig.jobs().join("inbox/long.cancel"), "").unwrap_or_else(|e| panic!("{e}"));
+    let s = tokio::time::timeout(Duration::from_secs(30), daemon)
+        .await
+        .unwrap_or_else(|_| panic!("never finished"))
+        .unwrap_or_else(|e| panic!("{e}"))
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(s.jobs_failed, 1, "{s:?}");
+    assert_eq!(
+        rig.error_report("long.toml")["failures"][0]["kind"],
+        "cancelled"
+    );
+    assert!(
+        !rig.jobs().join("inbox/long.cancel").exists(),
+        "the cancel file is consumed"
+    );
+}
+
+#[tokio::test]
+async fn two_daemons_on_one_directory_run_each_job_once() {
+    let rig = Rig::new(Timing {
+        node_ms: 5,
+        ..Timing::default()
+    })
+    .await;
+    for i in 0..30 {
+        rig.drop_job(
+            &format!("j{i:02}.toml"),
+            &format!("workflow = \"solid-color\"\n[inputs]\ncolor = {i}\nwidth = 8\nheight = 8\n"),
+        );
+    }
+    let mut a = rig.settings();
+    a.gpu = 0;
+    let mut b = rig.settings();
+    b.gpu = 1;
+    let (sa, sb) = tokio::join!(rig.run(a), rig.run(b));
+    assert_eq!(sa.jobs_done + sb.jobs_done, 30, "{sa:?} {sb:?}");
+    assert!(
+        sa.jobs_done > 0 && sb.jobs_done > 0,
+        "both daemons worked: {sa:?} {sb:?}"
+    );
+    assert_eq!(rig.in_folder("done").len(), 30);
+    // Each job ran once: one output file per job on the server.
+    let server_out = rig.tmp.path().join("sim/output/comfyd");
+    for i in 0..30 {
+        let n = std::fs::read_dir(server_out.join(format!("j{i:02}")))
+            .map(|r| r.count())
+            .unwrap_or(0);
+        assert_eq!(n, 1, "job j{i:02} ran {n} times");
+    }
+}
+
+#[tokio::test]
+async fn a_stale_lease_is_taken_over_and_finished_jobs_are_not_run_again() {
+    let rig = Rig::new(Timing::default()).await;
+    // A dead daemon claimed a two-job file and finished the first job.
+    rig.drop_job("half.jsonl", "{\"workflow\": \"solid-color\", \"id\": \"first\"}\n{\"workflow\": \"solid-color\", \"id\": \"second\"}\n");
+    rig.run(rig.settings()).await;
+    let first = rig.manifest("first");
+    let dir = comfyd::jobdir::JobDir::new(rig.jobs());
+    std::fs::rename(
+        dir.done().join("half.jsonl"),
+        dir.running().join("half.jsonl"),
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    std::fs::remove_dir_all(rig.outputs().join("second")).unwrap_or_else(|e| panic!("{e}"));
+    let t = comfyd::jobdir::now_secs() - 3600;
+    dir.write_lease(
+        &dir.running().join("half.jsonl"),
+        &comfyd::jobdir::Lease {
+            owner: "dead/gpu-9".into(),
+            pid: 1,
+            claimed: t,
+            renewed: t,
+        },
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let s = rig.run(rig.settings()).await;
+    assert_eq!((s.jobs_done, s.jobs_skipped), (1, 1), "{s:?}");
+    assert_eq!(
+        rig.manifest("first"),
+        first,
+        "the finished job was not run again"
+    );
+    assert!(rig.outputs().join("second/manifest.json").is_file());
+    assert_eq!(rig.in_folder("done"), ["half.jsonl"]);
+}
+
+#[test]
+fn the_committed_manifest_schema_is_fresh() {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../schemas/manifest.schema.json");
+    let text = comfyd::manifest::schema();
+    if std::env::var_os("COMFYC_BLESS").is_some() {
+        std::fs::write(&path, &text).unwrap_or_else(|e| panic!("{e}"));
+    }
+    let schema: Value = serde_json::from_str(&text).unwrap_or_default();
+    assert!(jsonschema::meta::validate(&schema).is_ok());
+    assert_eq!(
+        std::fs::read_to_string(&path).unwrap_or_default(),
+        text,
+        "stale: regenerate with COMFYC_BLESS=1 cargo test -p comfyd --test daemon"
+    );
+}
