@@ -1,6 +1,10 @@
 //! The daemon against the simulator: whole job files in, outputs and manifests out.
 
+mod common;
+
 use std::path::{Path, PathBuf};
+
+use common::{examples, shared};
 use std::time::Duration;
 
 use comfy_sim::{Config, Timing};
@@ -8,22 +12,6 @@ use comfyd::daemon::{self, Settings, Summary};
 use comfyd::manifest::Manifest;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
-
-fn shared() -> PathBuf {
-    let dir = std::env::var_os("COMFYC_SHARED")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared"));
-    assert!(
-        dir.join("comfyui/object_info.json").is_file(),
-        "shared fixtures missing at {}",
-        dir.display()
-    );
-    dir
-}
-
-fn examples() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../examples")
-}
 
 /// A job directory, an output directory and a simulator.
 struct Rig {

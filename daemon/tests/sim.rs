@@ -1,31 +1,19 @@
 //! The client suite against the simulator, plus the faults only the simulator can inject.
 
+mod common;
 mod suite;
 
 use std::time::Duration;
 
 use comfy_sim::{Config, Fault, Timing};
 use comfyd::client::{Client, ClientError, Outcome, RunOptions, Timeouts};
+use common::shared;
 use suite::Target;
 
 pub struct SimTarget {
     pub target: Target,
     pub sim: comfy_sim::Sim,
     _dir: tempfile::TempDir,
-}
-
-fn shared() -> std::path::PathBuf {
-    let dir = std::env::var_os("COMFYC_SHARED")
-        .map(std::path::PathBuf::from)
-        .unwrap_or_else(|| {
-            std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared")
-        });
-    assert!(
-        dir.join("comfyui/object_info.json").is_file(),
-        "shared fixtures missing at {}",
-        dir.display()
-    );
-    dir
 }
 
 pub async fn sim_target() -> SimTarget {

@@ -1,0 +1,171 @@
+//! The real `comfyd` binary under real signals: SIGKILL loses nothing, SIGTERM hands back.
+
+mod common;
+
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use comfy_sim::Timing;
+use common::{drop_job, examples, names, start_sim};
+
+fn comfyd(jobs: &Path, outputs: &Path, url: &str, extra: &[&str]) -> Child {
+    Command::new(env!("CARGO_BIN_EXE_comfyd"))
+        .args(["run", "--jobs"])
+        .arg(jobs)
+        .arg("--workflows")
+        .arg(examples())
+        .arg("--outputs")
+        .arg(outputs)
+        .args(["--comfy-url", url, "--lease-ttl", "3"])
+        .args(extra)
+        .env("COMFYD_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap_or_else(|e| panic!("starting comfyd: {e}"))
+}
+
+async fn wait_until(what: &str, limit: Duration, mut cond: impl FnMut() -> bool) {
+    let t = Instant::now();
+    while !cond() {
+        assert!(t.elapsed() < limit, "timed out waiting until {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+async fn wait_exit(child: &mut Child, limit: Duration) -> std::process::ExitStatus {
+    let t = Instant::now();
+    loop {
+        if let Some(s) = child.try_wait().unwrap_or_else(|e| panic!("{e}")) {
+            return s;
+        }
+        assert!(t.elapsed() < limit, "comfyd did not exit");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn signal(child: &Child, sig: &str) {
+    let ok = Command::new("kill")
+        .args([sig, &child.id().to_string()])
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false);
+    assert!(ok, "kill {sig} failed");
+}
+
+fn manifests(outputs: &Path) -> usize {
+    names(outputs)
+        .iter()
+        .filter(|j| outputs.join(j).join("manifest.json").is_file())
+        .count()
+}
+
+#[tokio::test]
+async fn sigkill_mid_job_then_restart_loses_nothing_and_reruns_nothing_finished() {
+    let tmp = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let (jobs, outputs) = (tmp.path().join("jobs"), tmp.path().join("outputs"));
+    let sim = start_sim(
+        &tmp.path().join("sim"),
+        Timing {
+            class_ms: [("ImageInvert".to_owned(), 400)].into(),
+            ..Timing::default()
+        },
+    )
+    .await;
+    for i in 0..6 {
+        drop_job(
+            &jobs,
+            &format!("k{i}.toml"),
+            &format!("workflow = \"solid-color\"\n[inputs]\ncolor = {i}\nwidth = 8\nheight = 8\n"),
+        );
+    }
+    let mut first = comfyd(&jobs, &outputs, &sim.url(), &[]);
+    wait_until("two jobs are done", Duration::from_secs(60), || {
+        manifests(&outputs) >= 2
+    })
+    .await;
+    first.kill().unwrap_or_else(|e| panic!("{e}"));
+    let _ = first.wait();
+    let finished_before: Vec<String> = names(&outputs)
+        .into_iter()
+        .filter(|j| outputs.join(j).join("manifest.json").is_file())
+        .collect();
+    assert!(
+        names(&jobs.join("running"))
+            .iter()
+            .any(|n| n.ends_with(".lease")),
+        "a job was mid-run when killed"
+    );
+
+    let mut second = comfyd(&jobs, &outputs, &sim.url(), &["--until-idle"]);
+    let status = wait_exit(&mut second, Duration::from_secs(60)).await;
+    assert!(status.success(), "{status:?}");
+    assert_eq!(
+        names(&jobs.join("done")).len(),
+        6,
+        "every file ended in done/"
+    );
+    assert!(names(&jobs.join("running")).is_empty() && names(&jobs.join("inbox")).is_empty());
+    assert_eq!(manifests(&outputs), 6);
+    // Jobs finished before the kill ran exactly once on the server.
+    for j in &finished_before {
+        let n = names(&tmp.path().join("sim/output/comfyd").join(j)).len();
+        assert_eq!(n, 1, "{j} ran {n} times");
+    }
+}
+
+#[tokio::test]
+async fn sigterm_hands_back_a_job_that_does_not_finish_within_the_grace_period() {
+    let tmp = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let (jobs, outputs) = (tmp.path().join("jobs"), tmp.path().join("outputs"));
+    let sim = start_sim(
+        &tmp.path().join("sim"),
+        Timing {
+            class_ms: [("ImageInvert".to_owned(), 5000)].into(),
+            ..Timing::default()
+        },
+    )
+    .await;
+    drop_job(&jobs, "long.toml", "workflow = \"solid-color\"\n");
+    let mut d = comfyd(&jobs, &outputs, &sim.url(), &["--grace", "1"]);
+    wait_until("the job runs", Duration::from_secs(30), || {
+        names(&jobs.join("running")).contains(&"long.toml".to_owned())
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    signal(&d, "-TERM");
+    let status = wait_exit(&mut d, Duration::from_secs(30)).await;
+    assert!(status.success(), "{status:?}");
+    assert_eq!(names(&jobs.join("inbox")), ["long.toml"], "handed back");
+    assert!(
+        names(&jobs.join("running")).is_empty(),
+        "no lease left behind"
+    );
+    assert!(!outputs.join("long/manifest.json").exists());
+}
+
+#[tokio::test]
+async fn sigterm_lets_a_short_job_finish() {
+    let tmp = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let (jobs, outputs) = (tmp.path().join("jobs"), tmp.path().join("outputs"));
+    let sim = start_sim(
+        &tmp.path().join("sim"),
+        Timing {
+            class_ms: [("ImageInvert".to_owned(), 1500)].into(),
+            ..Timing::default()
+        },
+    )
+    .await;
+    drop_job(&jobs, "short.toml", "workflow = \"solid-color\"\n");
+    let mut d = comfyd(&jobs, &outputs, &sim.url(), &["--grace", "20"]);
+    wait_until("the job runs", Duration::from_secs(30), || {
+        names(&jobs.join("running")).contains(&"short.toml".to_owned())
+    })
+    .await;
+    signal(&d, "-TERM");
+    let status = wait_exit(&mut d, Duration::from_secs(30)).await;
+    assert!(status.success(), "{status:?}");
+    assert_eq!(names(&jobs.join("done")), ["short.toml"]);
+    assert!(outputs.join("short/manifest.json").is_file());
+}
