@@ -4,10 +4,10 @@ mod common;
 
 use std::path::{Path, PathBuf};
 
-use common::{examples, shared};
+use common::examples;
 use std::time::Duration;
 
-use comfy_sim::{Config, Timing};
+use comfy_sim::Timing;
 use comfyd::daemon::{self, Settings, Summary};
 use comfyd::manifest::Manifest;
 use serde_json::Value;
@@ -22,27 +22,7 @@ struct Rig {
 impl Rig {
     async fn new(timing: Timing) -> Rig {
         let tmp = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
-        let text =
-            std::fs::read_to_string(shared().join("comfyui/object_info.json")).unwrap_or_default();
-        let mut config = Config::new(
-            serde_json::from_str(&text).unwrap_or_else(|e| panic!("{e}")),
-            tmp.path().join("sim"),
-        );
-        config.models.insert(
-            "checkpoints".into(),
-            vec!["v1-5-pruned-emaonly-fp16.safetensors".into()],
-        );
-        config.models.insert(
-            "loras".into(),
-            vec![
-                "add-detail.safetensors".into(),
-                "film-grain.safetensors".into(),
-            ],
-        );
-        config.timing = timing;
-        let sim = comfy_sim::start(config)
-            .await
-            .unwrap_or_else(|e| panic!("{e}"));
+        let sim = common::start_sim(&tmp.path().join("sim"), timing).await;
         std::fs::create_dir_all(tmp.path().join("jobs/inbox")).unwrap_or_else(|e| panic!("{e}"));
         Rig { tmp, sim }
     }
