@@ -82,6 +82,25 @@ pub struct Workflow {
     /// JSON Schema of the job inputs.
     pub schema: Value,
     pub(crate) validator: Arc<jsonschema::Validator>,
+    /// The catalogue's model inputs: class → `(input, models folder)`.
+    pub(crate) model_inputs: Arc<ModelInputs>,
+}
+
+/// Which inputs of which classes name model files, and their folder.
+pub type ModelInputs = std::collections::BTreeMap<String, Vec<(String, String)>>;
+
+fn model_inputs(catalogue: &Catalogue) -> ModelInputs {
+    catalogue
+        .classes()
+        .filter_map(|c| {
+            let inputs: Vec<(String, String)> = c
+                .inputs
+                .iter()
+                .filter_map(|i| i.model_folder.clone().map(|f| (i.name.clone(), f)))
+                .collect();
+            (!inputs.is_empty()).then(|| (c.name.clone(), inputs))
+        })
+        .collect()
 }
 
 impl Workflow {
@@ -95,6 +114,24 @@ impl Workflow {
 
     pub fn input(&self, name: &str) -> Option<&WorkflowInput> {
         self.inputs.iter().find(|i| i.name == name)
+    }
+
+    /// The model files a rendered graph names: `(folder, file name)`, sorted and unique.
+    pub fn models_in(&self, graph: &Value) -> Vec<(String, String)> {
+        let mut out = Vec::new();
+        for node in graph.as_object().into_iter().flat_map(|m| m.values()) {
+            let Some(class) = node.get("class_type").and_then(Value::as_str) else {
+                continue;
+            };
+            for (input, folder) in self.model_inputs.get(class).into_iter().flatten() {
+                if let Some(Value::String(name)) = node.get("inputs").and_then(|i| i.get(input)) {
+                    out.push((folder.clone(), name.clone()));
+                }
+            }
+        }
+        out.sort();
+        out.dedup();
+        out
     }
 }
 
@@ -190,12 +227,14 @@ pub fn compile(loader: Arc<dyn Loader>) -> Compilation {
         .map(|m| m.get_ref().clone())
         .collect();
     let mut seen: HashMap<String, PathBuf> = HashMap::new();
+    let model_inputs = Arc::new(model_inputs(&catalogue));
     for path in paths {
         let mut unit = Unit {
             loader: &loader,
             config: &c.config,
             models: &models,
             catalogue: &catalogue,
+            model_inputs: &model_inputs,
             sources: &mut c.sources,
             out: &mut c.diagnostics,
         };
@@ -342,6 +381,7 @@ struct Unit<'a> {
     config: &'a RepoConfig,
     models: &'a [ModelDecl],
     catalogue: &'a Catalogue,
+    model_inputs: &'a Arc<ModelInputs>,
     sources: &'a mut SourceMap,
     out: &'a mut Vec<Diagnostic>,
 }
@@ -523,6 +563,7 @@ impl Unit<'_> {
             hash,
             schema,
             validator,
+            model_inputs: self.model_inputs.clone(),
         })
     }
 

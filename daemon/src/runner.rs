@@ -114,6 +114,7 @@ pub async fn run(
         .render(&resolved.values)
         .map_err(|e| Failure::new("invalid-inputs", e.message))?;
     prefix_outputs(&mut graph, &job.id);
+    missing_models(ctx, workflow, &graph).await?;
 
     // Run, waiting out a ComfyUI that is down or restarting.
     let opts = RunOptions {
@@ -310,6 +311,52 @@ fn unique_name(taken: &[OutputInfo], node: &str, filename: &str) -> String {
     } else {
         base
     }
+}
+
+/// Fails the job up front when a model file its graph names is not installed on this
+/// ComfyUI, naming the file, instead of letting ComfyUI answer `value_not_in_list ... not in []`.
+async fn missing_models(ctx: &Context, workflow: &Workflow, graph: &Value) -> Result<(), Failure> {
+    let mut lists: std::collections::BTreeMap<String, Vec<String>> =
+        std::collections::BTreeMap::new();
+    let mut missing = Vec::new();
+    for (folder, name) in workflow.models_in(graph) {
+        if !lists.contains_key(&folder) {
+            match ctx.client.models(&folder).await {
+                Ok(list) => {
+                    lists.insert(folder.clone(), list);
+                }
+                // A server that cannot list a folder is not second-guessed; ComfyUI still checks.
+                Err(e) => {
+                    tracing::debug!(%folder, error = %e, "cannot list models");
+                    continue;
+                }
+            }
+        }
+        if lists.get(&folder).is_some_and(|l| !l.contains(&name)) {
+            missing.push(json!({"folder": folder, "name": name}));
+        }
+    }
+    if missing.is_empty() {
+        return Ok(());
+    }
+    let names: Vec<String> = missing
+        .iter()
+        .map(|m| {
+            format!(
+                "`{}` ({})",
+                m["name"].as_str().unwrap_or(""),
+                m["folder"].as_str().unwrap_or("")
+            )
+        })
+        .collect();
+    Err(Failure {
+        kind: "missing-model",
+        message: format!(
+            "this ComfyUI does not have {}; install it under models/ or pick another",
+            names.join(", ")
+        ),
+        details: missing,
+    })
 }
 
 /// Rewrites every `filename_prefix` to `comfyd/JOB/ORIGINAL`, so jobs never write over each

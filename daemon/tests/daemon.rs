@@ -406,3 +406,52 @@ fn the_committed_manifest_schema_is_fresh() {
         "stale: regenerate with COMFYC_BLESS=1 cargo test -p comfyd --test daemon"
     );
 }
+
+#[tokio::test]
+async fn a_missing_model_fails_the_job_up_front_naming_the_file() {
+    let rig = Rig::new(Timing::default()).await;
+    let mut settings = rig.settings();
+    settings.workflows = {
+        let dir = rig.tmp.path().join("repo");
+        copy_dir(&examples(), &dir);
+        let t = std::fs::read_to_string(dir.join("comfyc.toml")).unwrap_or_default();
+        let extra = "[[models]]\nname = \"not-installed.safetensors\"\nfolder = \"checkpoints\"\n\n[[models]]\nname = \"gone.safetensors\"\nfolder = \"loras\"\n";
+        std::fs::write(dir.join("comfyc.toml"), format!("{t}\n{extra}"))
+            .unwrap_or_else(|e| panic!("{e}"));
+        dir
+    };
+    // A bound model input, and a model chosen inside a template's array.
+    rig.drop_job("absent.toml", "workflow = \"txt2img\"\n[inputs]\nprompt = \"x\"\ncheckpoint = \"not-installed.safetensors\"\n");
+    rig.drop_job("lora.toml", "workflow = \"lora\"\n[inputs]\nseed = 1\nloras = [{ name = \"film-grain.safetensors\" }, { name = \"gone.safetensors\" }]\n");
+    rig.drop_job("fine.toml", "workflow = \"lora\"\n[inputs]\nseed = 1\nloras = [{ name = \"film-grain.safetensors\" }]\n");
+    let s = rig.run(settings).await;
+    assert_eq!((s.jobs_done, s.jobs_failed), (1, 2), "{s:?}");
+    for (file, name) in [
+        ("absent.toml", "not-installed.safetensors"),
+        ("lora.toml", "gone.safetensors"),
+    ] {
+        let r = rig.error_report(file);
+        assert_eq!(r["failures"][0]["kind"], "missing-model", "{r:#}");
+        assert!(
+            r["failures"][0]["message"]
+                .as_str()
+                .is_some_and(|m| m.contains(name)),
+            "{r:#}"
+        );
+    }
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap_or_else(|e| panic!("{e}"));
+    for e in std::fs::read_dir(from)
+        .unwrap_or_else(|e| panic!("{e}"))
+        .flatten()
+    {
+        let dest = to.join(e.file_name());
+        if e.path().is_dir() {
+            copy_dir(&e.path(), &dest);
+        } else {
+            std::fs::copy(e.path(), dest).unwrap_or_else(|e| panic!("{e}"));
+        }
+    }
+}
