@@ -17,7 +17,7 @@ use tokio::sync::watch;
 
 use crate::client::Client;
 use crate::job::{self, Job};
-use crate::jobdir::{JobDir, write_atomic};
+use crate::jobdir::{JobDir, write_unsynced};
 use crate::manifest::GpuInfo;
 use crate::runner::{self, Context, Failure};
 use comfyc::Workflow;
@@ -408,7 +408,8 @@ impl Status {
     fn write(&mut self, dir: &JobDir) {
         self.updated_ms = runner::now_ms();
         let path = dir.status().join(format!("gpu-{}.json", self.gpu));
-        if let Err(e) = write_atomic(&path, &serde_json::to_vec_pretty(self).unwrap_or_default()) {
+        if let Err(e) = write_unsynced(&path, &serde_json::to_vec_pretty(self).unwrap_or_default())
+        {
             tracing::warn!(error = %e, "could not write the status file");
         }
     }
