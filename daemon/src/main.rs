@@ -33,6 +33,13 @@ struct Cli {
     command: Command,
 }
 
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Sim {
+    Never,
+    Auto,
+    Always,
+}
+
 #[derive(Clone, Copy, ValueEnum)]
 enum LogFormat {
     Text,
@@ -61,9 +68,10 @@ enum Command {
         /// The GPU index this daemon serves.
         #[arg(long, default_value_t = 0)]
         gpu: u32,
-        /// Run against a built-in ComfyUI simulator instead: try the whole pipeline anywhere.
-        #[arg(long)]
-        sim: bool,
+        /// Run against a built-in ComfyUI simulator: `--sim` always, `--sim=auto` only when
+        /// no ComfyUI answers at --comfy-url. Outputs are then placeholder images.
+        #[arg(long, value_enum, num_args = 0..=1, default_missing_value = "always", default_value = "never")]
+        sim: Sim,
         /// Exit when the inbox is empty and nothing runs.
         #[arg(long)]
         until_idle: bool,
@@ -78,6 +86,21 @@ enum Command {
         #[arg(long, default_value_t = 30, value_name = "SECONDS")]
         lease_ttl: u64,
     },
+    /// Try it: copy the example jobs into a fresh job directory and run them, against ComfyUI
+    /// if one answers at --comfy-url, else against the built-in simulator (and say so).
+    Demo {
+        /// The workflow repository.
+        #[arg(long, value_name = "DIR", default_value = "examples")]
+        workflows: PathBuf,
+        /// Job files to drop into the inbox.
+        #[arg(long, value_name = "DIR", default_value = "examples/jobs")]
+        jobs_from: PathBuf,
+        /// Where the job directory and outputs go (replaced if it exists).
+        #[arg(long, value_name = "DIR", default_value = "comfyd-demo")]
+        dir: PathBuf,
+        #[arg(long, default_value = "http://127.0.0.1:8188")]
+        comfy_url: String,
+    },
     /// Show how many job files are in each folder and what each daemon is doing.
     Status {
         #[arg(long, value_name = "DIR")]
@@ -89,15 +112,29 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let filter =
         tracing_subscriber::EnvFilter::try_from_env("COMFYD_LOG").unwrap_or_else(|_| "info".into());
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr())
+        && std::env::var_os("NO_COLOR").is_none();
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+        .with_writer(std::io::stderr)
+        .with_ansi(ansi);
     match cli.log_format {
         LogFormat::Json => builder.json().init(),
         LogFormat::Text => builder.init(),
     }
     match cli.command {
         Command::Status { jobs } => status(&jobs),
+        Command::Demo {
+            workflows,
+            jobs_from,
+            dir,
+            comfy_url,
+        } => {
+            let Some(runtime) = runtime() else {
+                return ExitCode::from(2);
+            };
+            runtime.block_on(demo(workflows, jobs_from, dir, comfy_url))
+        }
         Command::Run {
             jobs,
             workflows,
@@ -111,15 +148,8 @@ fn main() -> ExitCode {
             grace,
             lease_ttl,
         } => {
-            let runtime = match tokio::runtime::Builder::new_multi_thread()
-                .enable_all()
-                .build()
-            {
-                Ok(r) => r,
-                Err(e) => {
-                    eprintln!("error: cannot start the async runtime: {e}");
-                    return ExitCode::from(2);
-                }
+            let Some(runtime) = runtime() else {
+                return ExitCode::from(2);
             };
             let mut settings = Settings::new(jobs, workflows, comfy_url);
             if let Some(o) = outputs {
@@ -136,8 +166,113 @@ fn main() -> ExitCode {
     }
 }
 
-async fn run(mut settings: Settings, sim: bool) -> ExitCode {
-    let _sim = if sim {
+fn runtime() -> Option<tokio::runtime::Runtime> {
+    match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => Some(r),
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            None
+        }
+    }
+}
+
+/// Whether a ComfyUI answers at `url` (within a couple of seconds).
+async fn comfy_answers(url: &str) -> bool {
+    let timeouts = comfyd::client::Timeouts {
+        connect: Duration::from_secs(2),
+        request: Duration::from_secs(3),
+        ..Default::default()
+    };
+    match comfyd::client::Client::with_timeouts(url, timeouts) {
+        Ok(c) => c.system_stats().await.is_ok(),
+        Err(_) => false,
+    }
+}
+
+async fn demo(workflows: PathBuf, jobs_from: PathBuf, dir: PathBuf, comfy_url: String) -> ExitCode {
+    let prepare = || -> std::io::Result<usize> {
+        if dir.exists() {
+            std::fs::remove_dir_all(&dir)?;
+        }
+        let inbox = dir.join("jobs/inbox");
+        std::fs::create_dir_all(&inbox)?;
+        let mut n = 0;
+        for e in std::fs::read_dir(&jobs_from)? {
+            let p = e?.path();
+            if p.is_file()
+                && let Some(name) = p.file_name()
+            {
+                std::fs::copy(&p, inbox.join(name))?;
+                n += 1;
+            }
+        }
+        Ok(n)
+    };
+    let files = match prepare() {
+        Ok(n) => n,
+        Err(e) => {
+            eprintln!(
+                "error: preparing {} from {}: {e}",
+                dir.display(),
+                jobs_from.display()
+            );
+            return ExitCode::from(2);
+        }
+    };
+    let sim = if comfy_answers(&comfy_url).await {
+        Sim::Never
+    } else {
+        Sim::Always
+    };
+    if sim == Sim::Always {
+        eprintln!(
+            "No ComfyUI answers at {comfy_url}: running against comfyd's built-in ComfyUI simulator."
+        );
+        eprintln!(
+            "Its images are placeholders; start ComfyUI (or pass --comfy-url) to run the jobs for real."
+        );
+    } else {
+        eprintln!("Running against the ComfyUI at {comfy_url}.");
+    }
+    eprintln!(
+        "Dropped {files} job files from {} into {}.",
+        jobs_from.display(),
+        dir.join("jobs/inbox").display()
+    );
+    let mut settings = Settings::new(dir.join("jobs"), workflows, comfy_url);
+    settings.outputs = dir.join("outputs");
+    settings.until_idle = true;
+    settings.settle = Duration::ZERO;
+    let code = run(settings, sim).await;
+    println!();
+    status(&dir.join("jobs"));
+    println!(
+        "\nOutputs and manifests: {}/<job id>/ (manifest.json lists each file with its sha256)",
+        dir.join("outputs").display()
+    );
+    println!(
+        "Failure reasons: {}/*.error.json",
+        dir.join("jobs/failed").display()
+    );
+    code
+}
+
+async fn run(mut settings: Settings, sim: Sim) -> ExitCode {
+    let use_sim = match sim {
+        Sim::Never => false,
+        Sim::Always => true,
+        Sim::Auto => {
+            let down = !comfy_answers(&settings.comfy_url).await;
+            if down {
+                tracing::warn!(url = %settings.comfy_url, "no ComfyUI answers there; using the built-in simulator");
+            }
+            down
+        }
+    };
+    let _sim = if use_sim {
         match start_sim(&settings).await {
             Ok((s, dir)) => {
                 settings.comfy_url = s.url();

@@ -1,0 +1,106 @@
+//! The `comfyd` binary as a newcomer uses it.
+
+mod common;
+
+use std::process::Command;
+
+use common::names;
+
+fn comfyd(args: &[&str], cwd: &std::path::Path) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_comfyd"))
+        .args(args)
+        .current_dir(cwd)
+        .env("COMFYD_LOG", "warn")
+        .output()
+        .unwrap_or_else(|e| panic!("{e}"))
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+#[test]
+fn demo_runs_the_example_jobs_on_the_simulator_when_no_comfyui_answers() {
+    let tmp = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let root = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .unwrap_or(9);
+    let dir = tmp.path().join("demo");
+    let o = comfyd(
+        &[
+            "demo",
+            "--dir",
+            &dir.to_string_lossy(),
+            "--comfy-url",
+            &format!("http://127.0.0.1:{port}"),
+        ],
+        &root,
+    );
+    let err = text(&o.stderr);
+    assert!(o.status.success(), "{err}");
+    assert!(
+        err.contains("No ComfyUI answers") && err.contains("simulator"),
+        "it says so plainly: {err}"
+    );
+    assert!(
+        !err.contains('\u{1b}'),
+        "no colour codes when stderr is not a terminal"
+    );
+    assert_eq!(
+        names(&dir.join("jobs/done")),
+        ["batch.jsonl", "hello.toml", "loras.toml", "mugs.toml"]
+    );
+    let out = text(&o.stdout);
+    assert!(
+        out.contains("done: 4") && out.contains("failed: 0"),
+        "{out}"
+    );
+    assert!(dir.join("outputs/hello/manifest.json").is_file());
+    let o = comfyd(
+        &["status", "--jobs", &dir.join("jobs").to_string_lossy()],
+        &root,
+    );
+    assert!(text(&o.stdout).contains("9 done"), "{}", text(&o.stdout));
+}
+
+#[test]
+fn usage_errors_and_help() {
+    let tmp = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let o = comfyd(&["status", "--jobs", "nowhere"], tmp.path());
+    assert_eq!(o.status.code(), Some(2));
+    assert!(text(&o.stderr).contains("not a job directory"));
+    let o = comfyd(&["run", "--help"], tmp.path());
+    let h = text(&o.stdout);
+    for s in [
+        "--jobs",
+        "--workflows",
+        "--comfy-url",
+        "--sim",
+        "--grace",
+        "--lease-ttl",
+    ] {
+        assert!(h.contains(s), "{s}: {h}");
+    }
+    let o = comfyd(&["--help"], tmp.path());
+    assert!(text(&o.stdout).contains("inbox/"));
+    let o = comfyd(
+        &[
+            "run",
+            "--jobs",
+            "j",
+            "--workflows",
+            "w",
+            "--comfy-url",
+            "localhost:1",
+        ],
+        tmp.path(),
+    );
+    assert_eq!(
+        o.status.code(),
+        Some(2),
+        "a URL without a scheme is refused: {}",
+        text(&o.stderr)
+    );
+}
