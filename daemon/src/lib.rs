@@ -5,6 +5,7 @@
 //! submission to its outputs.
 
 pub mod client;
+pub mod config;
 pub mod daemon;
 pub mod job;
 pub mod jobdir;

@@ -49,25 +49,31 @@ enum LogFormat {
 #[derive(Subcommand)]
 enum Command {
     /// Watch a job directory and run its jobs against ComfyUI.
+    ///
+    /// Settings come from flags, else from `--config FILE` (or `comfyd.toml` in the current
+    /// directory when there is one), else defaults.
     Run {
+        /// A comfyd.toml with these settings (flags win over it).
+        #[arg(long, value_name = "FILE")]
+        config: Option<PathBuf>,
         /// The job directory (inbox/, running/, done/, failed/ are created in it).
         #[arg(long, value_name = "DIR")]
-        jobs: PathBuf,
+        jobs: Option<PathBuf>,
         /// The workflow repository (with its comfyc.toml).
         #[arg(long, value_name = "DIR")]
-        workflows: PathBuf,
+        workflows: Option<PathBuf>,
         /// Where job outputs go (default: `outputs/` beside the job directory).
         #[arg(long, value_name = "DIR")]
         outputs: Option<PathBuf>,
         /// Where file inputs (images, masks) are read from; paths in jobs are relative to it.
         #[arg(long, value_name = "DIR")]
         inputs: Option<PathBuf>,
-        /// The ComfyUI server of this GPU.
-        #[arg(long, default_value = "http://127.0.0.1:8188")]
-        comfy_url: String,
-        /// The GPU index this daemon serves.
-        #[arg(long, default_value_t = 0)]
-        gpu: u32,
+        /// The ComfyUI server of this GPU [default: http://127.0.0.1:8188].
+        #[arg(long)]
+        comfy_url: Option<String>,
+        /// The GPU index this daemon serves [default: 0].
+        #[arg(long)]
+        gpu: Option<u32>,
         /// Run against a built-in ComfyUI simulator: `--sim` always, `--sim=auto` only when
         /// no ComfyUI answers at --comfy-url. Outputs are then placeholder images.
         #[arg(long, value_enum, num_args = 0..=1, default_missing_value = "always", default_value = "never")]
@@ -79,12 +85,13 @@ enum Command {
         #[arg(long, value_name = "SECONDS")]
         job_timeout: Option<u64>,
         /// Seconds the running job gets to finish after SIGTERM/SIGINT before it is
-        /// interrupted and handed back.
-        #[arg(long, default_value_t = 30, value_name = "SECONDS")]
-        grace: u64,
-        /// Seconds after which a silent daemon's lease is stale and its jobs are taken over.
-        #[arg(long, default_value_t = 30, value_name = "SECONDS")]
-        lease_ttl: u64,
+        /// interrupted and handed back [default: 30].
+        #[arg(long, value_name = "SECONDS")]
+        grace: Option<u64>,
+        /// Seconds after which a silent daemon's lease is stale and its jobs are taken over
+        /// [default: 30].
+        #[arg(long, value_name = "SECONDS")]
+        lease_ttl: Option<u64>,
     },
     /// Try it: copy the example jobs into a fresh job directory and run them, against ComfyUI
     /// if one answers at --comfy-url, else against the built-in simulator (and say so).
@@ -136,6 +143,7 @@ fn main() -> ExitCode {
             runtime.block_on(demo(workflows, jobs_from, dir, comfy_url))
         }
         Command::Run {
+            config,
             jobs,
             workflows,
             outputs,
@@ -148,19 +156,42 @@ fn main() -> ExitCode {
             grace,
             lease_ttl,
         } => {
+            let file = match config
+                .or_else(|| Some(PathBuf::from("comfyd.toml")).filter(|p| p.is_file()))
+            {
+                Some(p) => match comfyd::config::FileConfig::load(&p) {
+                    Ok(c) => c,
+                    Err(e) => {
+                        eprintln!("error: {e}");
+                        return ExitCode::from(2);
+                    }
+                },
+                None => comfyd::config::FileConfig::default(),
+            };
+            let (Some(jobs), Some(workflows)) = (jobs.or(file.jobs), workflows.or(file.workflows))
+            else {
+                eprintln!(
+                    "error: say where the job directory and the workflows are: --jobs DIR --workflows DIR (or in comfyd.toml)"
+                );
+                return ExitCode::from(2);
+            };
+            let url = comfy_url
+                .or(file.comfy_url)
+                .unwrap_or_else(|| "http://127.0.0.1:8188".into());
+            let mut settings = Settings::new(jobs, workflows, url);
+            if let Some(o) = outputs.or(file.outputs) {
+                settings.outputs = o;
+            }
+            settings.inputs = inputs.or(file.inputs);
+            settings.gpu = gpu.or(file.gpu).unwrap_or(0);
+            settings.until_idle = until_idle;
+            settings.job_timeout = job_timeout.or(file.job_timeout).map(Duration::from_secs);
+            settings.grace = Duration::from_secs(grace.or(file.grace).unwrap_or(30));
+            settings.lease_ttl =
+                Duration::from_secs(lease_ttl.or(file.lease_ttl).unwrap_or(30).max(3));
             let Some(runtime) = runtime() else {
                 return ExitCode::from(2);
             };
-            let mut settings = Settings::new(jobs, workflows, comfy_url);
-            if let Some(o) = outputs {
-                settings.outputs = o;
-            }
-            settings.inputs = inputs;
-            settings.gpu = gpu;
-            settings.until_idle = until_idle;
-            settings.job_timeout = job_timeout.map(Duration::from_secs);
-            settings.grace = Duration::from_secs(grace);
-            settings.lease_ttl = Duration::from_secs(lease_ttl.max(3));
             runtime.block_on(run(settings, sim))
         }
     }

@@ -104,3 +104,38 @@ fn usage_errors_and_help() {
         text(&o.stderr)
     );
 }
+
+#[test]
+fn settings_come_from_comfyd_toml_and_bad_files_are_named() {
+    let tmp = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let root = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
+    common::drop_job(
+        &tmp.path().join("jobs"),
+        "hello.toml",
+        "workflow = \"solid-color\"\n",
+    );
+    std::fs::write(
+        tmp.path().join("comfyd.toml"),
+        format!(
+            "jobs = \"jobs\"\nworkflows = \"{}\"\noutputs = \"out\"\n",
+            root.join("examples").display()
+        ),
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    // Found in the current directory.
+    let o = comfyd(&["run", "--sim", "--until-idle"], tmp.path());
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    assert!(tmp.path().join("out/hello/manifest.json").is_file());
+    std::fs::write(
+        tmp.path().join("bad.toml"),
+        "jobs = \"j\"\nworkflow = \"w\"\n",
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let o = comfyd(&["run", "--config", "bad.toml"], tmp.path());
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        text(&o.stderr).contains("bad.toml:2"),
+        "{}",
+        text(&o.stderr)
+    );
+}

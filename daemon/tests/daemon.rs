@@ -455,3 +455,17 @@ fn copy_dir(from: &Path, to: &Path) {
         }
     }
 }
+
+#[test]
+fn the_committed_config_schema_is_fresh() {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../schemas/comfyd.schema.json");
+    let text = comfyd::config::schema();
+    if std::env::var_os("COMFYC_BLESS").is_some() {
+        std::fs::write(&path, &text).unwrap_or_else(|e| panic!("{e}"));
+    }
+    assert_eq!(
+        std::fs::read_to_string(&path).unwrap_or_default(),
+        text,
+        "stale: regenerate with COMFYC_BLESS=1 cargo test -p comfyd --test daemon"
+    );
+}
