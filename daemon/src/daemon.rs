@@ -192,6 +192,7 @@ pub async fn run(
         catalogue_hash: workflows.catalogue_hash.clone(),
         job_timeout: settings.job_timeout,
         unreachable_patience: settings.unreachable_patience,
+        progress: Arc::default(),
     };
 
     // Wake-ups: inbox and workflow changes.
@@ -221,8 +222,13 @@ pub async fn run(
     };
 
     let mut summary = Summary::default();
-    let mut status = Status::new(&owner, &settings);
-    status.write(&dir);
+    let status = Arc::new(Mutex::new(Status::new(
+        &owner,
+        &settings,
+        ctx.progress.clone(),
+    )));
+    update(&status, &dir, |_| {});
+    let ticker = spawn_progress(status.clone(), dir.clone());
     let mut last_reclaim = std::time::Instant::now() - settings.lease_ttl;
     loop {
         if *shutdown.borrow() {
@@ -245,7 +251,7 @@ pub async fn run(
                     &held,
                     &mut shutdown,
                     &mut summary,
-                    &mut status,
+                    &status,
                 )
                 .await;
             }
@@ -270,7 +276,7 @@ pub async fn run(
                         &held,
                         &mut shutdown,
                         &mut summary,
-                        &mut status,
+                        &status,
                     )
                     .await;
                 }
@@ -301,9 +307,11 @@ pub async fn run(
         }
     }
     renewer.abort();
-    status.current = None;
-    status.state = "stopped";
-    status.write(&dir);
+    ticker.abort();
+    update(&status, &dir, |s| {
+        s.current = None;
+        s.state = "stopped";
+    });
     Ok(summary)
 }
 
@@ -386,10 +394,57 @@ struct Status {
     current: Option<Value>,
     jobs_done: usize,
     jobs_failed: usize,
+    /// The running job's progress (a snapshot is written).
+    #[serde(serialize_with = "snapshot")]
+    progress: Arc<Mutex<Option<runner::JobProgress>>>,
+}
+
+fn snapshot<S: serde::Serializer>(
+    p: &Arc<Mutex<Option<runner::JobProgress>>>,
+    s: S,
+) -> Result<S::Ok, S::Error> {
+    use serde::Serialize;
+    p.lock().map(|g| g.clone()).unwrap_or(None).serialize(s)
+}
+
+/// Changes the status and rewrites its file.
+fn update(status: &Arc<Mutex<Status>>, dir: &JobDir, change: impl FnOnce(&mut Status)) {
+    if let Ok(mut s) = status.lock() {
+        change(&mut s);
+        s.write(dir);
+    }
+}
+
+/// Twice a second while a job runs: the status file gets its progress, and a terminal a
+/// progress line.
+fn spawn_progress(status: Arc<Mutex<Status>>, dir: JobDir) -> tokio::task::JoinHandle<()> {
+    let tty = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_millis(500));
+        let mut last: Option<runner::JobProgress> = None;
+        loop {
+            tick.tick().await;
+            let now = status
+                .lock()
+                .ok()
+                .and_then(|s| s.progress.lock().ok().and_then(|p| p.clone()));
+            if now == last {
+                continue;
+            }
+            update(&status, &dir, |_| {});
+            if tty {
+                match &now {
+                    Some(p) => eprint!("\r\x1b[2K{}", p.line()),
+                    None => eprint!("\r\x1b[2K"),
+                }
+            }
+            last = now;
+        }
+    })
 }
 
 impl Status {
-    fn new(owner: &str, s: &Settings) -> Self {
+    fn new(owner: &str, s: &Settings, progress: Arc<Mutex<Option<runner::JobProgress>>>) -> Self {
         let now = runner::now_ms();
         Status {
             owner: owner.into(),
@@ -402,6 +457,7 @@ impl Status {
             current: None,
             jobs_done: 0,
             jobs_failed: 0,
+            progress,
         }
     }
 
@@ -425,7 +481,7 @@ async fn process_file(
     held: &Arc<Mutex<Vec<PathBuf>>>,
     shutdown: &mut watch::Receiver<bool>,
     summary: &mut Summary,
-    status: &mut Status,
+    status: &Arc<Mutex<Status>>,
 ) {
     let name = file
         .file_name()
@@ -471,10 +527,11 @@ async fn process_file(
             done += 1;
             continue;
         }
-        status.current = Some(
-            json!({"file": name, "job": job.id, "workflow": job.workflow, "started_ms": runner::now_ms(), "of": total, "done": done}),
-        );
-        status.write(dir);
+        update(status, dir, |s| {
+            s.current = Some(
+                json!({"file": name, "job": job.id, "workflow": job.workflow, "started_ms": runner::now_ms(), "of": total, "done": done}),
+            );
+        });
         let cancel_file = dir.inbox().join(format!("{}.cancel", job.id));
         let cancelled = || cancel_file.exists();
         let result = match workflows.find(&job.workflow) {
@@ -513,7 +570,7 @@ async fn process_file(
             Ok(m) => {
                 tracing::info!(job = %job.id, outputs = m.outputs.len(), "job done");
                 summary.jobs_done += 1;
-                status.jobs_done += 1;
+                update(status, dir, |s| s.jobs_done += 1);
                 done += 1;
             }
             Err(_) if *shutdown.borrow() => {
@@ -524,7 +581,7 @@ async fn process_file(
             Err(f) => {
                 tracing::warn!(job = %job.id, kind = f.kind, reason = %f.message, "job failed");
                 summary.jobs_failed += 1;
-                status.jobs_failed += 1;
+                update(status, dir, |s| s.jobs_failed += 1);
                 failures.push(json!({
                     "job": job.id, "line": job.origin.line, "sweep_index": job.origin.sweep_index,
                     "workflow": job.workflow, "kind": f.kind, "message": f.message, "details": f.details,
@@ -532,8 +589,7 @@ async fn process_file(
             }
         }
     }
-    status.current = None;
-    status.write(dir);
+    update(status, dir, |s| s.current = None);
     let report = (!failures.is_empty()).then(|| {
         json!({"file": name, "jobs": total + parsed.errors.len(), "done": done, "failed": failures.len(), "failures": failures})
     });

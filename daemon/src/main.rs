@@ -419,13 +419,32 @@ fn status(jobs: &std::path::Path) -> ExitCode {
             comfyd::runner::now_ms().saturating_sub(v["updated_ms"].as_u64().unwrap_or(0)) / 1000;
         let current = match &v["current"] {
             serde_json::Value::Null => "idle".to_owned(),
-            c => format!(
-                "running {} ({} of {} in {})",
-                c["job"].as_str().unwrap_or("?"),
-                c["done"].as_u64().unwrap_or(0) + 1,
-                c["of"],
-                c["file"].as_str().unwrap_or("?")
-            ),
+            c => {
+                let mut line = format!(
+                    "running {} ({} of {} in {})",
+                    c["job"].as_str().unwrap_or("?"),
+                    c["done"].as_u64().unwrap_or(0) + 1,
+                    c["of"],
+                    c["file"].as_str().unwrap_or("?")
+                );
+                let p = &v["progress"];
+                if let Some(total) = p["nodes_total"].as_u64() {
+                    line.push_str(&format!(
+                        ", node {}/{total}",
+                        p["nodes_done"].as_u64().unwrap_or(0).min(total)
+                    ));
+                    if let Some(node) = p["node"].as_str() {
+                        line.push_str(&format!(
+                            " ({node} {})",
+                            p["class_type"].as_str().unwrap_or("")
+                        ));
+                    }
+                    if p["max"].as_f64().is_some_and(|m| m > 0.0) {
+                        line.push_str(&format!(" step {}/{}", p["value"], p["max"]));
+                    }
+                }
+                line
+            }
         };
         println!(
             "{}: {} [{}], {} done, {} failed, updated {age_s} s ago",

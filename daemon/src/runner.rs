@@ -7,12 +7,15 @@
 //! file (temp + rename), then `graph.json`, then `manifest.json` last.
 
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
-use crate::client::{Client, ClientError, Outcome, PromptRejection, RunOptions, UploadOptions};
+use crate::client::{
+    Client, ClientError, Event, Outcome, PromptRejection, RunOptions, UploadOptions,
+};
 use crate::job::Job;
 use crate::jobdir::write_atomic;
 use crate::manifest::{
@@ -59,6 +62,50 @@ pub struct Context {
     pub job_timeout: Option<Duration>,
     /// How long to keep retrying while ComfyUI is unreachable.
     pub unreachable_patience: Duration,
+    /// Progress of the running job, for the status file and the terminal.
+    pub progress: Arc<Mutex<Option<JobProgress>>>,
+}
+
+/// Where the running job is.
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize)]
+pub struct JobProgress {
+    pub job: String,
+    /// Nodes finished (executed or cached) of the graph's nodes.
+    pub nodes_done: usize,
+    pub nodes_total: usize,
+    /// The node running now, and its step progress (samplers).
+    pub node: Option<String>,
+    pub class_type: Option<String>,
+    pub value: f64,
+    pub max: f64,
+}
+
+impl JobProgress {
+    /// One line for a terminal.
+    pub fn line(&self) -> String {
+        let mut s = format!(
+            "{}: node {}/{}",
+            self.job,
+            self.nodes_done.min(self.nodes_total),
+            self.nodes_total
+        );
+        if let Some(n) = &self.node {
+            s.push_str(&format!(", running {n}"));
+            if let Some(c) = &self.class_type {
+                s.push_str(&format!(" ({c})"));
+            }
+            if self.max > 0.0 {
+                s.push_str(&format!(" {}/{}", self.value, self.max));
+            }
+        }
+        s
+    }
+}
+
+fn set_progress(ctx: &Context, p: Option<JobProgress>) {
+    if let Ok(mut slot) = ctx.progress.lock() {
+        *slot = p;
+    }
 }
 
 pub fn now_ms() -> u64 {
@@ -133,7 +180,54 @@ pub async fn run(
             ));
         }
         let attempt_ms = now_ms();
-        match ctx.client.run_prompt(&graph, &opts, &mut |_| {}).await {
+        let total = graph.as_object().map_or(0, |g| g.len());
+        set_progress(
+            ctx,
+            Some(JobProgress {
+                job: job.id.clone(),
+                nodes_total: total,
+                ..JobProgress::default()
+            }),
+        );
+        let classes: std::collections::HashMap<String, String> = graph
+            .as_object()
+            .into_iter()
+            .flatten()
+            .filter_map(|(id, n)| {
+                n.get("class_type")
+                    .and_then(Value::as_str)
+                    .map(|c| (id.clone(), c.to_owned()))
+            })
+            .collect();
+        let progress = ctx.progress.clone();
+        let mut on_event = move |e: &Event| {
+            let Ok(mut p) = progress.lock() else { return };
+            let Some(p) = p.as_mut() else { return };
+            match e {
+                Event::ExecutionCached { nodes, .. } => p.nodes_done += nodes.len(),
+                Event::Executing { node: Some(n), .. } => {
+                    if p.node.is_some() {
+                        p.nodes_done += 1;
+                    }
+                    p.class_type = classes.get(n).cloned();
+                    p.node = Some(n.clone());
+                    p.value = 0.0;
+                    p.max = 0.0;
+                }
+                Event::Executing { node: None, .. } => {
+                    p.nodes_done = p.nodes_total;
+                    p.node = None;
+                }
+                Event::Progress { value, max, .. } => {
+                    p.value = *value;
+                    p.max = *max;
+                }
+                _ => {}
+            }
+        };
+        let result = ctx.client.run_prompt(&graph, &opts, &mut on_event).await;
+        set_progress(ctx, None);
+        match result {
             Ok(r) => match &r.outcome {
                 Outcome::Failed(e) if e.is_out_of_memory() && !oom_retried => {
                     tracing::warn!(job = %job.id, "out of memory; freeing ComfyUI's memory and retrying once");

@@ -469,3 +469,41 @@ fn the_committed_config_schema_is_fresh() {
         "stale: regenerate with COMFYC_BLESS=1 cargo test -p comfyd --test daemon"
     );
 }
+
+#[tokio::test]
+async fn the_status_file_shows_the_running_job_and_its_progress() {
+    let rig = Rig::new(Timing {
+        class_ms: [("ImageInvert".to_owned(), 1500)].into(),
+        ..Timing::default()
+    })
+    .await;
+    rig.drop_job("watched.toml", "workflow = \"solid-color\"\n");
+    let settings = rig.settings();
+    let (_tx, rx) = tokio::sync::watch::channel(false);
+    let daemon = tokio::spawn(async move { daemon::run(settings, rx).await });
+    let path = rig.jobs().join("status/gpu-0.json");
+    let mut seen = Value::Null;
+    for _ in 0..60 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let v: Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap_or_default())
+            .unwrap_or_default();
+        if v["progress"]["node"] == "4" {
+            seen = v;
+            break;
+        }
+    }
+    assert_eq!(seen["current"]["job"], "watched", "{seen:#}");
+    assert_eq!(seen["progress"]["class_type"], "ImageInvert", "{seen:#}");
+    assert_eq!(seen["progress"]["nodes_total"], 5);
+    let s = daemon
+        .await
+        .unwrap_or_else(|e| panic!("{e}"))
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(s.jobs_done, 1);
+    let v: Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap_or_default())
+        .unwrap_or_default();
+    assert_eq!(
+        (v["state"].as_str(), &v["current"], &v["progress"]),
+        (Some("stopped"), &Value::Null, &Value::Null)
+    );
+}
