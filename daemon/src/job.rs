@@ -24,6 +24,8 @@ use serde_json::{Map, Value};
 
 /// Largest job file read.
 pub const MAX_FILE_BYTES: u64 = 16 * 1024 * 1024;
+/// Longest job timeout a file may ask for, in seconds.
+pub const MAX_TIMEOUT_S: u64 = 30 * 24 * 3600;
 /// Most jobs one file may expand to (lines times sweep combinations).
 pub const MAX_JOBS_PER_FILE: usize = 100_000;
 
@@ -195,6 +197,14 @@ fn expand(
                 "`{}` is not a workflow name (`name` or `name@version`)",
                 spec.workflow
             ),
+        ));
+    }
+    if let Some(t) = spec.timeout
+        && !(1..=MAX_TIMEOUT_S).contains(&t)
+    {
+        return Err(JobFileError::new(
+            line,
+            format!("`timeout = {t}`: give seconds between 1 and {MAX_TIMEOUT_S} (30 days)"),
         ));
     }
     let id = spec.id.clone().unwrap_or_else(|| default_id.to_owned());

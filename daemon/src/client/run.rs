@@ -233,7 +233,8 @@ impl Client {
             .prompt_id
             .clone()
             .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
-        let deadline = opts.timeout.map(|t| t0 + t);
+        // A timeout too large to add to the clock is no deadline at all.
+        let deadline = opts.timeout.and_then(|t| t0.checked_add(t));
 
         let mut socket = Some(self.connect(&client_id).await?);
         let submitted = self
