@@ -118,8 +118,10 @@ impl Workflow {
                     }
                     _ => vec![InputError {
                         message: match &input {
-                            Some(name) => format!("input `{name}`{}: {e}", sub_path(&pointer)),
-                            None => e.to_string(),
+                            Some(name) => {
+                                format!("input `{name}`{}: {}", sub_path(&pointer), describe(&e))
+                            }
+                            None => describe(&e),
                         },
                         input,
                         pointer,
@@ -242,6 +244,15 @@ fn fill_defaults(input: &crate::inputs::WorkflowInput, value: &mut Value) {
             }
         }
         _ => {}
+    }
+}
+
+/// The error with its value, or with "value" in its place when the value is long.
+fn describe(e: &jsonschema::ValidationError<'_>) -> String {
+    if e.instance().to_string().chars().count() > 80 {
+        e.masked().to_string()
+    } else {
+        e.to_string()
     }
 }
 

@@ -329,6 +329,15 @@ fn watch_dirs(
     let workflows_dir = workflows.to_path_buf();
     let mut w = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
         if let Ok(event) = res {
+            // Reading a folder or file raises access events, our own scans included: waking
+            // on them would make an idle daemon spin.
+            if matches!(
+                event.kind,
+                notify::EventKind::Access(_)
+                    | notify::EventKind::Modify(notify::event::ModifyKind::Metadata(_))
+            ) {
+                return;
+            }
             let wake = if event.paths.iter().any(|p| p.starts_with(&workflows_dir)) {
                 Wake::Workflows
             } else {
@@ -522,10 +531,21 @@ async fn process_file(
             release(held);
             return;
         }
-        if runner::already_done(&ctx.outputs, &job.id) {
-            summary.jobs_skipped += 1;
-            done += 1;
-            continue;
+        match runner::finished_by(&ctx.outputs, &job.id) {
+            Some(file) if file == name || file == original_name(&name) => {
+                summary.jobs_skipped += 1;
+                done += 1;
+                continue;
+            }
+            Some(other) => {
+                summary.jobs_failed += 1;
+                failures.push(json!({
+                    "job": job.id, "line": job.origin.line, "kind": "duplicate-id",
+                    "message": format!("job id `{}` is already used by a finished job from `{other}`; give this job another `id`", job.id),
+                }));
+                continue;
+            }
+            None => {}
         }
         update(status, dir, |s| {
             s.current = Some(
@@ -590,11 +610,56 @@ async fn process_file(
         }
     }
     update(status, dir, |s| s.current = None);
-    let report = (!failures.is_empty()).then(|| {
-        json!({"file": name, "jobs": total + parsed.errors.len(), "done": done, "failed": failures.len(), "failures": failures})
+    let failed = failures.len() + parsed.error_count - parsed.errors.len();
+    let report = (failed > 0).then(|| {
+        let shown: Vec<Value> = failures
+            .into_iter()
+            .take(MAX_REPORTED)
+            .map(shorten)
+            .collect();
+        json!({
+            "file": name, "jobs": total + parsed.error_count, "done": done, "failed": failed,
+            "failures": shown,
+            "more": failed.saturating_sub(MAX_REPORTED),
+        })
     });
     finish(dir, file, report, summary);
     release(held);
+}
+
+/// Failures written into one report; the rest are counted in `more`.
+const MAX_REPORTED: usize = 100;
+
+/// A failure entry with long texts cut short, so a report stays readable and small.
+fn shorten(mut v: Value) -> Value {
+    fn cut(v: &mut Value) {
+        match v {
+            Value::String(s) if s.chars().count() > 500 => {
+                *s = format!(
+                    "{}… ({} characters)",
+                    s.chars().take(500).collect::<String>(),
+                    s.chars().count()
+                );
+            }
+            Value::Array(a) => {
+                a.truncate(20);
+                a.iter_mut().for_each(cut);
+            }
+            Value::Object(m) => m.values_mut().for_each(cut),
+            _ => {}
+        }
+    }
+    cut(&mut v);
+    v
+}
+
+/// `NAME.EXT` for a file kept as `NAME.N.EXT` because a file of the same name was there.
+fn original_name(name: &str) -> String {
+    let parts: Vec<&str> = name.rsplitn(3, '.').collect();
+    match parts.as_slice() {
+        [ext, n, stem] if n.parse::<u32>().is_ok() => format!("{stem}.{ext}"),
+        _ => name.to_owned(),
+    }
 }
 
 fn read_job_file(file: &Path, name: &str) -> Result<job::Parsed, job::JobFileError> {
@@ -605,6 +670,11 @@ fn read_job_file(file: &Path, name: &str) -> Result<job::Parsed, job::JobFileErr
     let meta = std::fs::symlink_metadata(file).map_err(|e| err(e.to_string()))?;
     if meta.file_type().is_symlink() {
         return Err(err("job files may not be symbolic links".into()));
+    }
+    if !meta.is_file() {
+        return Err(err(
+            "not a regular file (a FIFO, socket or device is never read)".into(),
+        ));
     }
     if meta.len() > job::MAX_FILE_BYTES {
         return Err(err(format!(

@@ -88,7 +88,49 @@ struct Spec {
 #[derive(Debug, Default)]
 pub struct Parsed {
     pub jobs: Vec<Job>,
+    /// The first [`MAX_REPORTED_ERRORS`] problems.
     pub errors: Vec<JobFileError>,
+    /// How many problems there were in all.
+    pub error_count: usize,
+}
+
+/// Problems of one file kept for its report; the rest are counted.
+pub const MAX_REPORTED_ERRORS: usize = 100;
+
+impl Parsed {
+    fn error(&mut self, e: JobFileError) {
+        self.error_count += 1;
+        if self.errors.len() < MAX_REPORTED_ERRORS {
+            self.errors.push(e);
+        }
+    }
+}
+
+/// One job from JSON text: it must be an object (serde would read an array by position).
+fn json_spec(text: &str) -> Result<Spec, (Option<usize>, String)> {
+    // serde reads a struct from an array by position; a job is an object.
+    let start = text.trim_start();
+    if start.starts_with('[') {
+        let what = serde_json::from_str::<serde_json::Value>(text)
+            .map(|v| kind(&v))
+            .unwrap_or("an array");
+        return Err((
+            Some(1),
+            format!("a job is a JSON object with `workflow` and `inputs`, not {what}"),
+        ));
+    }
+    serde_json::from_str(text).map_err(|e| (Some(e.line()), e.to_string()))
+}
+
+fn kind(v: &serde_json::Value) -> &'static str {
+    match v {
+        serde_json::Value::Array(_) => "an array",
+        serde_json::Value::String(_) => "a string",
+        serde_json::Value::Number(_) => "a number",
+        serde_json::Value::Bool(_) => "a boolean",
+        serde_json::Value::Null => "null",
+        serde_json::Value::Object(_) => "an object",
+    }
 }
 
 /// Whether a string may be an id: it names a folder, so no separators, no leading dot.
@@ -119,8 +161,7 @@ pub fn parse(name: &str, text: &str) -> Result<Parsed, JobFileError> {
             expand(spec, stem, Origin::default(), &mut out.jobs)?;
         }
         "json" => {
-            let spec: Spec = serde_json::from_str(text)
-                .map_err(|e| JobFileError::new(Some(e.line()), e.to_string()))?;
+            let spec = json_spec(text).map_err(|(line, m)| JobFileError::new(line, m))?;
             expand(spec, stem, Origin::default(), &mut out.jobs)?;
         }
         "jsonl" => {
@@ -129,10 +170,10 @@ pub fn parse(name: &str, text: &str) -> Result<Parsed, JobFileError> {
                 if line.trim().is_empty() {
                     continue;
                 }
-                let spec: Spec = match serde_json::from_str(line) {
+                let spec = match json_spec(line) {
                     Ok(s) => s,
-                    Err(e) => {
-                        out.errors.push(JobFileError::new(Some(n), e.to_string()));
+                    Err((_, m)) => {
+                        out.error(JobFileError::new(Some(n), m));
                         continue;
                     }
                 };
@@ -147,7 +188,7 @@ pub fn parse(name: &str, text: &str) -> Result<Parsed, JobFileError> {
                     &mut out.jobs,
                 ) {
                     e.line = Some(n);
-                    out.errors.push(e);
+                    out.error(e);
                 }
                 if out.jobs.len() > MAX_JOBS_PER_FILE {
                     return Err(JobFileError::new(
@@ -156,9 +197,17 @@ pub fn parse(name: &str, text: &str) -> Result<Parsed, JobFileError> {
                     ));
                 }
             }
-            if out.jobs.is_empty() && out.errors.is_empty() {
+            if out.jobs.is_empty() && out.error_count == 0 {
                 return Err(JobFileError::new(None, "the file holds no jobs"));
             }
+        }
+        "" => {
+            return Err(JobFileError::new(
+                None,
+                format!(
+                    "`{name}` is not a job file: it has no extension (name job files .toml, .json or .jsonl)"
+                ),
+            ));
         }
         other => {
             return Err(JobFileError::new(

@@ -39,7 +39,12 @@ pub enum Candidate {
     Ignored,
     /// Changed too recently: it may still be being written.
     Settling,
+    /// A name no job file may have (too long, not UTF-8): refused without being read.
+    BadName(PathBuf),
 }
+
+/// Longest job file name: room is left for `.lease` and `.error.json` beside it.
+pub const MAX_NAME_BYTES: usize = 200;
 
 pub fn now_secs() -> u64 {
     SystemTime::now()
@@ -86,9 +91,15 @@ impl JobDir {
     /// Whether an inbox entry is a job file ready to claim. Files modified less than `settle`
     /// ago may still be growing (a writer that did not use write-then-rename).
     pub fn classify(path: &Path, settle: Duration) -> Candidate {
-        let Some(name) = path.file_name().and_then(|n| n.to_str()) else {
+        let Some(os_name) = path.file_name() else {
             return Candidate::Ignored;
         };
+        let Some(name) = os_name.to_str() else {
+            return Candidate::BadName(path.to_path_buf());
+        };
+        if name.len() > MAX_NAME_BYTES && !name.starts_with('.') {
+            return Candidate::BadName(path.to_path_buf());
+        }
         let lower = name.to_ascii_lowercase();
         if name.starts_with('.')
             || lower.ends_with(".tmp")
@@ -115,7 +126,8 @@ impl JobDir {
         }
     }
 
-    /// Inbox entries, sorted by name (files dropped together run in name order).
+    /// Inbox entries, sorted by name (files dropped together run in name order). Files with
+    /// names no job file may have are moved to `failed/` under a safe name, with a report.
     pub fn scan_inbox(&self, settle: Duration) -> io::Result<(Vec<PathBuf>, bool)> {
         let mut ready = Vec::new();
         let mut settling = false;
@@ -124,6 +136,11 @@ impl JobDir {
                 Candidate::Ready(p) => ready.push(p),
                 Candidate::Settling => settling = true,
                 Candidate::Ignored => {}
+                Candidate::BadName(p) => {
+                    if let Err(e) = self.refuse_name(&p) {
+                        tracing::warn!(error = %e, "could not refuse a badly named job file");
+                    }
+                }
             }
         }
         ready.sort();
@@ -240,6 +257,42 @@ impl JobDir {
         }
         out.sort();
         Ok(out)
+    }
+
+    /// Moves a file whose name cannot be used (too long, not UTF-8) straight to `failed/` as
+    /// `refused-name-HASH`, with a report that says why and what it was called.
+    pub fn refuse_name(&self, inbox_file: &Path) -> io::Result<PathBuf> {
+        use sha2::Digest;
+        let raw = inbox_file
+            .file_name()
+            .map(|n| n.as_encoded_bytes().to_vec())
+            .unwrap_or_default();
+        let hash = hex::encode(&sha2::Sha256::digest(&raw)[..6]);
+        let dest = unique(&self.failed(), Path::new(&format!("refused-name-{hash}")))?;
+        match std::fs::rename(inbox_file, &dest) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(dest),
+            Err(e) => return Err(e),
+        }
+        let shown = String::from_utf8_lossy(&raw);
+        let why = if std::str::from_utf8(&raw).is_err() {
+            "the file name is not UTF-8".to_owned()
+        } else {
+            format!(
+                "the file name is too long: {} bytes, where job file names are at most {MAX_NAME_BYTES}",
+                raw.len()
+            )
+        };
+        let name = dest
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let report = serde_json::json!({"file": shown, "error": format!("{why}: the file was not read; rename it and drop it again"), "jobs": 0});
+        write_atomic(
+            &self.failed().join(format!("{name}.error.json")),
+            &serde_json::to_vec_pretty(&report).map_err(io::Error::other)?,
+        )?;
+        Ok(dest)
     }
 
     /// Moves a finished job file to `done/`.

@@ -120,9 +120,17 @@ pub fn output_dir(outputs: &Path, job_id: &str) -> PathBuf {
     outputs.join(job_id)
 }
 
-/// Whether the job already finished (its manifest exists): it must not run again.
-pub fn already_done(outputs: &Path, job_id: &str) -> bool {
-    output_dir(outputs, job_id).join("manifest.json").is_file()
+/// The job file a finished job came from, when the job id has a manifest: such a job must
+/// not run again, and another file may not reuse its id.
+pub fn finished_by(outputs: &Path, job_id: &str) -> Option<String> {
+    let text = std::fs::read(output_dir(outputs, job_id).join("manifest.json")).ok()?;
+    let m: Value = serde_json::from_slice(&text).ok()?;
+    Some(
+        m.pointer("/job/file")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_owned(),
+    )
 }
 
 /// Runs one job to its manifest.

@@ -169,3 +169,42 @@ async fn sigterm_lets_a_short_job_finish() {
     assert_eq!(names(&jobs.join("done")), ["short.toml"]);
     assert!(outputs.join("short/manifest.json").is_file());
 }
+
+/// CPU seconds (user + system) a process has used, from /proc.
+fn cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let fields: Vec<&str> = stat
+        .rsplit_once(") ")
+        .map(|(_, rest)| rest.split(' ').collect())
+        .unwrap_or_default();
+    // utime and stime are fields 14 and 15 of the line, 12 and 13 after the command name.
+    let ticks: u64 = fields
+        .get(11..13)
+        .map(|f| f.iter().filter_map(|x| x.parse::<u64>().ok()).sum())
+        .unwrap_or(0);
+    ticks as f64 / 100.0
+}
+
+#[tokio::test]
+async fn an_idle_daemon_sleeps_instead_of_polling() {
+    let tmp = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let (jobs, outputs) = (tmp.path().join("jobs"), tmp.path().join("outputs"));
+    let sim = start_sim(&tmp.path().join("sim"), Timing::default()).await;
+    let mut d = comfyd(&jobs, &outputs, &sim.url(), &[]);
+    wait_until("the job directory exists", Duration::from_secs(30), || {
+        jobs.join("status/gpu-0.json").is_file()
+    })
+    .await;
+    let before = cpu_seconds(d.id());
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let used = cpu_seconds(d.id()) - before;
+    // A job dropped now is still noticed at once (by the watcher, not a poll).
+    drop_job(&jobs, "late.toml", "workflow = \"solid-color\"\n");
+    wait_until("the late job is done", Duration::from_secs(10), || {
+        outputs.join("late/manifest.json").is_file()
+    })
+    .await;
+    signal(&d, "-TERM");
+    let _ = wait_exit(&mut d, Duration::from_secs(30)).await;
+    assert!(used < 0.6, "an idle daemon used {used:.2} s of CPU in 3 s");
+}
