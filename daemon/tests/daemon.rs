@@ -413,7 +413,7 @@ async fn a_missing_model_fails_the_job_up_front_naming_the_file() {
     let mut settings = rig.settings();
     settings.workflows = {
         let dir = rig.tmp.path().join("repo");
-        copy_dir(&examples(), &dir);
+        common::copy_dir(&examples(), &dir);
         let t = std::fs::read_to_string(dir.join("comfyc.toml")).unwrap_or_default();
         let extra = "[[models]]\nname = \"not-installed.safetensors\"\nfolder = \"checkpoints\"\n\n[[models]]\nname = \"gone.safetensors\"\nfolder = \"loras\"\n";
         std::fs::write(dir.join("comfyc.toml"), format!("{t}\n{extra}"))
@@ -438,21 +438,6 @@ async fn a_missing_model_fails_the_job_up_front_naming_the_file() {
                 .is_some_and(|m| m.contains(name)),
             "{r:#}"
         );
-    }
-}
-
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap_or_else(|e| panic!("{e}"));
-    for e in std::fs::read_dir(from)
-        .unwrap_or_else(|e| panic!("{e}"))
-        .flatten()
-    {
-        let dest = to.join(e.file_name());
-        if e.path().is_dir() {
-            copy_dir(&e.path(), &dest);
-        } else {
-            std::fs::copy(e.path(), dest).unwrap_or_else(|e| panic!("{e}"));
-        }
     }
 }
 

@@ -2,6 +2,7 @@
 //! starts one and sets `COMFYUI_URL`; or point `COMFYUI_URL` at any running ComfyUI and run
 //! `cargo test -p comfyd --test real -- --ignored --test-threads=1`.
 
+mod common;
 mod suite;
 
 use comfyd::client::Client;
@@ -41,7 +42,7 @@ async fn daemon_runs_single_and_batch_jobs_against_real_comfyui() {
     let tmp = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
     // The examples, with the tiny checkpoint declared.
     let repo = tmp.path().join("repo");
-    copy_dir(
+    common::copy_dir(
         &std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../examples"),
         &repo,
     );
@@ -120,19 +121,4 @@ async fn daemon_runs_single_and_batch_jobs_against_real_comfyui() {
         checked += 1;
     }
     assert_eq!(checked, 23);
-}
-
-fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
-    std::fs::create_dir_all(to).unwrap_or_else(|e| panic!("{e}"));
-    for e in std::fs::read_dir(from)
-        .unwrap_or_else(|e| panic!("{e}"))
-        .flatten()
-    {
-        let dest = to.join(e.file_name());
-        if e.path().is_dir() {
-            copy_dir(&e.path(), &dest);
-        } else {
-            std::fs::copy(e.path(), dest).unwrap_or_else(|e| panic!("{e}"));
-        }
-    }
 }
