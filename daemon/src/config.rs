@@ -38,6 +38,8 @@ pub struct FileConfig {
     pub grace: Option<u64>,
     /// Seconds after which a silent daemon's lease is stale.
     pub lease_ttl: Option<u64>,
+    /// Jobs submitted to ComfyUI at once (default 2).
+    pub pipeline: Option<usize>,
 }
 
 impl FileConfig {

@@ -12,6 +12,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use futures_util::StreamExt;
 use serde_json::{Value, json};
 use tokio::sync::watch;
 
@@ -40,6 +41,9 @@ pub struct Settings {
     pub grace: Duration,
     /// Exit once the inbox is empty and nothing runs (batch runs, tests, benchmarks).
     pub until_idle: bool,
+    /// Jobs submitted to ComfyUI at once: 2 keeps its queue fed while the daemon writes the
+    /// previous job's outputs; 1 runs strictly one after another.
+    pub pipeline: usize,
     /// How long a job waits for an unreachable ComfyUI before it fails.
     pub unreachable_patience: Duration,
 }
@@ -66,6 +70,7 @@ impl Settings {
             job_timeout: None,
             grace: Duration::from_secs(30),
             until_idle: false,
+            pipeline: 2,
             unreachable_patience: Duration::from_secs(24 * 3600),
         }
     }
@@ -525,89 +530,123 @@ async fn process_file(
     jobs.sort_by_key(|j| std::cmp::Reverse(j.priority));
     let total = jobs.len();
     let mut done = 0usize;
-    for job in jobs {
-        if *shutdown.borrow() {
-            hand_back(dir, file, &name, summary);
-            release(held);
-            return;
+    let mut pending = jobs.into_iter();
+    // Set when the grace period is over: a job whose prompt was removed must not resubmit it.
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    // Jobs in flight: the next one is submitted while one runs, so ComfyUI's queue is never
+    // empty and this daemon's downloads and writes overlap ComfyUI's work.
+    let mut inflight = futures_util::stream::FuturesUnordered::new();
+    let mut slots: Vec<(String, Arc<Mutex<Option<String>>>)> = Vec::new();
+    let mut stopping = *shutdown.borrow();
+    let mut interrupt_at: Option<tokio::time::Instant> = None;
+    let mut handed_back = false;
+    let mut cancel_tick = tokio::time::interval(Duration::from_millis(250));
+    loop {
+        while !stopping && inflight.len() < settings.pipeline.max(1) {
+            let Some(job) = pending.next() else { break };
+            match runner::finished_by(&ctx.outputs, &job.id) {
+                Some(f) if f == name || f == original_name(&name) => {
+                    summary.jobs_skipped += 1;
+                    done += 1;
+                    continue;
+                }
+                Some(other) => {
+                    summary.jobs_failed += 1;
+                    failures.push(json!({
+                        "job": job.id, "line": job.origin.line, "kind": "duplicate-id",
+                        "message": format!("job id `{}` is already used by a finished job from `{other}`; give this job another `id`", job.id),
+                    }));
+                    continue;
+                }
+                None => {}
+            }
+            let slot: Arc<Mutex<Option<String>>> = Arc::default();
+            slots.push((job.id.clone(), slot.clone()));
+            let cancel_file = dir.inbox().join(format!("{}.cancel", job.id));
+            let found = workflows.find(&job.workflow);
+            let file_name = name.clone();
+            let stop = &stop;
+            inflight.push(async move {
+                let cancelled =
+                    || cancel_file.exists() || stop.load(std::sync::atomic::Ordering::Relaxed);
+                let result = match found {
+                    Err(msg) => Err(Failure::new("unknown-workflow", msg)),
+                    Ok(w) => {
+                        runner::run(ctx, w, job, &file_name, claimed_ms, &cancelled, &slot).await
+                    }
+                };
+                if cancel_file.exists() {
+                    let _ = std::fs::remove_file(&cancel_file);
+                }
+                (job, result)
+            });
         }
-        match runner::finished_by(&ctx.outputs, &job.id) {
-            Some(file) if file == name || file == original_name(&name) => {
-                summary.jobs_skipped += 1;
-                done += 1;
-                continue;
-            }
-            Some(other) => {
-                summary.jobs_failed += 1;
-                failures.push(json!({
-                    "job": job.id, "line": job.origin.line, "kind": "duplicate-id",
-                    "message": format!("job id `{}` is already used by a finished job from `{other}`; give this job another `id`", job.id),
-                }));
-                continue;
-            }
-            None => {}
+        if inflight.is_empty() {
+            break;
         }
         update(status, dir, |s| {
-            s.current = Some(
-                json!({"file": name, "job": job.id, "workflow": job.workflow, "started_ms": runner::now_ms(), "of": total, "done": done}),
-            );
+            s.current = Some(json!({
+                "file": name, "job": slots.first().map(|(id, _)| id.clone()), "jobs": slots.iter().map(|(id, _)| id.clone()).collect::<Vec<_>>(),
+                "of": total, "done": done,
+            }));
         });
-        let cancel_file = dir.inbox().join(format!("{}.cancel", job.id));
-        let cancelled = || cancel_file.exists();
-        let result = match workflows.find(&job.workflow) {
-            Err(msg) => Err(Failure::new("unknown-workflow", msg)),
-            Ok(w) => {
-                let fut = runner::run(ctx, w, job, &name, claimed_ms, &cancelled);
-                tokio::pin!(fut);
-                let mut interrupted_for_shutdown = false;
-                let mut cancel_tick = tokio::time::interval(Duration::from_millis(250));
-                loop {
-                    tokio::select! {
-                        r = &mut fut => break r,
-                        _ = shutdown.changed(), if !interrupted_for_shutdown => {
-                            tracing::info!(job = %job.id, grace_s = settings.grace.as_secs(), "shutting down: letting the running job finish");
-                            match tokio::time::timeout(settings.grace, &mut fut).await {
-                                Ok(r) => break r,
-                                Err(_) => {
-                                    interrupted_for_shutdown = true;
-                                    let _ = ctx.client.interrupt(None).await;
-                                }
-                            }
-                        }
-                        _ = cancel_tick.tick() => {
-                            if cancelled() {
-                                let _ = ctx.client.interrupt(None).await;
-                            }
-                        }
+        tokio::select! {
+            Some((job, result)) = inflight.next() => {
+                slots.retain(|(id, _)| id != &job.id);
+                match result {
+                    Ok(m) => {
+                        tracing::info!(job = %job.id, outputs = m.outputs.len(), "job done");
+                        summary.jobs_done += 1;
+                        update(status, dir, |s| s.jobs_done += 1);
+                        done += 1;
+                    }
+                    // Interrupted because the daemon is stopping: it runs again later.
+                    Err(_) if stopping => handed_back = true,
+                    Err(f) => {
+                        tracing::warn!(job = %job.id, kind = f.kind, reason = %f.message, "job failed");
+                        summary.jobs_failed += 1;
+                        update(status, dir, |s| s.jobs_failed += 1);
+                        failures.push(json!({
+                            "job": job.id, "line": job.origin.line, "sweep_index": job.origin.sweep_index,
+                            "workflow": job.workflow, "kind": f.kind, "message": f.message, "details": f.details,
+                        }));
                     }
                 }
             }
-        };
-        if cancel_file.exists() {
-            let _ = std::fs::remove_file(&cancel_file);
+            _ = shutdown.changed(), if !stopping => {
+                stopping = true;
+                tracing::info!(grace_s = settings.grace.as_secs(), "shutting down: letting running jobs finish");
+                // Queued prompts of this daemon leave ComfyUI's queue now; the running one gets
+                // the grace period.
+                interrupt_at = Some(tokio::time::Instant::now() + settings.grace);
+            }
+            _ = async { if let Some(t) = interrupt_at { tokio::time::sleep_until(t).await } else { std::future::pending().await } } => {
+                interrupt_at = None;
+                stop.store(true, std::sync::atomic::Ordering::Relaxed);
+                for (_, slot) in &slots {
+                    if let Some(pid) = slot.lock().ok().and_then(|s| s.clone()) {
+                        let _ = ctx.client.delete_queued(&[&pid]).await;
+                        let _ = ctx.client.interrupt(Some(&pid)).await;
+                    }
+                }
+            }
+            _ = cancel_tick.tick() => {
+                for (id, slot) in &slots {
+                    if dir.inbox().join(format!("{id}.cancel")).exists()
+                        && let Some(pid) = slot.lock().ok().and_then(|s| s.clone())
+                    {
+                        let _ = ctx.client.delete_queued(&[&pid]).await;
+                        let _ = ctx.client.interrupt(Some(&pid)).await;
+                    }
+                }
+            }
         }
-        match result {
-            Ok(m) => {
-                tracing::info!(job = %job.id, outputs = m.outputs.len(), "job done");
-                summary.jobs_done += 1;
-                update(status, dir, |s| s.jobs_done += 1);
-                done += 1;
-            }
-            Err(_) if *shutdown.borrow() => {
-                hand_back(dir, file, &name, summary);
-                release(held);
-                return;
-            }
-            Err(f) => {
-                tracing::warn!(job = %job.id, kind = f.kind, reason = %f.message, "job failed");
-                summary.jobs_failed += 1;
-                update(status, dir, |s| s.jobs_failed += 1);
-                failures.push(json!({
-                    "job": job.id, "line": job.origin.line, "sweep_index": job.origin.sweep_index,
-                    "workflow": job.workflow, "kind": f.kind, "message": f.message, "details": f.details,
-                }));
-            }
-        }
+    }
+    if stopping && (handed_back || pending.len() > 0) {
+        update(status, dir, |s| s.current = None);
+        hand_back(dir, file, &name, summary);
+        release(held);
+        return;
     }
     update(status, dir, |s| s.current = None);
     let failed = failures.len() + parsed.error_count - parsed.errors.len();

@@ -81,6 +81,10 @@ enum Command {
         /// Exit when the inbox is empty and nothing runs.
         #[arg(long)]
         until_idle: bool,
+        /// Jobs submitted to ComfyUI at once [default: 2]: the next is queued while one runs,
+        /// so the GPU does not idle between jobs; 1 runs strictly one after another.
+        #[arg(long, value_name = "N")]
+        pipeline: Option<usize>,
         /// Seconds a job may run before it is interrupted.
         #[arg(long, value_name = "SECONDS")]
         job_timeout: Option<u64>,
@@ -152,6 +156,7 @@ fn main() -> ExitCode {
             gpu,
             sim,
             until_idle,
+            pipeline,
             job_timeout,
             grace,
             lease_ttl,
@@ -185,6 +190,7 @@ fn main() -> ExitCode {
             settings.inputs = inputs.or(file.inputs);
             settings.gpu = gpu.or(file.gpu).unwrap_or(0);
             settings.until_idle = until_idle;
+            settings.pipeline = pipeline.or(file.pipeline).unwrap_or(2).max(1);
             settings.job_timeout = job_timeout.or(file.job_timeout).map(Duration::from_secs);
             settings.grace = Duration::from_secs(grace.or(file.grace).unwrap_or(30));
             settings.lease_ttl =

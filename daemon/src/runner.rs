@@ -102,9 +102,12 @@ impl JobProgress {
     }
 }
 
-fn set_progress(ctx: &Context, p: Option<JobProgress>) {
-    if let Ok(mut slot) = ctx.progress.lock() {
-        *slot = p;
+/// Empties the progress slot if it still shows `job`.
+fn clear_progress(ctx: &Context, job: &str) {
+    if let Ok(mut slot) = ctx.progress.lock()
+        && slot.as_ref().is_some_and(|p| p.job == job)
+    {
+        *slot = None;
     }
 }
 
@@ -141,6 +144,7 @@ pub async fn run(
     file_name: &str,
     claimed_ms: u64,
     cancel: &(dyn Fn() -> bool + Sync),
+    prompt_slot: &Mutex<Option<String>>,
 ) -> Result<Manifest, Failure> {
     // Inputs.
     let mut resolved = workflow
@@ -172,7 +176,7 @@ pub async fn run(
     missing_models(ctx, workflow, &graph).await?;
 
     // Run, waiting out a ComfyUI that is down or restarting.
-    let opts = RunOptions {
+    let mut opts = RunOptions {
         timeout: job.timeout_s.map(Duration::from_secs).or(ctx.job_timeout),
         ..RunOptions::default()
     };
@@ -188,15 +192,19 @@ pub async fn run(
             ));
         }
         let attempt_ms = now_ms();
+        // Each attempt has its own prompt id, which the daemon uses to cancel or interrupt
+        // exactly this job while others are queued beside it.
+        let prompt_id = format!("comfyd-{}-{}", job.id, uuid::Uuid::new_v4().simple());
+        if let Ok(mut slot) = prompt_slot.lock() {
+            *slot = Some(prompt_id.clone());
+        }
+        opts.prompt_id = Some(prompt_id);
         let total = graph.as_object().map_or(0, |g| g.len());
-        set_progress(
-            ctx,
-            Some(JobProgress {
-                job: job.id.clone(),
-                nodes_total: total,
-                ..JobProgress::default()
-            }),
-        );
+        let fresh = JobProgress {
+            job: job.id.clone(),
+            nodes_total: total,
+            ..JobProgress::default()
+        };
         let classes: std::collections::HashMap<String, String> = graph
             .as_object()
             .into_iter()
@@ -208,9 +216,19 @@ pub async fn run(
             })
             .collect();
         let progress = ctx.progress.clone();
+        let job_id = job.id.clone();
         let mut on_event = move |e: &Event| {
-            let Ok(mut p) = progress.lock() else { return };
-            let Some(p) = p.as_mut() else { return };
+            let Ok(mut slot) = progress.lock() else {
+                return;
+            };
+            // The progress slot shows the job ComfyUI is executing; a job queued behind it
+            // takes the slot when its own execution starts.
+            if matches!(e, Event::ExecutionStart { .. }) {
+                *slot = Some(fresh.clone());
+            }
+            let Some(p) = slot.as_mut().filter(|p| p.job == job_id) else {
+                return;
+            };
             match e {
                 Event::ExecutionCached { nodes, .. } => p.nodes_done += nodes.len(),
                 Event::Executing { node: Some(n), .. } => {
@@ -234,7 +252,7 @@ pub async fn run(
             }
         };
         let result = ctx.client.run_prompt(&graph, &opts, &mut on_event).await;
-        set_progress(ctx, None);
+        clear_progress(ctx, &job.id);
         match result {
             Ok(r) => match &r.outcome {
                 Outcome::Failed(e) if e.is_out_of_memory() && !oom_retried => {

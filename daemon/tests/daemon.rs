@@ -492,3 +492,113 @@ async fn the_status_file_shows_the_running_job_and_its_progress() {
         (Some("stopped"), &Value::Null, &Value::Null)
     );
 }
+
+#[tokio::test]
+async fn the_next_prompt_is_queued_while_one_runs() {
+    let rig = Rig::new(Timing {
+        class_ms: [("ImageInvert".to_owned(), 300)].into(),
+        ..Timing::default()
+    })
+    .await;
+    let lines: String = (0..4)
+        .map(|i| format!("{{\"workflow\": \"solid-color\", \"inputs\": {{\"color\": {i}}}}}\n"))
+        .collect();
+    rig.drop_job("fed.jsonl", &lines);
+    let s = rig.run(rig.settings()).await;
+    assert_eq!(s.jobs_done, 4);
+    use comfy_sim::TimelineEvent as E;
+    let tl = rig.sim.timeline();
+    let queued: Vec<_> = tl
+        .iter()
+        .filter(|e| matches!(e.event, E::Queued))
+        .map(|e| (e.prompt_id.clone(), e.at))
+        .collect();
+    let finished: Vec<_> = tl
+        .iter()
+        .filter(|e| matches!(e.event, E::Finished { .. }))
+        .map(|e| (e.prompt_id.clone(), e.at))
+        .collect();
+    assert_eq!((queued.len(), finished.len()), (4, 4), "{tl:?}");
+    for k in 0..3 {
+        let next_queued = queued[k + 1].1;
+        let done = finished
+            .iter()
+            .find(|(p, _)| *p == queued[k].0)
+            .map(|(_, t)| *t)
+            .unwrap_or_default();
+        assert!(
+            next_queued < done,
+            "prompt {} was queued only after prompt {k} finished: ComfyUI idled",
+            k + 1
+        );
+    }
+}
+
+#[tokio::test]
+async fn cancelling_a_queued_job_leaves_the_running_one_alone() {
+    let rig = Rig::new(Timing {
+        class_ms: [("ImageInvert".to_owned(), 1500)].into(),
+        ..Timing::default()
+    })
+    .await;
+    rig.drop_job("two.jsonl", "{\"workflow\": \"solid-color\", \"id\": \"first\"}\n{\"workflow\": \"solid-color\", \"id\": \"second\", \"inputs\": {\"color\": 1}}\n");
+    let settings = rig.settings();
+    let (_tx, rx) = tokio::sync::watch::channel(false);
+    let daemon = tokio::spawn(async move { daemon::run(settings, rx).await });
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    std::fs::write(rig.jobs().join("inbox/second.cancel"), "").unwrap_or_else(|e| panic!("{e}"));
+    let s = daemon
+        .await
+        .unwrap_or_else(|e| panic!("{e}"))
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!((s.jobs_done, s.jobs_failed), (1, 1), "{s:?}");
+    assert!(rig.outputs().join("first/manifest.json").is_file());
+    let r = rig.error_report("two.jsonl");
+    assert_eq!(r["failures"][0]["job"], "second");
+    assert_eq!(r["failures"][0]["kind"], "cancelled", "{r:#}");
+}
+
+#[tokio::test]
+async fn shutdown_hands_back_a_file_with_a_running_and_a_queued_job() {
+    let rig = Rig::new(Timing {
+        class_ms: [("ImageInvert".to_owned(), 4000)].into(),
+        ..Timing::default()
+    })
+    .await;
+    rig.drop_job("pair.jsonl", "{\"workflow\": \"solid-color\", \"id\": \"a\"}\n{\"workflow\": \"solid-color\", \"id\": \"b\", \"inputs\": {\"color\": 1}}\n");
+    let mut settings = rig.settings();
+    settings.grace = Duration::from_millis(500);
+    let client = comfyd::client::Client::new(&rig.sim.url()).unwrap_or_else(|e| panic!("{e}"));
+    let (tx, rx) = tokio::sync::watch::channel(false);
+    let daemon = tokio::spawn(async move { daemon::run(settings, rx).await });
+    for _ in 0..100 {
+        if client
+            .queue()
+            .await
+            .map(|q| q.running.len() + q.pending.len())
+            .unwrap_or(0)
+            == 2
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let _ = tx.send(true);
+    let s = tokio::time::timeout(Duration::from_secs(30), daemon)
+        .await
+        .unwrap_or_else(|_| panic!("shutdown hung"))
+        .unwrap_or_else(|e| panic!("{e}"))
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(
+        (s.files_handed_back, s.jobs_done, s.jobs_failed),
+        (1, 0, 0),
+        "{s:?}"
+    );
+    assert_eq!(rig.in_folder("inbox"), ["pair.jsonl"]);
+    assert!(rig.in_folder("running").is_empty());
+    let q = client.queue().await.unwrap_or_else(|e| panic!("{e}"));
+    assert!(
+        q.running.is_empty() && q.pending.is_empty(),
+        "nothing of ours left in ComfyUI's queue: {q:?}"
+    );
+}

@@ -291,15 +291,26 @@ impl Client {
                 }
                 continue;
             };
-            let next = match deadline {
-                Some(d) => match tokio::time::timeout_at(d.into(), ws.next()).await {
-                    Ok(n) => n,
-                    Err(_) => {
-                        self.check_deadline(deadline, &prompt_id, opts).await?;
-                        continue;
+            // Wake at the deadline, or after a quiet spell to check the prompt still exists
+            // (it may have been deleted from the queue, or ended while a frame was lost).
+            let quiet = Instant::now() + QUIET_CHECK;
+            let wake = deadline.map_or(quiet, |d| d.min(quiet));
+            let next = match tokio::time::timeout_at(wake.into(), ws.next()).await {
+                Ok(n) => n,
+                Err(_) => {
+                    self.check_deadline(deadline, &prompt_id, opts).await?;
+                    if let Ok(Some(entry)) = self.history(&prompt_id).await {
+                        if follow.take_history(&entry, Instant::now()) {
+                            break 'run;
+                        }
+                    } else if let Ok(q) = self.queue().await
+                        && !q.contains(&prompt_id)
+                        && matches!(self.history(&prompt_id).await, Ok(None))
+                    {
+                        return Err(ClientError::Lost { prompt_id });
                     }
-                },
-                None => ws.next().await,
+                    continue;
+                }
             };
             match next {
                 Some(Ok(event)) => {
@@ -423,6 +434,9 @@ impl Client {
         }
     }
 }
+
+/// After this long without a frame, `run_prompt` checks that its prompt still exists.
+const QUIET_CHECK: Duration = Duration::from_secs(2);
 
 fn backoff(attempt: u32) -> Duration {
     Duration::from_millis((100u64 << attempt.min(5)).min(3000))
