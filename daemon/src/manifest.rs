@@ -80,6 +80,8 @@ pub struct GpuInfo {
 pub struct Timings {
     pub claimed_ms: u64,
     pub submitted_ms: u64,
+    /// When ComfyUI started executing it (submitted + queue wait).
+    pub started_ms: u64,
     pub finished_ms: u64,
     /// Submitted to execution start: time in ComfyUI's queue.
     pub queue_wait_ms: u64,

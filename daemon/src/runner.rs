@@ -366,6 +366,7 @@ pub async fn run(
         timings: Timings {
             claimed_ms,
             submitted_ms,
+            started_ms: submitted_ms + report.timings.queue_wait.as_millis() as u64,
             finished_ms,
             queue_wait_ms: report.timings.queue_wait.as_millis() as u64,
             execution_ms: report.timings.execution.as_millis() as u64,

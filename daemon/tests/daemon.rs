@@ -602,3 +602,101 @@ async fn shutdown_hands_back_a_file_with_a_running_and_a_queued_job() {
         "nothing of ours left in ComfyUI's queue: {q:?}"
     );
 }
+
+#[tokio::test]
+async fn comfyui_going_down_mid_job_and_returning_loses_nothing() {
+    let rig = Rig::new(Timing {
+        class_ms: [("ImageInvert".to_owned(), 1500)].into(),
+        ..Timing::default()
+    })
+    .await;
+    rig.drop_job("through.toml", "workflow = \"solid-color\"\n");
+    let settings = rig.settings();
+    let (_tx, rx) = tokio::sync::watch::channel(false);
+    let daemon = tokio::spawn(async move { daemon::run(settings, rx).await });
+    let client = comfyd::client::Client::new(&rig.sim.url()).unwrap_or_else(|e| panic!("{e}"));
+    for _ in 0..100 {
+        if client
+            .queue()
+            .await
+            .map(|q| !q.running.is_empty())
+            .unwrap_or(false)
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // A restart mid-job: the prompt is lost with the server's queue.
+    rig.sim.go_down().await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    rig.sim.come_back().await;
+    let s = tokio::time::timeout(Duration::from_secs(60), daemon)
+        .await
+        .unwrap_or_else(|_| panic!("never finished"))
+        .unwrap_or_else(|e| panic!("{e}"))
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!((s.jobs_done, s.jobs_failed), (1, 0), "{s:?}");
+    let m = rig.manifest("through");
+    check_outputs(&rig.outputs().join("through"), &m);
+    assert!(
+        m.timings.started_ms >= m.timings.submitted_ms
+            && m.timings.finished_ms >= m.timings.started_ms
+    );
+}
+
+#[tokio::test]
+async fn workflows_are_recompiled_on_change_and_a_broken_one_keeps_its_last_good_version() {
+    let rig = Rig::new(Timing::default()).await;
+    let repo = rig.tmp.path().join("repo");
+    common::copy_dir(&examples(), &repo);
+    let def = repo.join("workflows/solid-color.toml");
+    let original = std::fs::read_to_string(&def).unwrap_or_default();
+    let mut settings = rig.settings();
+    settings.workflows = repo.clone();
+    settings.until_idle = false;
+    let (tx, rx) = tokio::sync::watch::channel(false);
+    let daemon = tokio::spawn(async move { daemon::run(settings, rx).await });
+    let wait_for = |id: &'static str| {
+        let p = rig.outputs().join(id).join("manifest.json");
+        async move {
+            for _ in 0..200 {
+                if p.is_file() {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            panic!("{id} never finished");
+        }
+    };
+    rig.drop_job(
+        "before.toml",
+        "workflow = \"solid-color\"\nid = \"before\"\n",
+    );
+    wait_for("before").await;
+    // A new default height: the next job gets it.
+    std::fs::write(&def, original.replace("default = 48", "default = 24"))
+        .unwrap_or_else(|e| panic!("{e}"));
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    rig.drop_job(
+        "changed.toml",
+        "workflow = \"solid-color\"\nid = \"changed\"\n",
+    );
+    wait_for("changed").await;
+    // Broken: the last good version (height 24) stays in use.
+    std::fs::write(&def, "[workflow\nbroken").unwrap_or_else(|e| panic!("{e}"));
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    rig.drop_job(
+        "broken.toml",
+        "workflow = \"solid-color\"\nid = \"broken\"\n",
+    );
+    wait_for("broken").await;
+    let _ = tx.send(true);
+    let _ = daemon.await;
+    assert_eq!(rig.manifest("before").inputs["height"], 48);
+    assert_eq!(rig.manifest("changed").inputs["height"], 24);
+    assert_eq!(rig.manifest("broken").inputs["height"], 24);
+    assert_ne!(
+        rig.manifest("before").workflow.hash,
+        rig.manifest("changed").workflow.hash
+    );
+}
