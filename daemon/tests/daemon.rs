@@ -323,8 +323,9 @@ async fn a_cancel_file_cancels_a_running_job() {
 
 #[tokio::test]
 async fn two_daemons_on_one_directory_run_each_job_once() {
+    // ~100 ms a job (5 nodes), so one daemon cannot finish all 30 before the other starts.
     let rig = Rig::new(Timing {
-        node_ms: 5,
+        node_ms: 20,
         ..Timing::default()
     })
     .await;
