@@ -149,6 +149,34 @@ impl Workflows {
         tracing::info!(workflows = self.by_id.len(), "workflows loaded");
     }
 
+    /// The model files a job will use (its model inputs, else their defaults), for grouping
+    /// jobs that share models.
+    fn model_key(&self, job: &Job) -> Vec<String> {
+        let Ok(w) = self.find(&job.workflow) else {
+            return Vec::new();
+        };
+        let mut key: Vec<String> = w
+            .inputs
+            .iter()
+            .filter(|i| i.ty == comfyc::definition::InputType::Model)
+            .filter_map(|i| {
+                job.inputs
+                    .get(&i.name)
+                    .or(i.default.as_ref())
+                    .and_then(Value::as_str)
+                    .map(str::to_owned)
+            })
+            .collect();
+        key.extend(
+            w.models
+                .iter()
+                .filter(|m| m.bound_by.is_none())
+                .map(|m| m.name.clone()),
+        );
+        key.sort();
+        key
+    }
+
     /// `name` (highest version) or `name@version`.
     fn find(&self, spec: &str) -> Result<&Workflow, String> {
         if let Some(w) = self.by_id.get(spec) {
@@ -527,7 +555,10 @@ async fn process_file(
         .map(|e| json!({"line": e.line, "kind": "job-file", "message": e.message}))
         .collect();
     let mut jobs: Vec<&Job> = parsed.jobs.iter().collect();
-    jobs.sort_by_key(|j| std::cmp::Reverse(j.priority));
+    // Higher priority first; among equals, jobs that use the same models run together so
+    // ComfyUI loads each model once rather than once per switch. The sort is stable: jobs with
+    // the same models keep their file order.
+    jobs.sort_by_cached_key(|j| (std::cmp::Reverse(j.priority), workflows.model_key(j)));
     let total = jobs.len();
     let mut done = 0usize;
     let mut pending = jobs.into_iter();

@@ -701,3 +701,46 @@ async fn workflows_are_recompiled_on_change_and_a_broken_one_keeps_its_last_good
         rig.manifest("changed").workflow.hash
     );
 }
+
+#[tokio::test]
+async fn jobs_that_share_a_checkpoint_run_together() {
+    let rig = Rig::new(Timing::default()).await;
+    let repo = rig.tmp.path().join("repo");
+    common::copy_dir(&examples(), &repo);
+    let config = std::fs::read_to_string(repo.join("comfyc.toml")).unwrap_or_default();
+    std::fs::write(
+        repo.join("comfyc.toml"),
+        format!(
+            "{config}\n[[models]]\nname = \"tiny-sd15.safetensors\"\nfolder = \"checkpoints\"\n"
+        ),
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let (a, b) = (
+        "v1-5-pruned-emaonly-fp16.safetensors",
+        "tiny-sd15.safetensors",
+    );
+    let lines: String = [a, b, a, b]
+        .iter()
+        .enumerate()
+        .map(|(i, c)| format!("{{\"workflow\": \"txt2img\", \"inputs\": {{\"prompt\": \"x\", \"seed\": {i}, \"checkpoint\": \"{c}\"}}}}\n"))
+        .collect();
+    rig.drop_job("alternating.jsonl", &lines);
+    let mut settings = rig.settings();
+    settings.workflows = repo;
+    let s = rig.run(settings).await;
+    assert_eq!(s.jobs_done, 4, "{s:?}");
+    let loads: Vec<String> = rig
+        .sim
+        .timeline()
+        .into_iter()
+        .filter_map(|e| match e.event {
+            comfy_sim::TimelineEvent::ModelLoad { name } => Some(name),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        loads.len(),
+        2,
+        "each checkpoint is loaded once, not once per switch: {loads:?}"
+    );
+}
