@@ -262,6 +262,13 @@ pub async fn run(
     )));
     update(&status, &dir, |_| {});
     let ticker = spawn_progress(status.clone(), dir.clone());
+    let env = Env {
+        dir: &dir,
+        ctx: &ctx,
+        settings: &settings,
+        held: &held,
+        status: &status,
+    };
     let mut last_reclaim = std::time::Instant::now() - settings.lease_ttl;
     loop {
         if *shutdown.borrow() {
@@ -275,18 +282,7 @@ pub async fn run(
                 .map_err(|e| DaemonError::Io(dir.running().display().to_string(), e))?;
             for f in taken {
                 tracing::info!(file = %f.display(), "taking over a running job file");
-                process_file(
-                    &dir,
-                    &f,
-                    &ctx,
-                    &workflows,
-                    &settings,
-                    &held,
-                    &mut shutdown,
-                    &mut summary,
-                    &status,
-                )
-                .await;
+                process_file(&env, &f, &workflows, &mut shutdown, &mut summary).await;
             }
         }
         let (ready, settling) = dir
@@ -300,18 +296,7 @@ pub async fn run(
             match dir.claim(&f, &owner) {
                 Ok(Some(running)) => {
                     claimed_any = true;
-                    process_file(
-                        &dir,
-                        &running,
-                        &ctx,
-                        &workflows,
-                        &settings,
-                        &held,
-                        &mut shutdown,
-                        &mut summary,
-                        &status,
-                    )
-                    .await;
+                    process_file(&env, &running, &workflows, &mut shutdown, &mut summary).await;
                 }
                 Ok(None) => {}
                 Err(e) => tracing::warn!(file = %f.display(), error = %e, "could not claim"),
@@ -513,18 +498,30 @@ impl Status {
     }
 }
 
-#[allow(clippy::too_many_arguments)]
+/// What handling a job file needs that stays the same from file to file.
+#[derive(Clone, Copy)]
+struct Env<'a> {
+    dir: &'a JobDir,
+    ctx: &'a Context,
+    settings: &'a Settings,
+    held: &'a Arc<Mutex<Vec<PathBuf>>>,
+    status: &'a Arc<Mutex<Status>>,
+}
+
 async fn process_file(
-    dir: &JobDir,
+    env: &Env<'_>,
     file: &Path,
-    ctx: &Context,
     workflows: &Workflows,
-    settings: &Settings,
-    held: &Arc<Mutex<Vec<PathBuf>>>,
     shutdown: &mut watch::Receiver<bool>,
     summary: &mut Summary,
-    status: &Arc<Mutex<Status>>,
 ) {
+    let Env {
+        dir,
+        ctx,
+        settings,
+        held,
+        status,
+    } = *env;
     let name = file
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
