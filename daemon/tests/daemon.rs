@@ -93,6 +93,26 @@ impl Rig {
     }
 }
 
+type Running = tokio::task::JoinHandle<Result<Summary, daemon::DaemonError>>;
+
+/// Starts a daemon in the background; sending `true` stops it.
+fn spawn(settings: Settings) -> (tokio::sync::watch::Sender<bool>, Running) {
+    let (tx, rx) = tokio::sync::watch::channel(false);
+    (
+        tx,
+        tokio::spawn(async move { daemon::run(settings, rx).await }),
+    )
+}
+
+/// Waits (at most a minute) for a daemon started with [`spawn`] to stop.
+async fn finish(daemon: Running) -> Summary {
+    tokio::time::timeout(Duration::from_secs(60), daemon)
+        .await
+        .unwrap_or_else(|_| panic!("the daemon did not stop"))
+        .unwrap_or_else(|e| panic!("{e}"))
+        .unwrap_or_else(|e| panic!("{e}"))
+}
+
 /// Every output listed in a manifest exists with the recorded size and hash.
 fn check_outputs(dir: &Path, m: &Manifest) {
     assert!(!m.outputs.is_empty(), "{m:?}");
@@ -258,8 +278,7 @@ async fn a_job_waits_while_comfyui_is_down_and_runs_when_it_returns() {
     rig.sim.go_down().await;
     rig.drop_job("patient.toml", "workflow = \"solid-color\"\n");
     let settings = rig.settings();
-    let (_tx, rx) = tokio::sync::watch::channel(false);
-    let daemon = tokio::spawn(async move { daemon::run(settings, rx).await });
+    let (_tx, daemon) = spawn(settings);
     tokio::time::sleep(Duration::from_millis(1500)).await;
     assert_eq!(
         rig.in_folder("running"),
@@ -267,11 +286,7 @@ async fn a_job_waits_while_comfyui_is_down_and_runs_when_it_returns() {
         "claimed, waiting"
     );
     rig.sim.come_back().await;
-    let s = tokio::time::timeout(Duration::from_secs(60), daemon)
-        .await
-        .unwrap_or_else(|_| panic!("never finished"))
-        .unwrap_or_else(|e| panic!("{e}"))
-        .unwrap_or_else(|e| panic!("{e}"));
+    let s = finish(daemon).await;
     assert_eq!((s.jobs_done, s.jobs_failed), (1, 0));
     assert_eq!(rig.in_folder("done"), ["patient.toml"]);
 }
@@ -301,15 +316,10 @@ async fn a_cancel_file_cancels_a_running_job() {
     .await;
     rig.drop_job("long.toml", "workflow = \"solid-color\"\nid = \"long\"\n");
     let settings = rig.settings();
-    let (_tx, rx) = tokio::sync::watch::channel(false);
-    let daemon = tokio::spawn(async move { daemon::run(settings, rx).await });
+    let (_tx, daemon) = spawn(settings);
     tokio::time::sleep(Duration::from_millis(700)).await;
     std::fs::write(rig.jobs().join("inbox/long.cancel"), "").unwrap_or_else(|e| panic!("{e}"));
-    let s = tokio::time::timeout(Duration::from_secs(30), daemon)
-        .await
-        .unwrap_or_else(|_| panic!("never finished"))
-        .unwrap_or_else(|e| panic!("{e}"))
-        .unwrap_or_else(|e| panic!("{e}"));
+    let s = finish(daemon).await;
     assert_eq!(s.jobs_failed, 1, "{s:?}");
     assert_eq!(
         rig.error_report("long.toml")["failures"][0]["kind"],
@@ -465,8 +475,7 @@ async fn the_status_file_shows_the_running_job_and_its_progress() {
     .await;
     rig.drop_job("watched.toml", "workflow = \"solid-color\"\n");
     let settings = rig.settings();
-    let (_tx, rx) = tokio::sync::watch::channel(false);
-    let daemon = tokio::spawn(async move { daemon::run(settings, rx).await });
+    let (_tx, daemon) = spawn(settings);
     let path = rig.jobs().join("status/gpu-0.json");
     let mut seen = Value::Null;
     for _ in 0..60 {
@@ -481,10 +490,7 @@ async fn the_status_file_shows_the_running_job_and_its_progress() {
     assert_eq!(seen["current"]["job"], "watched", "{seen:#}");
     assert_eq!(seen["progress"]["class_type"], "ImageInvert", "{seen:#}");
     assert_eq!(seen["progress"]["nodes_total"], 5);
-    let s = daemon
-        .await
-        .unwrap_or_else(|e| panic!("{e}"))
-        .unwrap_or_else(|e| panic!("{e}"));
+    let s = finish(daemon).await;
     assert_eq!(s.jobs_done, 1);
     let v: Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap_or_default())
         .unwrap_or_default();
@@ -544,14 +550,10 @@ async fn cancelling_a_queued_job_leaves_the_running_one_alone() {
     .await;
     rig.drop_job("two.jsonl", "{\"workflow\": \"solid-color\", \"id\": \"first\"}\n{\"workflow\": \"solid-color\", \"id\": \"second\", \"inputs\": {\"color\": 1}}\n");
     let settings = rig.settings();
-    let (_tx, rx) = tokio::sync::watch::channel(false);
-    let daemon = tokio::spawn(async move { daemon::run(settings, rx).await });
+    let (_tx, daemon) = spawn(settings);
     tokio::time::sleep(Duration::from_millis(600)).await;
     std::fs::write(rig.jobs().join("inbox/second.cancel"), "").unwrap_or_else(|e| panic!("{e}"));
-    let s = daemon
-        .await
-        .unwrap_or_else(|e| panic!("{e}"))
-        .unwrap_or_else(|e| panic!("{e}"));
+    let s = finish(daemon).await;
     assert_eq!((s.jobs_done, s.jobs_failed), (1, 1), "{s:?}");
     assert!(rig.outputs().join("first/manifest.json").is_file());
     let r = rig.error_report("two.jsonl");
@@ -570,8 +572,7 @@ async fn shutdown_hands_back_a_file_with_a_running_and_a_queued_job() {
     let mut settings = rig.settings();
     settings.grace = Duration::from_millis(500);
     let client = comfyd::client::Client::new(&rig.sim.url()).unwrap_or_else(|e| panic!("{e}"));
-    let (tx, rx) = tokio::sync::watch::channel(false);
-    let daemon = tokio::spawn(async move { daemon::run(settings, rx).await });
+    let (tx, daemon) = spawn(settings);
     for _ in 0..100 {
         if client
             .queue()
@@ -585,11 +586,7 @@ async fn shutdown_hands_back_a_file_with_a_running_and_a_queued_job() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let _ = tx.send(true);
-    let s = tokio::time::timeout(Duration::from_secs(30), daemon)
-        .await
-        .unwrap_or_else(|_| panic!("shutdown hung"))
-        .unwrap_or_else(|e| panic!("{e}"))
-        .unwrap_or_else(|e| panic!("{e}"));
+    let s = finish(daemon).await;
     assert_eq!(
         (s.files_handed_back, s.jobs_done, s.jobs_failed),
         (1, 0, 0),
@@ -613,8 +610,7 @@ async fn comfyui_going_down_mid_job_and_returning_loses_nothing() {
     .await;
     rig.drop_job("through.toml", "workflow = \"solid-color\"\n");
     let settings = rig.settings();
-    let (_tx, rx) = tokio::sync::watch::channel(false);
-    let daemon = tokio::spawn(async move { daemon::run(settings, rx).await });
+    let (_tx, daemon) = spawn(settings);
     let client = comfyd::client::Client::new(&rig.sim.url()).unwrap_or_else(|e| panic!("{e}"));
     for _ in 0..100 {
         if client
@@ -631,11 +627,7 @@ async fn comfyui_going_down_mid_job_and_returning_loses_nothing() {
     rig.sim.go_down().await;
     tokio::time::sleep(Duration::from_millis(1500)).await;
     rig.sim.come_back().await;
-    let s = tokio::time::timeout(Duration::from_secs(60), daemon)
-        .await
-        .unwrap_or_else(|_| panic!("never finished"))
-        .unwrap_or_else(|e| panic!("{e}"))
-        .unwrap_or_else(|e| panic!("{e}"));
+    let s = finish(daemon).await;
     assert_eq!((s.jobs_done, s.jobs_failed), (1, 0), "{s:?}");
     let m = rig.manifest("through");
     check_outputs(&rig.outputs().join("through"), &m);
@@ -655,8 +647,7 @@ async fn workflows_are_recompiled_on_change_and_a_broken_one_keeps_its_last_good
     let mut settings = rig.settings();
     settings.workflows = repo.clone();
     settings.until_idle = false;
-    let (tx, rx) = tokio::sync::watch::channel(false);
-    let daemon = tokio::spawn(async move { daemon::run(settings, rx).await });
+    let (tx, daemon) = spawn(settings);
     let wait_for = |id: &'static str| {
         let p = rig.outputs().join(id).join("manifest.json");
         async move {
