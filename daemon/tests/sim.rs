@@ -47,6 +47,16 @@ pub async fn sim_target() -> SimTarget {
 
 cases!(sim_target);
 
+/// Runs a 16×16 no-model graph to its end.
+async fn run_small(t: &SimTarget, prefix: &str) -> comfyd::client::RunReport {
+    let g = suite::no_model_graph(16, 16, suite::fresh_color(), prefix);
+    t.target
+        .client
+        .run_prompt(&g, &opts(), &mut |_| {})
+        .await
+        .unwrap_or_else(|e| panic!("{e}"))
+}
+
 fn opts() -> RunOptions {
     RunOptions {
         timeout: Some(Duration::from_secs(60)),
@@ -62,13 +72,7 @@ async fn a_dropped_websocket_is_reconnected_and_the_run_completes() {
         ..Timing::default()
     });
     t.sim.inject(Fault::DropWebsockets { after_frames: 4 });
-    let g = suite::no_model_graph(16, 16, suite::fresh_color(), "drop");
-    let report = t
-        .target
-        .client
-        .run_prompt(&g, &opts(), &mut |_| {})
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
+    let report = run_small(&t, "drop").await;
     assert_eq!(report.outcome, Outcome::Success);
     assert!(report.reconnects >= 1, "{report:?}");
     assert_eq!(
@@ -85,13 +89,7 @@ async fn outputs_that_reach_history_late_are_still_reported() {
         history_delay_ms: 600,
         ..Timing::default()
     });
-    let g = suite::no_model_graph(16, 16, suite::fresh_color(), "late");
-    let report = t
-        .target
-        .client
-        .run_prompt(&g, &opts(), &mut |_| {})
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
+    let report = run_small(&t, "late").await;
     assert_eq!(report.files.len(), 1);
     assert!(
         report
@@ -108,13 +106,7 @@ async fn slow_history_and_gc_stalls_are_waited_out() {
     let t = sim_target().await;
     t.sim.inject(Fault::SlowHistory(Duration::from_millis(800)));
     t.sim.inject(Fault::Stall(Duration::from_millis(400)));
-    let g = suite::no_model_graph(16, 16, suite::fresh_color(), "stall");
-    let report = t
-        .target
-        .client
-        .run_prompt(&g, &opts(), &mut |_| {})
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
+    let report = run_small(&t, "stall").await;
     assert_eq!(report.outcome, Outcome::Success);
     assert_eq!(report.files.len(), 1);
 }
@@ -123,13 +115,7 @@ async fn slow_history_and_gc_stalls_are_waited_out() {
 async fn out_of_memory_is_recognised() {
     let t = sim_target().await;
     t.sim.inject(Fault::OutOfMemory);
-    let g = suite::no_model_graph(16, 16, suite::fresh_color(), "oom");
-    let report = t
-        .target
-        .client
-        .run_prompt(&g, &opts(), &mut |_| {})
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
+    let report = run_small(&t, "oom").await;
     match report.outcome {
         Outcome::Failed(e) => assert!(e.is_out_of_memory(), "{e:?}"),
         other => panic!("{other:?}"),

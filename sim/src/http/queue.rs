@@ -77,11 +77,20 @@ fn clear_delete(body: &[u8]) -> ClearDelete {
     }
 }
 
+/// The `clear`/`delete` operations of a body, or the answer ComfyUI gives when there are none
+/// (200) or the body breaks its handler (500).
+fn ops(body: &[u8]) -> Result<(bool, Vec<String>), Box<Response>> {
+    match clear_delete(body) {
+        ClearDelete::Ops { clear, delete } => Ok((clear, delete)),
+        ClearDelete::Nothing => Err(Box::new(respond::empty(StatusCode::OK))),
+        ClearDelete::Crash => Err(Box::new(respond::internal_error())),
+    }
+}
+
 pub(crate) fn post_queue(shared: &Shared, body: &[u8]) -> Response {
-    let (clear, delete) = match clear_delete(body) {
-        ClearDelete::Ops { clear, delete } => (clear, delete),
-        ClearDelete::Nothing => return respond::empty(StatusCode::OK),
-        ClearDelete::Crash => return respond::internal_error(),
+    let (clear, delete) = match ops(body) {
+        Ok(ops) => ops,
+        Err(answer) => return *answer,
     };
     let mut state = lock(&shared.state);
     if clear {
@@ -97,10 +106,9 @@ pub(crate) fn post_queue(shared: &Shared, body: &[u8]) -> Response {
 }
 
 pub(crate) fn post_history(shared: &Shared, body: &[u8]) -> Response {
-    let (clear, delete) = match clear_delete(body) {
-        ClearDelete::Ops { clear, delete } => (clear, delete),
-        ClearDelete::Nothing => return respond::empty(StatusCode::OK),
-        ClearDelete::Crash => return respond::internal_error(),
+    let (clear, delete) = match ops(body) {
+        Ok(ops) => ops,
+        Err(answer) => return *answer,
     };
     let mut state = lock(&shared.state);
     if clear {
