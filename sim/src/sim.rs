@@ -123,6 +123,12 @@ impl Sim {
         self.shared.timeline.snapshot()
     }
 
+    /// Every accepted prompt (kept across restarts) with the `filename_prefix` inputs of its
+    /// nodes, in submission order: how tests count submissions per job.
+    pub fn submitted_prefixes(&self) -> Vec<(String, Vec<String>)> {
+        self.shared.timeline.prefixes()
+    }
+
     /// Like a killed server: connections refused, every socket and open connection cut, the
     /// running prompt abandoned, queue and history gone.
     pub async fn go_down(&self) {

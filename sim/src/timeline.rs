@@ -34,6 +34,8 @@ pub enum TimelineEvent {
 pub(crate) struct Timeline {
     started: Instant,
     entries: Mutex<Vec<TimelineEntry>>,
+    /// Every accepted prompt's `filename_prefix` values, by prompt id, in submission order.
+    prefixes: Mutex<Vec<(String, Vec<String>)>>,
 }
 
 impl Timeline {
@@ -41,7 +43,27 @@ impl Timeline {
         Timeline {
             started: Instant::now(),
             entries: Mutex::new(Vec::new()),
+            prefixes: Mutex::new(Vec::new()),
         }
+    }
+
+    /// Notes the save prefixes of an accepted prompt, so tests can count how often a job's
+    /// graph was submitted (a daemon names each job's outputs `comfyd/ID/...`).
+    pub(crate) fn record_prefixes(
+        &self,
+        prompt_id: &str,
+        prompt: &serde_json::Map<String, serde_json::Value>,
+    ) {
+        let found: Vec<String> = prompt
+            .values()
+            .filter_map(|node| node.pointer("/inputs/filename_prefix"))
+            .filter_map(|p| p.as_str().map(str::to_owned))
+            .collect();
+        crate::shared::lock(&self.prefixes).push((prompt_id.to_owned(), found));
+    }
+
+    pub(crate) fn prefixes(&self) -> Vec<(String, Vec<String>)> {
+        crate::shared::lock(&self.prefixes).clone()
     }
 
     pub(crate) fn record(&self, prompt_id: &str, event: TimelineEvent) {

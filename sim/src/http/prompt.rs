@@ -134,6 +134,7 @@ pub(crate) fn post_prompt(shared: &Arc<Shared>, body: &[u8]) -> Response {
     for key in SENSITIVE {
         extra_data.remove(*key);
     }
+    shared.timeline.record_prefixes(&prompt_id, &prompt);
     let item = QueueItem {
         number: number.clone(),
         prompt_id: prompt_id.clone(),
