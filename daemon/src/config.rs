@@ -8,6 +8,14 @@
 //! comfy_url = "http://127.0.0.1:8188"
 //! gpu = 0
 //! job_timeout = 1800
+//!
+//! [scheduler]
+//! affinity_bound = 300             # seconds model affinity may delay another job
+//! [classes.image]
+//! weight = 4                       # four image jobs per video job while both wait
+//! max_wait = 600                   # no image job waits longer than this
+//! [classes.video]
+//! weight = 1
 //! ```
 
 use std::path::{Path, PathBuf};
@@ -40,6 +48,90 @@ pub struct FileConfig {
     pub lease_ttl: Option<u64>,
     /// Jobs submitted to ComfyUI at once (default 2).
     pub pipeline: Option<usize>,
+    /// Milliseconds an inbox file must keep its size before it is taken (default 500).
+    pub settle_ms: Option<u64>,
+    /// Seconds a cancel file for an unknown job id stays before it is removed (default 600).
+    pub cancel_expiry: Option<u64>,
+    /// Megabytes that must stay free on the outputs' and the job folder's file systems for new
+    /// jobs to be claimed (default 64).
+    pub min_free_mb: Option<u64>,
+    /// How the next job is chosen.
+    #[serde(default)]
+    pub scheduler: SchedulerConfig,
+    /// Scheduling classes (a workflow's `class`): `[classes.image] weight = 4, max_wait = 600`.
+    #[serde(default)]
+    pub classes: std::collections::BTreeMap<String, ClassConfig>,
+}
+
+/// `[scheduler]`.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SchedulerConfig {
+    /// `fair` (classes, priority, aging, model affinity; the default) or `fifo` (arrival order).
+    pub mode: Option<SchedulerMode>,
+    /// Seconds model affinity may hold back the job that would otherwise run next (default 300).
+    pub affinity_bound: Option<u64>,
+    /// `max_wait` of classes not listed under `[classes]`, in seconds (default 3600).
+    pub max_wait: Option<u64>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum SchedulerMode {
+    Fair,
+    Fifo,
+}
+
+/// `[classes.NAME]`.
+#[derive(Debug, Clone, PartialEq, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ClassConfig {
+    /// Share of jobs while several classes wait, relative to the others (default 1).
+    #[schemars(range(min = 1))]
+    pub weight: Option<u32>,
+    /// Seconds a job of this class may wait before it goes ahead of all others (default 3600).
+    pub max_wait: Option<u64>,
+}
+
+impl FileConfig {
+    /// The scheduler's policy from `[scheduler]` and `[classes]`.
+    pub fn policy(&self) -> crate::scheduler::Policy {
+        use crate::scheduler::{
+            ClassPolicy, DEFAULT_AFFINITY_BOUND, DEFAULT_MAX_WAIT, Mode, Policy,
+        };
+        use std::time::Duration;
+        let default_wait = self
+            .scheduler
+            .max_wait
+            .map_or(DEFAULT_MAX_WAIT, Duration::from_secs);
+        Policy {
+            mode: match self.scheduler.mode {
+                Some(SchedulerMode::Fifo) => Mode::Fifo,
+                _ => Mode::Fair,
+            },
+            classes: self
+                .classes
+                .iter()
+                .map(|(name, c)| {
+                    (
+                        name.clone(),
+                        ClassPolicy {
+                            weight: c.weight.unwrap_or(1).max(1),
+                            max_wait: c.max_wait.map_or(default_wait, Duration::from_secs),
+                        },
+                    )
+                })
+                .collect(),
+            default_class: ClassPolicy {
+                weight: 1,
+                max_wait: default_wait,
+            },
+            affinity_bound: self
+                .scheduler
+                .affinity_bound
+                .map_or(DEFAULT_AFFINITY_BOUND, Duration::from_secs),
+        }
+    }
 }
 
 impl FileConfig {

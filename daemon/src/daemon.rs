@@ -1,26 +1,34 @@
-//! The daemon loop: watch the inbox, claim job files, run their jobs, finish the files.
+//! The daemon: one owner task that holds the state and makes every decision.
 //!
-//! One owner task makes every decision; the inbox watcher (`notify`), the lease refresher and
-//! the shutdown signal only wake it. At start it takes back its own running files (a restart
-//! after SIGKILL) and any whose lease went stale (a daemon that died), skipping jobs whose
-//! manifest already exists. On shutdown it stops claiming, lets the running job finish within
-//! the grace period, else interrupts it, and hands the file back to `inbox/`: jobs finished so
-//! far keep their manifests and are not run again.
+//! Event sources only wake it: the inbox, queue and workflow watches set flags and notify (so
+//! wake-ups are coalesced, never dropped), jobs in flight report their end, timers renew leases
+//! and look at other daemons' leases, and the shutdown signal starts the two-phase stop. The
+//! owner takes dropped files into the job store ([`crate::store`]), keeps an index of every job
+//! of every file it knows (waiting ones grouped in buckets by class, priority and model set),
+//! and whenever a slot at ComfyUI frees asks the scheduler ([`crate::scheduler`]) which job runs
+//! next, claims it, and runs it ([`crate::runner`]). So jobs are the unit of work: any daemon
+//! watching the directory can run any job of any file, and model affinity sees every waiting
+//! job whichever file it came from.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
-use serde_json::{Value, json};
-use tokio::sync::watch;
+use futures_util::future::BoxFuture;
+use tokio::sync::{Notify, watch};
 
 use crate::client::Client;
-use crate::job::{self, Job};
-use crate::jobdir::{JobDir, write_unsynced};
-use crate::manifest::GpuInfo;
-use crate::runner::{self, Context, Failure};
+use crate::fsutil;
+use crate::job::{self, Job, Parsed};
+use crate::report::{FileReport, JobFailure, MAX_REPORTED, RunningJob, Status};
+use crate::runner::{self, Context, End, Failure, Guard, JobRun};
+use crate::scheduler;
+use crate::store::{
+    self, Claim, DirStore, FileKey, Held, JobResult, JobStore, Lease, PromptRecord, Slot,
+};
 use comfyc::Workflow;
 
 /// How a daemon runs.
@@ -34,18 +42,24 @@ pub struct Settings {
     pub comfy_url: String,
     pub gpu: u32,
     pub lease_ttl: Duration,
-    /// A file changed more recently than this may still be being written.
+    /// An inbox file must keep its size and time this long before it is taken.
     pub settle: Duration,
     pub job_timeout: Option<Duration>,
-    /// On shutdown, how long the running job may take to finish before it is interrupted.
+    /// On shutdown, how long running jobs may take to finish before they are interrupted.
     pub grace: Duration,
-    /// Exit once the inbox is empty and nothing runs (batch runs, tests, benchmarks).
+    /// Exit once nothing is left to do (batch runs, tests, benchmarks).
     pub until_idle: bool,
-    /// Jobs submitted to ComfyUI at once: 2 keeps its queue fed while the daemon writes the
+    /// Prompts kept at ComfyUI at once: 2 keeps its queue fed while the daemon writes the
     /// previous job's outputs; 1 runs strictly one after another.
     pub pipeline: usize,
     /// How long a job waits for an unreachable ComfyUI before it fails.
     pub unreachable_patience: Duration,
+    /// How long `inbox/ID.cancel` for an id no file has stays before it is removed.
+    pub cancel_expiry: Duration,
+    /// No job is claimed while the outputs or the job folder has this little space left.
+    pub min_free_bytes: u64,
+    /// Classes, weights, aging and model affinity.
+    pub policy: scheduler::Policy,
 }
 
 impl Settings {
@@ -72,21 +86,28 @@ impl Settings {
             until_idle: false,
             pipeline: 2,
             unreachable_patience: Duration::from_secs(24 * 3600),
+            cancel_expiry: Duration::from_secs(600),
+            min_free_bytes: 64 << 20,
+            policy: crate::config::FileConfig::default().policy(),
         }
     }
 
     /// Who this daemon is in leases and status files.
     pub fn owner(&self) -> String {
-        let host = std::env::var("HOSTNAME")
-            .ok()
-            .or_else(|| {
-                std::fs::read_to_string("/etc/hostname")
-                    .ok()
-                    .map(|h| h.trim().to_owned())
-            })
-            .unwrap_or_else(|| "localhost".into());
-        format!("{host}/gpu-{}", self.gpu)
+        format!("{}/gpu-{}", host(), self.gpu)
     }
+}
+
+fn host() -> String {
+    std::env::var("HOSTNAME")
+        .ok()
+        .filter(|h| !h.is_empty())
+        .or_else(|| {
+            std::fs::read_to_string("/etc/hostname")
+                .ok()
+                .map(|h| h.trim().to_owned())
+        })
+        .unwrap_or_else(|| "localhost".into())
 }
 
 /// What a run of the daemon did.
@@ -94,10 +115,12 @@ impl Settings {
 pub struct Summary {
     pub files_done: usize,
     pub files_failed: usize,
-    pub files_handed_back: usize,
     pub jobs_done: usize,
     pub jobs_failed: usize,
+    /// Jobs found finished already (a manifest from before a restart).
     pub jobs_skipped: usize,
+    /// Jobs let go on shutdown, for any daemon to run later.
+    pub jobs_released: usize,
 }
 
 /// A failure that stops the daemon (the others fail a job and the daemon goes on).
@@ -113,7 +136,7 @@ pub enum DaemonError {
 /// compiling keeps its last good version.
 struct Workflows {
     dir: PathBuf,
-    by_id: BTreeMap<String, Workflow>,
+    by_id: BTreeMap<String, Arc<Workflow>>,
     catalogue_hash: String,
 }
 
@@ -144,18 +167,16 @@ impl Workflows {
             self.catalogue_hash = cat.hash().to_owned();
         }
         for w in c.workflows {
-            self.by_id.insert(w.id(), w);
+            self.by_id.insert(w.id(), Arc::new(w));
         }
         tracing::info!(workflows = self.by_id.len(), "workflows loaded");
     }
 
-    /// The model files a job will use (its model inputs, else their defaults), for grouping
-    /// jobs that share models.
-    fn model_key(&self, job: &Job) -> Vec<String> {
-        let Ok(w) = self.find(&job.workflow) else {
-            return Vec::new();
-        };
-        let mut key: Vec<String> = w
+    /// A hash of the model files a job will use (its model inputs, else their defaults): jobs
+    /// with equal hashes run without a model switch. 0 for none.
+    fn model_key(&self, w: &Workflow, job: &Job) -> u64 {
+        use std::hash::{Hash, Hasher};
+        let mut key: Vec<&str> = w
             .inputs
             .iter()
             .filter(|i| i.ty == comfyc::definition::InputType::Model)
@@ -163,26 +184,31 @@ impl Workflows {
                 job.inputs
                     .get(&i.name)
                     .or(i.default.as_ref())
-                    .and_then(Value::as_str)
-                    .map(str::to_owned)
+                    .and_then(serde_json::Value::as_str)
             })
             .collect();
         key.extend(
             w.models
                 .iter()
                 .filter(|m| m.bound_by.is_none())
-                .map(|m| m.name.clone()),
+                .map(|m| m.name.as_str()),
         );
-        key.sort();
-        key
+        if key.is_empty() {
+            return 0;
+        }
+        key.sort_unstable();
+        let mut h = std::hash::DefaultHasher::new();
+        key.hash(&mut h);
+        h.finish().max(1)
     }
 
     /// `name` (highest version) or `name@version`.
-    fn find(&self, spec: &str) -> Result<&Workflow, String> {
+    fn find(&self, spec: &str) -> Result<&Arc<Workflow>, String> {
         if let Some(w) = self.by_id.get(spec) {
             return Ok(w);
         }
-        let mut matches: Vec<&Workflow> = self.by_id.values().filter(|w| w.name == spec).collect();
+        let mut matches: Vec<&Arc<Workflow>> =
+            self.by_id.values().filter(|w| w.name == spec).collect();
         matches.sort_by(|a, b| {
             version_key(a.version.as_deref()).cmp(&version_key(b.version.as_deref()))
         });
@@ -202,522 +228,1456 @@ fn version_key(v: Option<&str>) -> Vec<u64> {
         .unwrap_or_default()
 }
 
-/// Runs the daemon until `shutdown` turns true (or the inbox is empty, with `until_idle`).
+/// A job of a file: the file's number in the index and the job's index in the file.
+type JobRef = (u64, u32);
+
+/// What this daemon knows of one job.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum JobState {
+    /// Waiting in a bucket for the scheduler.
+    Open,
+    /// Held and running here.
+    Mine,
+    /// Held by another daemon: its lease is watched.
+    Theirs,
+    /// Has its result.
+    Resolved,
+}
+
+/// A file of the store, as indexed.
+struct FileEntry {
+    key: FileKey,
+    parsed: Arc<Parsed>,
+    /// The whole file was refused (its reason); it has no jobs.
+    refused: Option<job::JobFileError>,
+    jobs: Vec<JobState>,
+    unresolved: usize,
+}
+
+/// A waiting job's place in its bucket.
+#[derive(Debug, Clone, Copy)]
+struct Waiting {
+    job: JobRef,
+    since: Instant,
+}
+
+/// Jobs that wait, grouped so that picking looks at one head per group, never at every job.
+#[derive(Default)]
+struct Buckets {
+    /// (class, priority, model set) to jobs by arrival.
+    groups: BTreeMap<(String, i64, u64), BTreeMap<u64, Waiting>>,
+    len: usize,
+}
+
+impl Buckets {
+    fn push(&mut self, key: (String, i64, u64), seq: u64, w: Waiting) {
+        if self.groups.entry(key).or_default().insert(seq, w).is_none() {
+            self.len += 1;
+        }
+    }
+
+    /// The head of every group: its key, arrival number and how long it has waited.
+    fn heads(&self, now: Instant) -> Vec<((String, i64, u64), u64, Duration)> {
+        self.groups
+            .iter()
+            .filter_map(|(k, q)| {
+                let (seq, w) = q.iter().next()?;
+                Some((k.clone(), *seq, now.saturating_duration_since(w.since)))
+            })
+            .collect()
+    }
+
+    fn pop(&mut self, key: &(String, i64, u64), seq: u64) -> Option<Waiting> {
+        let q = self.groups.get_mut(key)?;
+        let w = q.remove(&seq);
+        if q.is_empty() {
+            self.groups.remove(key);
+        }
+        if w.is_some() {
+            self.len -= 1;
+        }
+        w
+    }
+
+    /// Removes one job wherever it waits (a cancel).
+    fn remove(&mut self, job: JobRef) -> bool {
+        let mut found = None;
+        for (k, q) in &self.groups {
+            if let Some((seq, _)) = q.iter().find(|(_, w)| w.job == job) {
+                found = Some((k.clone(), *seq));
+                break;
+            }
+        }
+        found.is_some_and(|(k, s)| self.pop(&k, s).is_some())
+    }
+
+    fn by_class(&self) -> BTreeMap<String, usize> {
+        let mut out = BTreeMap::new();
+        for (k, q) in &self.groups {
+            *out.entry(k.0.clone()).or_default() += q.len();
+        }
+        out
+    }
+}
+
+/// A job this daemon holds: its lease (rewritten under the lock, so a renewal never drops a
+/// prompt record) and what the owner needs to cancel or interrupt it.
+struct HeldJob {
+    store: Arc<dyn JobStore>,
+    held: Held,
+    lease: Mutex<Lease>,
+    job_id: String,
+    file_name: String,
+    workflow: String,
+    since_ms: u64,
+    cancel: AtomicBool,
+    phase: Mutex<&'static str>,
+    prompt: Mutex<Option<(String, Client)>>,
+}
+
+impl HeldJob {
+    /// Rewrites the lease with a fresh renewal time (and whatever else changed).
+    fn write(&self, change: impl FnOnce(&mut Lease)) -> std::io::Result<()> {
+        let mut lease = self.lease.lock().map_err(|_| store::lost())?;
+        change(&mut lease);
+        lease.renewed_ms = runner::now_ms();
+        self.store.write_lease(&self.held, &lease)
+    }
+}
+
+impl Guard for HeldJob {
+    fn record_prompt(&self, record: &PromptRecord) -> bool {
+        self.write(|l| l.prompt = Some(record.clone())).is_ok()
+    }
+    fn still_ours(&self) -> bool {
+        self.store.still_held(&self.held).unwrap_or(false)
+    }
+}
+
+/// Another daemon's lease being watched: what it said and since when (our clock).
+struct Watched {
+    seen: (u64, u64, bool),
+    since: Instant,
+}
+
+/// Wake-up flags set by the watchers; one [`Notify`] wakes the owner for all of them.
+#[derive(Default)]
+struct Wakes {
+    inbox: AtomicBool,
+    queue: AtomicBool,
+    workflows: AtomicBool,
+    notify: Notify,
+}
+
+/// An inbox entry seen with this size and time, since then (our clock).
+struct Settling {
+    len: u64,
+    modified: Option<std::time::SystemTime>,
+    since: Instant,
+}
+
+/// The owner's state.
+struct Owner {
+    settings: Settings,
+    store: Arc<DirStore>,
+    ctx: Arc<Context>,
+    workflows: Workflows,
+    owner: String,
+    host: String,
+    files: HashMap<u64, FileEntry>,
+    by_key: HashMap<FileKey, u64>,
+    next_file: u64,
+    ids: HashMap<String, JobRef>,
+    buckets: Buckets,
+    seq: u64,
+    sched: scheduler::State,
+    held: HashMap<JobRef, Arc<HeldJob>>,
+    watched: HashMap<(u64, Slot), Watched>,
+    settling: HashMap<PathBuf, Settling>,
+    ready: VecDeque<PathBuf>,
+    cancels: HashMap<String, Instant>,
+    pending_results: Vec<(u64, JobResult)>,
+    taken: Vec<Taken>,
+    to_finish: HashSet<u64>,
+    summary: Summary,
+    stopping: bool,
+    space_ok: bool,
+    space_checked: Option<Instant>,
+    status_dirty: bool,
+    last_running: Vec<RunningJob>,
+    last_progress: Option<crate::report::Progress>,
+    status_written: Option<Instant>,
+    started_ms: u64,
+    last_renew: Instant,
+    last_watch: Instant,
+    last_rescan: Instant,
+}
+
+type Running = futures_util::stream::FuturesUnordered<BoxFuture<'static, (JobRef, End)>>;
+
+/// Synchronous work (intake, fast failures) done per turn of the loop before it looks at
+/// events again, so a huge inbox never starves running jobs.
+const TURN_BUDGET: usize = 512;
+
+/// Runs the daemon until `shutdown` turns true (or nothing is left, with `until_idle`).
 pub async fn run(
     settings: Settings,
     mut shutdown: watch::Receiver<bool>,
 ) -> Result<Summary, DaemonError> {
-    let dir = JobDir::new(&settings.jobs);
-    dir.create()
+    let store = Arc::new(DirStore::new(&settings.jobs));
+    store
+        .create()
         .map_err(|e| DaemonError::Io(settings.jobs.display().to_string(), e))?;
     std::fs::create_dir_all(&settings.outputs)
         .map_err(|e| DaemonError::Io(settings.outputs.display().to_string(), e))?;
-    let owner = settings.owner();
-    let mut workflows = Workflows::load(&settings.workflows);
     let client = Client::new(&settings.comfy_url).map_err(|e| DaemonError::Setup(e.to_string()))?;
-    let (comfy_version, gpu) = server_info(&client, settings.gpu).await;
-    let ctx = Context {
-        client: client.clone(),
+    let ctx = Arc::new(Context {
+        client,
         outputs: settings.outputs.clone(),
         input_root: settings.inputs.clone(),
-        gpu,
-        comfy_version,
-        catalogue_hash: workflows.catalogue_hash.clone(),
+        gpu: settings.gpu,
+        server: Arc::default(),
         job_timeout: settings.job_timeout,
         unreachable_patience: settings.unreachable_patience,
         progress: Arc::default(),
-    };
-
-    // Wake-ups: inbox and workflow changes.
-    let (wake_tx, mut wake_rx) = tokio::sync::mpsc::channel::<Wake>(64);
-    let _watcher = watch_dirs(&dir.inbox(), &settings.workflows, wake_tx)
+    });
+    if ctx.refresh_server().await.version.is_none() {
+        tracing::warn!("ComfyUI is not answering yet; jobs will wait for it");
+    } else {
+        tracing::info!("no NVML here; GPU figures come from ComfyUI's /system_stats");
+    }
+    let wakes = Arc::new(Wakes::default());
+    let _watcher = watch_dirs(&store, &settings.workflows, wakes.clone())
         .map_err(|e| DaemonError::Setup(format!("cannot watch the job directory: {e}")))?;
-
-    // Keep the leases of held files fresh.
-    let held: Arc<Mutex<Vec<PathBuf>>> = Arc::default();
-    let renewer = {
-        let held = held.clone();
-        let dir = dir.clone();
-        let owner = owner.clone();
-        let every = settings.lease_ttl / 3;
-        tokio::spawn(async move {
-            let mut tick = tokio::time::interval(every);
-            loop {
-                tick.tick().await;
-                let files = held.lock().map(|h| h.clone()).unwrap_or_default();
-                for f in files {
-                    if let Err(e) = dir.renew(&f, &owner) {
-                        tracing::warn!(file = %f.display(), error = %e, "could not renew a lease");
-                    }
-                }
-            }
-        })
+    let now = Instant::now();
+    let mut o = Owner {
+        owner: settings.owner(),
+        host: host(),
+        workflows: Workflows::load(&settings.workflows),
+        store,
+        ctx,
+        files: HashMap::new(),
+        by_key: HashMap::new(),
+        next_file: 0,
+        ids: HashMap::new(),
+        buckets: Buckets::default(),
+        seq: 0,
+        sched: scheduler::State::default(),
+        held: HashMap::new(),
+        watched: HashMap::new(),
+        settling: HashMap::new(),
+        ready: VecDeque::new(),
+        cancels: HashMap::new(),
+        pending_results: Vec::new(),
+        taken: Vec::new(),
+        to_finish: HashSet::new(),
+        summary: Summary::default(),
+        stopping: *shutdown.borrow(),
+        space_ok: true,
+        space_checked: None,
+        status_dirty: true,
+        last_running: Vec::new(),
+        last_progress: None,
+        status_written: None,
+        started_ms: runner::now_ms(),
+        last_renew: now,
+        last_watch: now,
+        last_rescan: now,
+        settings,
     };
-
-    let mut summary = Summary::default();
-    let status = Arc::new(Mutex::new(Status::new(
-        &owner,
-        &settings,
-        ctx.progress.clone(),
-    )));
-    update(&status, &dir, |_| {});
-    let ticker = spawn_progress(status.clone(), dir.clone());
-    let env = Env {
-        dir: &dir,
-        ctx: &ctx,
-        settings: &settings,
-        held: &held,
-        status: &status,
-    };
-    let mut last_reclaim = std::time::Instant::now() - settings.lease_ttl;
+    let mut running: Running = Default::default();
+    // What was in the store before we started: our own jobs from before a restart, other
+    // daemons' work, files whose jobs wait.
+    o.rescan_queue();
+    o.scan_inbox();
+    let mut interrupt_at: Option<tokio::time::Instant> = None;
     loop {
-        if *shutdown.borrow() {
+        let busy = o.turn(&mut running);
+        o.write_status(false);
+        if o.stopping && running.is_empty() {
             break;
         }
-        // Running files of a dead daemon, or our own after a restart.
-        if last_reclaim.elapsed() >= settings.lease_ttl / 2 {
-            last_reclaim = std::time::Instant::now();
-            let taken = dir
-                .reclaimable(&owner, settings.lease_ttl)
-                .map_err(|e| DaemonError::Io(dir.running().display().to_string(), e))?;
-            for f in taken {
-                tracing::info!(file = %f.display(), "taking over a running job file");
-                process_file(&env, &f, &workflows, &mut shutdown, &mut summary).await;
-            }
-        }
-        let (ready, settling) = dir
-            .scan_inbox(settings.settle)
-            .map_err(|e| DaemonError::Io(dir.inbox().display().to_string(), e))?;
-        let mut claimed_any = false;
-        for f in ready {
-            if *shutdown.borrow() {
-                break;
-            }
-            match dir.claim(&f, &owner) {
-                Ok(Some(running)) => {
-                    claimed_any = true;
-                    process_file(&env, &running, &workflows, &mut shutdown, &mut summary).await;
-                }
-                Ok(None) => {}
-                Err(e) => tracing::warn!(file = %f.display(), error = %e, "could not claim"),
-            }
-        }
-        if claimed_any {
-            continue;
-        }
-        if settings.until_idle && !settling && dir.counts()[1].1 == 0 {
+        if o.settings.until_idle && !busy && running.is_empty() && o.idle() {
             break;
         }
-        // Idle: sleep until something changes (no polling loop while idle).
-        let recheck = if settling {
-            settings.settle
+        let wake_in = if busy {
+            Duration::ZERO
         } else {
-            settings.lease_ttl
+            o.next_timer(!running.is_empty())
         };
         tokio::select! {
-            w = wake_rx.recv() => {
-                if let Some(Wake::Workflows) = w {
-                    workflows.reload();
-                }
-            }
-            _ = shutdown.changed() => {}
-            _ = tokio::time::sleep(recheck) => {}
-        }
-    }
-    renewer.abort();
-    ticker.abort();
-    update(&status, &dir, |s| {
-        s.current = None;
-        s.state = "stopped";
-    });
-    Ok(summary)
-}
-
-enum Wake {
-    Inbox,
-    Workflows,
-}
-
-fn watch_dirs(
-    inbox: &Path,
-    workflows: &Path,
-    tx: tokio::sync::mpsc::Sender<Wake>,
-) -> notify::Result<notify::RecommendedWatcher> {
-    use notify::Watcher;
-    let workflows_dir = workflows.to_path_buf();
-    let mut w = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
-        if let Ok(event) = res {
-            // Reading a folder or file raises access events, our own scans included: waking
-            // on them would make an idle daemon spin.
-            if matches!(
-                event.kind,
-                notify::EventKind::Access(_)
-                    | notify::EventKind::Modify(notify::event::ModifyKind::Metadata(_))
-            ) {
-                return;
-            }
-            let wake = if event.paths.iter().any(|p| p.starts_with(&workflows_dir)) {
-                Wake::Workflows
-            } else {
-                Wake::Inbox
-            };
-            // A full channel already holds a wake-up; dropping this one loses nothing.
-            let _ = tx.try_send(wake);
-        }
-    })?;
-    w.watch(inbox, notify::RecursiveMode::NonRecursive)?;
-    if workflows.is_dir() {
-        w.watch(workflows, notify::RecursiveMode::Recursive)?;
-    }
-    Ok(w)
-}
-
-/// ComfyUI's version and the GPU, from `/system_stats` (the NVML path comes separately).
-async fn server_info(client: &Client, gpu: u32) -> (String, GpuInfo) {
-    match client.system_stats().await {
-        Ok(s) => {
-            let dev = s
-                .devices
-                .iter()
-                .find(|d| d.index == Some(u64::from(gpu)))
-                .or(s.devices.first());
-            tracing::info!("no NVML here; GPU figures come from ComfyUI's /system_stats");
-            (
-                s.system.comfyui_version.clone(),
-                GpuInfo {
-                    index: gpu,
-                    name: dev.map(|d| d.name.clone()),
-                    uuid: None,
-                    source: "system_stats".into(),
-                    vram_total_bytes: dev.map(|d| d.vram_total),
-                    vram_free_before_bytes: dev.map(|d| d.vram_free),
-                },
-            )
-        }
-        Err(e) => {
-            tracing::warn!(error = %e, "ComfyUI is not answering yet; jobs will wait for it");
-            (
-                "unknown".into(),
-                GpuInfo {
-                    index: gpu,
-                    source: "none".into(),
-                    ..GpuInfo::default()
-                },
-            )
-        }
-    }
-}
-
-/// The status file `jobs/status/gpu-N.json`, rewritten as work moves.
-#[derive(serde::Serialize)]
-struct Status {
-    owner: String,
-    pid: u32,
-    gpu: u32,
-    comfy_url: String,
-    state: &'static str,
-    started_ms: u64,
-    updated_ms: u64,
-    current: Option<Value>,
-    jobs_done: usize,
-    jobs_failed: usize,
-    /// The running job's progress (a snapshot is written).
-    #[serde(serialize_with = "snapshot")]
-    progress: Arc<Mutex<Option<runner::JobProgress>>>,
-}
-
-fn snapshot<S: serde::Serializer>(
-    p: &Arc<Mutex<Option<runner::JobProgress>>>,
-    s: S,
-) -> Result<S::Ok, S::Error> {
-    use serde::Serialize;
-    p.lock().map(|g| g.clone()).unwrap_or(None).serialize(s)
-}
-
-/// Changes the status and rewrites its file.
-fn update(status: &Arc<Mutex<Status>>, dir: &JobDir, change: impl FnOnce(&mut Status)) {
-    if let Ok(mut s) = status.lock() {
-        change(&mut s);
-        s.write(dir);
-    }
-}
-
-/// Twice a second while a job runs: the status file gets its progress, and a terminal a
-/// progress line.
-fn spawn_progress(status: Arc<Mutex<Status>>, dir: JobDir) -> tokio::task::JoinHandle<()> {
-    let tty = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    tokio::spawn(async move {
-        let mut tick = tokio::time::interval(Duration::from_millis(500));
-        let mut last: Option<runner::JobProgress> = None;
-        loop {
-            tick.tick().await;
-            let now = status
-                .lock()
-                .ok()
-                .and_then(|s| s.progress.lock().ok().and_then(|p| p.clone()));
-            if now == last {
-                continue;
-            }
-            update(&status, &dir, |_| {});
-            if tty {
-                match &now {
-                    Some(p) => eprint!("\r\x1b[2K{}", p.line()),
-                    None => eprint!("\r\x1b[2K"),
-                }
-            }
-            last = now;
-        }
-    })
-}
-
-impl Status {
-    fn new(owner: &str, s: &Settings, progress: Arc<Mutex<Option<runner::JobProgress>>>) -> Self {
-        let now = runner::now_ms();
-        Status {
-            owner: owner.into(),
-            pid: std::process::id(),
-            gpu: s.gpu,
-            comfy_url: s.comfy_url.clone(),
-            state: "running",
-            started_ms: now,
-            updated_ms: now,
-            current: None,
-            jobs_done: 0,
-            jobs_failed: 0,
-            progress,
-        }
-    }
-
-    fn write(&mut self, dir: &JobDir) {
-        self.updated_ms = runner::now_ms();
-        let path = dir.status().join(format!("gpu-{}.json", self.gpu));
-        if let Err(e) = write_unsynced(&path, &serde_json::to_vec_pretty(self).unwrap_or_default())
-        {
-            tracing::warn!(error = %e, "could not write the status file");
-        }
-    }
-}
-
-/// What handling a job file needs that stays the same from file to file.
-#[derive(Clone, Copy)]
-struct Env<'a> {
-    dir: &'a JobDir,
-    ctx: &'a Context,
-    settings: &'a Settings,
-    held: &'a Arc<Mutex<Vec<PathBuf>>>,
-    status: &'a Arc<Mutex<Status>>,
-}
-
-async fn process_file(
-    env: &Env<'_>,
-    file: &Path,
-    workflows: &Workflows,
-    shutdown: &mut watch::Receiver<bool>,
-    summary: &mut Summary,
-) {
-    let Env {
-        dir,
-        ctx,
-        settings,
-        held,
-        status,
-    } = *env;
-    let name = file
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let claimed_ms = runner::now_ms();
-    if let Ok(mut h) = held.lock() {
-        h.push(file.to_path_buf());
-    }
-    let release = |held: &Arc<Mutex<Vec<PathBuf>>>| {
-        if let Ok(mut h) = held.lock() {
-            h.retain(|p| p != file);
-        }
-    };
-    let parsed = read_job_file(file, &name);
-    let parsed = match parsed {
-        Ok(p) => p,
-        Err(e) => {
-            tracing::warn!(file = %name, error = %e, "job file refused");
-            let report = json!({"file": name, "error": e.to_string(), "line": e.line, "jobs": 0});
-            finish(dir, file, Some(report), summary);
-            release(held);
-            return;
-        }
-    };
-    let mut failures: Vec<Value> = parsed
-        .errors
-        .iter()
-        .map(|e| json!({"line": e.line, "kind": "job-file", "message": e.message}))
-        .collect();
-    let mut jobs: Vec<&Job> = parsed.jobs.iter().collect();
-    // Higher priority first; among equals, jobs that use the same models run together so
-    // ComfyUI loads each model once rather than once per switch. The sort is stable: jobs with
-    // the same models keep their file order.
-    jobs.sort_by_cached_key(|j| (std::cmp::Reverse(j.priority), workflows.model_key(j)));
-    let total = jobs.len();
-    let mut done = 0usize;
-    let mut pending = jobs.into_iter();
-    // Set when the grace period is over: a job whose prompt was removed must not resubmit it.
-    let stop = std::sync::atomic::AtomicBool::new(false);
-    // Jobs in flight: the next one is submitted while one runs, so ComfyUI's queue is never
-    // empty and this daemon's downloads and writes overlap ComfyUI's work.
-    let mut inflight = futures_util::stream::FuturesUnordered::new();
-    let mut slots: Vec<(String, Arc<Mutex<Option<String>>>)> = Vec::new();
-    let mut stopping = *shutdown.borrow();
-    let mut interrupt_at: Option<tokio::time::Instant> = None;
-    let mut handed_back = false;
-    let mut cancel_tick = tokio::time::interval(Duration::from_millis(250));
-    loop {
-        while !stopping && inflight.len() < settings.pipeline.max(1) {
-            let Some(job) = pending.next() else { break };
-            match runner::finished_by(&ctx.outputs, &job.id) {
-                Some(f) if f == name || f == original_name(&name) => {
-                    summary.jobs_skipped += 1;
-                    done += 1;
-                    continue;
-                }
-                Some(other) => {
-                    summary.jobs_failed += 1;
-                    failures.push(json!({
-                        "job": job.id, "line": job.origin.line, "kind": "duplicate-id",
-                        "message": format!("job id `{}` is already used by a finished job from `{other}`; give this job another `id`", job.id),
-                    }));
-                    continue;
-                }
-                None => {}
-            }
-            let slot: Arc<Mutex<Option<String>>> = Arc::default();
-            slots.push((job.id.clone(), slot.clone()));
-            let cancel_file = dir.inbox().join(format!("{}.cancel", job.id));
-            let found = workflows.find(&job.workflow);
-            let file_name = name.clone();
-            let stop = &stop;
-            inflight.push(async move {
-                let cancelled =
-                    || cancel_file.exists() || stop.load(std::sync::atomic::Ordering::Relaxed);
-                let result = match found {
-                    Err(msg) => Err(Failure::new("unknown-workflow", msg)),
-                    Ok(w) => {
-                        runner::run(ctx, w, job, &file_name, claimed_ms, &cancelled, &slot).await
-                    }
-                };
-                if cancel_file.exists() {
-                    let _ = std::fs::remove_file(&cancel_file);
-                }
-                (job, result)
-            });
-        }
-        if inflight.is_empty() {
-            break;
-        }
-        update(status, dir, |s| {
-            s.current = Some(json!({
-                "file": name, "job": slots.first().map(|(id, _)| id.clone()), "jobs": slots.iter().map(|(id, _)| id.clone()).collect::<Vec<_>>(),
-                "of": total, "done": done,
-            }));
-        });
-        tokio::select! {
-            Some((job, result)) = inflight.next() => {
-                slots.retain(|(id, _)| id != &job.id);
-                match result {
-                    Ok(m) => {
-                        tracing::info!(job = %job.id, outputs = m.outputs.len(), "job done");
-                        summary.jobs_done += 1;
-                        update(status, dir, |s| s.jobs_done += 1);
-                        done += 1;
-                    }
-                    // Interrupted because the daemon is stopping: it runs again later.
-                    Err(_) if stopping => handed_back = true,
-                    Err(f) => {
-                        tracing::warn!(job = %job.id, kind = f.kind, reason = %f.message, "job failed");
-                        summary.jobs_failed += 1;
-                        update(status, dir, |s| s.jobs_failed += 1);
-                        failures.push(json!({
-                            "job": job.id, "line": job.origin.line, "sweep_index": job.origin.sweep_index,
-                            "workflow": job.workflow, "kind": f.kind, "message": f.message, "details": f.details,
-                        }));
-                    }
-                }
-            }
-            _ = shutdown.changed(), if !stopping => {
-                stopping = true;
-                tracing::info!(grace_s = settings.grace.as_secs(), "shutting down: letting running jobs finish");
-                // Queued prompts of this daemon leave ComfyUI's queue now; the running one gets
-                // the grace period.
-                interrupt_at = Some(tokio::time::Instant::now() + settings.grace);
+            Some((job, end)) = running.next(), if !running.is_empty() => o.ended(job, end),
+            _ = wakes.notify.notified() => {}
+            _ = tokio::time::sleep(wake_in) => {}
+            _ = shutdown.changed(), if !o.stopping => {
+                o.stopping = true;
+                o.status_dirty = true;
+                tracing::info!(grace_s = o.settings.grace.as_secs(), running = running.len(), "shutting down: no new jobs; running ones may finish");
+                interrupt_at = Some(tokio::time::Instant::now() + o.settings.grace);
             }
             _ = async { if let Some(t) = interrupt_at { tokio::time::sleep_until(t).await } else { std::future::pending().await } } => {
                 interrupt_at = None;
-                stop.store(true, std::sync::atomic::Ordering::Relaxed);
-                for (_, slot) in &slots {
-                    if let Some(pid) = slot.lock().ok().and_then(|s| s.clone()) {
-                        let _ = ctx.client.delete_queued(&[&pid]).await;
-                        let _ = ctx.client.interrupt(Some(&pid)).await;
-                    }
-                }
-            }
-            _ = cancel_tick.tick() => {
-                for (id, slot) in &slots {
-                    if dir.inbox().join(format!("{id}.cancel")).exists()
-                        && let Some(pid) = slot.lock().ok().and_then(|s| s.clone())
-                    {
-                        let _ = ctx.client.delete_queued(&[&pid]).await;
-                        let _ = ctx.client.interrupt(Some(&pid)).await;
-                    }
-                }
+                o.interrupt_all().await;
             }
         }
+        if wakes.workflows.swap(false, Ordering::AcqRel) {
+            o.workflows.reload();
+        }
+        if wakes.inbox.swap(false, Ordering::AcqRel) {
+            o.scan_inbox();
+        }
+        if wakes.queue.swap(false, Ordering::AcqRel)
+            && o.last_rescan.elapsed() >= Duration::from_millis(500)
+        {
+            o.rescan_queue();
+        }
+        o.timers();
     }
-    if stopping && (handed_back || pending.len() > 0) {
-        update(status, dir, |s| s.current = None);
-        hand_back(dir, file, &name, summary);
-        release(held);
-        return;
+    // Anything still held (nothing runs now) goes back for others.
+    let held: Vec<JobRef> = o.held.keys().copied().collect();
+    for j in held {
+        o.release(j);
     }
-    update(status, dir, |s| s.current = None);
-    let failed = failures.len() + parsed.error_count - parsed.errors.len();
-    let report = (failed > 0).then(|| {
-        let shown: Vec<Value> = failures
-            .into_iter()
-            .take(MAX_REPORTED)
-            .map(shorten)
-            .collect();
-        json!({
-            "file": name, "jobs": total + parsed.error_count, "done": done, "failed": failed,
-            "failures": shown,
-            "more": failed.saturating_sub(MAX_REPORTED),
-        })
-    });
-    finish(dir, file, report, summary);
-    release(held);
+    o.stopping = true;
+    o.write_status(true);
+    Ok(o.summary)
 }
 
-/// Failures written into one report; the rest are counted in `more`.
-const MAX_REPORTED: usize = 100;
-
-/// A failure entry with long texts cut short, so a report stays readable and small.
-fn shorten(mut v: Value) -> Value {
-    fn cut(v: &mut Value) {
-        match v {
-            Value::String(s) if s.chars().count() > 500 => {
-                *s = format!(
-                    "{}… ({} characters)",
-                    s.chars().take(500).collect::<String>(),
-                    s.chars().count()
-                );
-            }
-            Value::Array(a) => {
-                a.truncate(20);
-                a.iter_mut().for_each(cut);
-            }
-            Value::Object(m) => m.values_mut().for_each(cut),
-            _ => {}
+impl Owner {
+    fn lease(&self) -> Lease {
+        Lease {
+            owner: self.owner.clone(),
+            host: self.host.clone(),
+            pid: std::process::id(),
+            generation: 0,
+            renewed_ms: runner::now_ms(),
+            released: false,
+            prompt: None,
         }
     }
-    cut(&mut v);
-    v
+
+    /// One turn: intake, finish files, fill ComfyUI's slots. True when work is left that the
+    /// budget cut short.
+    fn turn(&mut self, running: &mut Running) -> bool {
+        let mut budget = TURN_BUDGET;
+        while budget > 0 {
+            let Some(path) = self.ready.pop_front() else {
+                break;
+            };
+            budget -= 1;
+            self.take_in(&path);
+        }
+        self.spawn_taken(running);
+        let finish: Vec<u64> = self.to_finish.drain().collect();
+        for f in finish {
+            self.try_finish(f);
+        }
+        if !self.stopping {
+            self.check_space();
+            if self.space_ok {
+                budget = self.fill(running, budget);
+            }
+        }
+        budget == 0
+    }
+
+    fn idle(&self) -> bool {
+        self.ready.is_empty()
+            && self.settling.is_empty()
+            && self.buckets.len == 0
+            && self.held.is_empty()
+            && self.watched.is_empty()
+            && self.files.is_empty()
+            && self.pending_results.is_empty()
+    }
+
+    /// When a timer next needs the loop: lease renewals and watches while there are any,
+    /// settling files, a status write; else a rare look at the queue for work other daemons
+    /// took in (a network file system may not deliver change events).
+    fn next_timer(&self, running: bool) -> Duration {
+        let ttl = self.settings.lease_ttl;
+        let mut next = ttl / 2;
+        if !self.held.is_empty() {
+            next = next.min((ttl / 3).saturating_sub(self.last_renew.elapsed()));
+        }
+        if !self.watched.is_empty() || !self.to_finish.is_empty() {
+            next = next.min((ttl / 4).saturating_sub(self.last_watch.elapsed()));
+        }
+        if !self.settling.is_empty() {
+            next = next.min(self.settings.settle.max(Duration::from_millis(50)));
+        }
+        if !self.cancels.is_empty() || !self.pending_results.is_empty() || !self.space_ok {
+            next = next.min(Duration::from_secs(1));
+        }
+        if running || self.status_dirty {
+            next = next.min(Duration::from_millis(250));
+        }
+        next.max(Duration::from_millis(5))
+    }
+
+    fn timers(&mut self) {
+        let ttl = self.settings.lease_ttl;
+        if self.last_renew.elapsed() >= ttl / 3 {
+            self.last_renew = Instant::now();
+            self.renew();
+        }
+        if self.last_watch.elapsed() >= ttl / 4 {
+            self.last_watch = Instant::now();
+            self.check_watched();
+        }
+        if self.last_rescan.elapsed() >= ttl / 2 {
+            self.rescan_queue();
+        }
+        if !self.settling.is_empty() {
+            self.scan_inbox();
+        }
+        if !self.pending_results.is_empty() {
+            let pending = std::mem::take(&mut self.pending_results);
+            for (f, r) in pending {
+                self.record(f, r);
+            }
+        }
+        self.expire_cancels();
+    }
+
+    // ---- intake -------------------------------------------------------------------------
+
+    /// Looks at the inbox: job files whose size and time held still for the settle time are
+    /// queued for intake; cancel files are applied; badly named files are refused.
+    fn scan_inbox(&mut self) {
+        let Ok(rd) = std::fs::read_dir(self.store.inbox()) else {
+            return;
+        };
+        let now = Instant::now();
+        let mut seen = HashSet::new();
+        let queued: HashSet<PathBuf> = self.ready.iter().cloned().collect();
+        for entry in rd.filter_map(Result::ok) {
+            let path = entry.path();
+            let Some(name) = path.file_name().map(|n| n.to_owned()) else {
+                continue;
+            };
+            let Some(name) = name.to_str().map(str::to_owned) else {
+                self.refuse_name(&path);
+                continue;
+            };
+            let lower = name.to_ascii_lowercase();
+            if name.starts_with('.') || lower.ends_with(".tmp") || lower.ends_with(".part") {
+                continue;
+            }
+            if let Some(id) = name.strip_suffix(".cancel") {
+                self.cancel(id, &path);
+                continue;
+            }
+            if name.len() > store::MAX_NAME_BYTES {
+                self.refuse_name(&path);
+                continue;
+            }
+            if queued.contains(&path) {
+                continue;
+            }
+            let Ok(meta) = std::fs::symlink_metadata(&path) else {
+                continue;
+            };
+            if meta.is_dir() {
+                continue;
+            }
+            seen.insert(path.clone());
+            let modified = meta.modified().ok();
+            let s = self.settling.entry(path.clone()).or_insert(Settling {
+                len: meta.len(),
+                modified,
+                since: now,
+            });
+            if s.len != meta.len() || s.modified != modified {
+                *s = Settling {
+                    len: meta.len(),
+                    modified,
+                    since: now,
+                };
+                continue;
+            }
+            if now.duration_since(s.since) < self.settings.settle {
+                continue;
+            }
+            // A JSONL whose last line has no newline is still being written.
+            if lower.ends_with(".jsonl")
+                && meta.is_file()
+                && meta.len() > 0
+                && last_byte(&path) != Some(b'\n')
+            {
+                continue;
+            }
+            self.settling.remove(&path);
+            self.ready.push_back(path);
+        }
+        self.settling.retain(|p, _| seen.contains(p));
+    }
+
+    fn refuse_name(&mut self, path: &Path) {
+        if let Err(e) = self.store.refuse_name(path) {
+            tracing::warn!(error = %e, "could not refuse a badly named job file");
+        }
+    }
+
+    /// Takes one inbox file into the store and indexes its jobs.
+    fn take_in(&mut self, path: &Path) {
+        match self.store.intake(path) {
+            Ok(Some(key)) => {
+                tracing::debug!(file = %key, "taken in");
+                self.index_file(key, true);
+            }
+            Ok(None) => {}
+            Err(e) if store::is_no_space(&e) => {
+                self.no_space(&e);
+                self.ready.push_front(path.to_path_buf());
+            }
+            Err(e) => {
+                tracing::warn!(file = %path.display(), error = %e, "could not take a job file in")
+            }
+        }
+    }
+
+    /// Reads `queue/` for files this daemon does not know (taken in by others, or by itself
+    /// before a restart) and forgets those that are gone.
+    fn rescan_queue(&mut self) {
+        self.last_rescan = Instant::now();
+        let Ok(keys) = self.store.files() else {
+            return;
+        };
+        let present: HashSet<&FileKey> = keys.iter().collect();
+        let gone: Vec<u64> = self
+            .files
+            .iter()
+            .filter(|(_, e)| !present.contains(&e.key))
+            .map(|(f, _)| *f)
+            .collect();
+        for f in gone {
+            self.forget(f);
+        }
+        for key in keys {
+            if !self.by_key.contains_key(&key) {
+                self.index_file(key, false);
+            }
+        }
+    }
+
+    /// Parses a file of the store and puts its jobs where they belong: results are resolved,
+    /// others' leases watched, our own orphans taken back, the rest waiting.
+    fn index_file(&mut self, key: FileKey, fresh: bool) {
+        let parsed = self
+            .store
+            .read(&key, job::MAX_FILE_BYTES)
+            .map_err(|e| job::JobFileError {
+                line: None,
+                message: e.to_string(),
+            })
+            .and_then(|bytes| {
+                String::from_utf8(bytes).map_err(|e| job::JobFileError {
+                    line: None,
+                    message: format!("the file is not UTF-8 text: {e}"),
+                })
+            })
+            .and_then(|text| job::parse(key.name(), &text));
+        let f = self.next_file;
+        self.next_file += 1;
+        let (parsed, refused) = match parsed {
+            Ok(p) => (p, None),
+            Err(e) => {
+                if e.message.contains("No such file") {
+                    return;
+                }
+                tracing::warn!(file = %key.name(), error = %e, "job file refused");
+                (Parsed::default(), Some(e))
+            }
+        };
+        let n = parsed.len();
+        let state = if fresh {
+            store::FileState::default()
+        } else {
+            match self.store.state(&key) {
+                Ok(s) => s,
+                Err(_) => return,
+            }
+        };
+        let entry = FileEntry {
+            key: key.clone(),
+            parsed: Arc::new(parsed),
+            refused,
+            jobs: vec![JobState::Open; n],
+            unresolved: n,
+        };
+        self.files.insert(f, entry);
+        self.by_key.insert(key, f);
+        for i in 0..n as u32 {
+            self.add_job(f, i, &state);
+        }
+        if n == 0 || self.files.get(&f).is_some_and(|e| e.unresolved == 0) {
+            self.to_finish.insert(f);
+        }
+        if let Some(g) = state.leases.get(&Slot::End) {
+            let _ = g;
+            self.watch(f, Slot::End);
+        }
+    }
+
+    fn add_job(&mut self, f: u64, i: u32, state: &store::FileState) {
+        let Some(entry) = self.files.get(&f) else {
+            return;
+        };
+        let Some(id) = entry.parsed.id(i as usize) else {
+            return;
+        };
+        self.ids.insert(id.to_owned(), (f, i));
+        if state.results.contains(&i) {
+            self.resolve_state(f, i);
+            return;
+        }
+        if state.leases.contains_key(&Slot::Job(i)) {
+            self.set_state(f, i, JobState::Theirs);
+            self.watch(f, Slot::Job(i));
+            return;
+        }
+        self.enqueue(f, i);
+    }
+
+    /// Puts a job into its bucket.
+    fn enqueue(&mut self, f: u64, i: u32) {
+        let Some(entry) = self.files.get(&f) else {
+            return;
+        };
+        let Some(job) = entry.parsed.job(i as usize) else {
+            return;
+        };
+        let (class, models) = match self.workflows.find(&job.workflow) {
+            Ok(w) => (w.class.clone(), self.workflows.model_key(w, &job)),
+            Err(_) => (String::new(), 0),
+        };
+        self.seq += 1;
+        self.buckets.push(
+            (class, job.priority, models),
+            self.seq,
+            Waiting {
+                job: (f, i),
+                since: Instant::now(),
+            },
+        );
+        self.set_state(f, i, JobState::Open);
+        self.status_dirty = true;
+    }
+
+    fn set_state(&mut self, f: u64, i: u32, s: JobState) {
+        if let Some(e) = self.files.get_mut(&f)
+            && let Some(j) = e.jobs.get_mut(i as usize)
+        {
+            *j = s;
+        }
+    }
+
+    fn resolve_state(&mut self, f: u64, i: u32) {
+        self.watched.remove(&(f, Slot::Job(i)));
+        if let Some(e) = self.files.get_mut(&f)
+            && let Some(j) = e.jobs.get_mut(i as usize)
+            && *j != JobState::Resolved
+        {
+            *j = JobState::Resolved;
+            e.unresolved -= 1;
+            if e.unresolved == 0 {
+                self.to_finish.insert(f);
+            }
+        }
+    }
+
+    fn forget(&mut self, f: u64) {
+        if let Some(e) = self.files.remove(&f) {
+            self.by_key.remove(&e.key);
+            for i in 0..e.jobs.len() {
+                if let Some(id) = e.parsed.id(i) {
+                    self.ids.remove(id);
+                }
+                if e.jobs[i] == JobState::Open {
+                    self.buckets.remove((f, i as u32));
+                }
+            }
+            self.watched.retain(|(wf, _), _| *wf != f);
+            self.status_dirty = true;
+        }
+    }
+
+    // ---- scheduling and claims -----------------------------------------------------------
+
+    /// Fills ComfyUI's slots: the scheduler picks among every waiting job when a slot is free.
+    fn fill(&mut self, running: &mut Running, mut budget: usize) -> usize {
+        while running.len() < self.settings.pipeline.max(1) && budget > 0 {
+            let heads = self.buckets.heads(Instant::now());
+            let cands: Vec<scheduler::Candidate<'_>> = heads
+                .iter()
+                .map(|(k, seq, waited)| scheduler::Candidate {
+                    class: &k.0,
+                    priority: k.1,
+                    waited: *waited,
+                    models: k.2,
+                    seq: *seq,
+                })
+                .collect();
+            let Some(pick) = scheduler::pick(&self.settings.policy, &self.sched, &cands) else {
+                break;
+            };
+            let (key, seq) = (&heads[pick].0, heads[pick].1);
+            let Some(w) = self.buckets.pop(key, seq) else {
+                break;
+            };
+            budget -= 1;
+            let (f, i) = w.job;
+            match self.start(f, i, running) {
+                Started::Yes => {
+                    scheduler::record(&self.settings.policy, &mut self.sched, &cands, pick);
+                }
+                Started::No => {}
+                Started::Later => {
+                    self.buckets.push(key.clone(), seq, w);
+                    self.set_state(f, i, JobState::Open);
+                    break;
+                }
+            }
+        }
+        budget
+    }
+
+    /// Claims a job and starts it, or settles it without ComfyUI when that is certain.
+    fn start(&mut self, f: u64, i: u32, running: &mut Running) -> Started {
+        let Some(entry) = self.files.get(&f) else {
+            return Started::No;
+        };
+        let Some(job) = entry.parsed.job(i as usize) else {
+            return Started::No;
+        };
+        let key = entry.key.clone();
+        let file_name = key.name().to_owned();
+        // A job whose manifest exists is done (a restart); another file's job under the same id
+        // is a conflict. Both are certain without a lease.
+        match runner::finished_by(&self.settings.outputs, &job.id) {
+            Some(by) if by == file_name || by == original_name(&file_name) => {
+                self.summary.jobs_skipped += 1;
+                self.record(f, result(&self.owner, &job, i, None));
+                return Started::No;
+            }
+            Some(other) => {
+                let failure = Failure::new(
+                    "duplicate-id",
+                    format!(
+                        "job id `{}` is already used by a finished job from `{other}`; give this job another `id`",
+                        job.id
+                    ),
+                );
+                self.fail(f, i, &job, failure);
+                return Started::No;
+            }
+            None => {}
+        }
+        let workflow = match self.workflows.find(&job.workflow) {
+            Ok(w) => w.clone(),
+            Err(msg) => {
+                self.fail(f, i, &job, Failure::new("unknown-workflow", msg));
+                return Started::No;
+            }
+        };
+        let held = match self.store.claim(&key, Slot::Job(i), &self.lease()) {
+            Ok(Claim::Claimed(h)) => h,
+            Ok(Claim::Held(_)) => {
+                self.set_state(f, i, JobState::Theirs);
+                self.watch(f, Slot::Job(i));
+                return Started::No;
+            }
+            Ok(Claim::Finished) => {
+                self.resolve_state(f, i);
+                return Started::No;
+            }
+            Ok(Claim::Gone) => {
+                self.forget(f);
+                return Started::No;
+            }
+            Err(e) if store::is_no_space(&e) => {
+                self.no_space(&e);
+                return Started::Later;
+            }
+            Err(e) => {
+                tracing::warn!(file = %file_name, job = %job.id, error = %e, "could not claim");
+                return Started::Later;
+            }
+        };
+        self.spawn(f, i, job, workflow, held, self.lease(), None, running);
+        Started::Yes
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn spawn(
+        &mut self,
+        f: u64,
+        i: u32,
+        job: Job,
+        workflow: Arc<Workflow>,
+        held: Held,
+        lease: Lease,
+        adopt: Option<PromptRecord>,
+        running: &mut Running,
+    ) {
+        let file_name = held.file.name().to_owned();
+        let h = Arc::new(HeldJob {
+            store: self.store.clone() as Arc<dyn JobStore>,
+            held,
+            lease: Mutex::new(lease),
+            job_id: job.id.clone(),
+            file_name: file_name.clone(),
+            workflow: job.workflow.clone(),
+            since_ms: runner::now_ms(),
+            cancel: AtomicBool::new(false),
+            phase: Mutex::new("preparing"),
+            prompt: Mutex::new(None),
+        });
+        self.held.insert((f, i), h.clone());
+        self.set_state(f, i, JobState::Mine);
+        self.status_dirty = true;
+        let ctx = self.ctx.clone();
+        let cancel_file = self.store.inbox().join(format!("{}.cancel", job.id));
+        let hash = self.workflows.catalogue_hash.clone();
+        running.push(Box::pin(async move {
+            let cancelled = || h.cancel.load(Ordering::Relaxed) || cancel_file.exists();
+            let end = runner::run(
+                &ctx,
+                JobRun {
+                    job: &job,
+                    workflow: &workflow,
+                    catalogue_hash: &hash,
+                    file_name: &file_name,
+                    claimed_ms: h.since_ms,
+                    guard: h.as_ref(),
+                    cancel: &cancelled,
+                    adopt,
+                    phase: &h.phase,
+                    prompt: &h.prompt,
+                },
+            )
+            .await;
+            ((f, i), end)
+        }));
+    }
+
+    /// A job in flight ended.
+    fn ended(&mut self, (f, i): JobRef, end: End) {
+        let Some(h) = self.held.get(&(f, i)).cloned() else {
+            return;
+        };
+        let job = self.files.get(&f).and_then(|e| e.parsed.job(i as usize));
+        let cancel_file = self.store.inbox().join(format!("{}.cancel", h.job_id));
+        match end {
+            End::Done(m) => {
+                tracing::info!(job = %h.job_id, outputs = m.outputs.len(), "job done");
+                self.summary.jobs_done += 1;
+                self.held.remove(&(f, i));
+                if let Some(job) = job {
+                    self.record(f, result(&self.owner, &job, i, None));
+                }
+            }
+            End::Failed(failure)
+                if self.stopping
+                    && matches!(failure.kind, "interrupted" | "cancelled")
+                    && !cancel_file.exists() =>
+            {
+                // Stopped by the shutdown, not by the job: it runs again, here or elsewhere.
+                self.release((f, i));
+            }
+            End::Failed(failure) => {
+                tracing::warn!(job = %h.job_id, kind = failure.kind, reason = %failure.message, "job failed");
+                self.held.remove(&(f, i));
+                if let Some(job) = job {
+                    self.fail(f, i, &job, failure);
+                }
+            }
+            End::Lost => {
+                tracing::info!(job = %h.job_id, "another daemon took this job over; dropping it");
+                self.held.remove(&(f, i));
+                self.set_state(f, i, JobState::Theirs);
+                self.watch(f, Slot::Job(i));
+            }
+        }
+        if cancel_file.exists() {
+            let _ = std::fs::remove_file(&cancel_file);
+        }
+        self.status_dirty = true;
+    }
+
+    fn fail(&mut self, f: u64, i: u32, job: &Job, failure: Failure) {
+        self.summary.jobs_failed += 1;
+        let r = result(&self.owner, job, i, Some(failure));
+        self.record(f, r);
+    }
+
+    /// Writes a job's result; a full disk keeps it for later, never loses it.
+    fn record(&mut self, f: u64, r: JobResult) {
+        let Some(entry) = self.files.get(&f) else {
+            return;
+        };
+        match self.store.complete(&entry.key, &r) {
+            Ok(()) => self.resolve_state(f, r.index),
+            Err(e) if store::is_no_space(&e) => {
+                self.no_space(&e);
+                self.pending_results.push((f, r));
+            }
+            Err(e) => {
+                tracing::warn!(file = %entry.key.name(), error = %e, "could not record a job's end");
+                self.pending_results.push((f, r));
+            }
+        }
+        self.status_dirty = true;
+    }
+
+    /// Lets a held job go (shutdown): the lease says so, and any daemon may take it at once.
+    fn release(&mut self, j: JobRef) {
+        if let Some(h) = self.held.remove(&j) {
+            let _ = h.write(|l| l.released = true);
+            self.summary.jobs_released += 1;
+            self.set_state(j.0, j.1, JobState::Theirs);
+        }
+    }
+
+    // ---- other daemons' leases --------------------------------------------------------------
+
+    fn watch(&mut self, f: u64, slot: Slot) {
+        self.watched.entry((f, slot)).or_insert(Watched {
+            seen: (0, 0, false),
+            since: Instant::now(),
+        });
+    }
+
+    /// Looks at every watched lease: finished, still alive, or stale and taken over.
+    fn check_watched(&mut self) {
+        let keys: Vec<(u64, Slot)> = self.watched.keys().copied().collect();
+        let now = Instant::now();
+        for (f, slot) in keys {
+            let Some(key) = self.files.get(&f).map(|e| e.key.clone()) else {
+                self.watched.remove(&(f, slot));
+                continue;
+            };
+            if let Slot::Job(i) = slot
+                && self.held.contains_key(&(f, i))
+            {
+                self.watched.remove(&(f, slot));
+                continue;
+            }
+            let lease = match self.store.lease(&key, slot) {
+                Ok(Some(l)) => l,
+                Ok(None) => {
+                    // No lease: the file was finished and removed, or the job has its result.
+                    self.watched.remove(&(f, slot));
+                    match slot {
+                        Slot::End => self.rescan_queue(),
+                        Slot::Job(i) => self.refresh_job(f, i),
+                    }
+                    continue;
+                }
+                Err(_) => continue,
+            };
+            if let Slot::Job(i) = slot {
+                let st = self.store.state(&key).map(|s| s.results.contains(&i));
+                if matches!(st, Ok(true)) {
+                    self.resolve_state(f, i);
+                    continue;
+                }
+                if st.is_err() {
+                    self.forget(f);
+                    continue;
+                }
+            }
+            let seen = (lease.generation, lease.renewed_ms, lease.released);
+            let Some(w) = self.watched.get_mut(&(f, slot)) else {
+                continue;
+            };
+            if w.seen != seen {
+                w.seen = seen;
+                w.since = now;
+            }
+            let stale =
+                store::is_stale(
+                    &lease,
+                    now.duration_since(w.since),
+                    runner::now_ms(),
+                    self.settings.lease_ttl,
+                ) || store::is_own_orphan(&lease, &self.owner, &self.host, fsutil::pid_alive);
+            if stale && !self.stopping {
+                self.take_over(f, slot, &key, &lease);
+            }
+        }
+    }
+
+    /// After a watched job's lease vanished: its result, or back to waiting.
+    fn refresh_job(&mut self, f: u64, i: u32) {
+        let Some(key) = self.files.get(&f).map(|e| e.key.clone()) else {
+            return;
+        };
+        match self.store.state(&key) {
+            Ok(s) if s.results.contains(&i) => self.resolve_state(f, i),
+            Ok(s) if !s.has_file => self.forget(f),
+            Ok(_) => self.enqueue(f, i),
+            Err(_) => self.forget(f),
+        }
+    }
+
+    fn take_over(&mut self, f: u64, slot: Slot, key: &FileKey, old: &Lease) {
+        let taken = self
+            .store
+            .take_over(key, slot, old.generation, &self.lease());
+        let held = match taken {
+            Ok(Some(h)) => h,
+            Ok(None) => return,
+            Err(e) => {
+                if store::is_no_space(&e) {
+                    self.no_space(&e);
+                }
+                return;
+            }
+        };
+        self.watched.remove(&(f, slot));
+        tracing::info!(file = %key.name(), ?slot, from = %old.owner, generation = held.generation, "took over a stale lease");
+        match slot {
+            Slot::End => self.finish_held(f, held),
+            Slot::Job(i) => {
+                let job = self.files.get(&f).and_then(|e| e.parsed.job(i as usize));
+                let Some(job) = job else { return };
+                let mut lease = self.lease();
+                // The prompt record travels with the job, so a later takeover can adopt it too.
+                lease.prompt = old.prompt.clone();
+                lease.generation = held.generation;
+                match self.workflows.find(&job.workflow) {
+                    Ok(w) => {
+                        let w = w.clone();
+                        self.taken
+                            .push((f, i, job, w, held, lease, old.prompt.clone()));
+                    }
+                    Err(msg) => {
+                        self.fail(f, i, &job, Failure::new("unknown-workflow", msg));
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Whether [`Owner::start`] started the job.
+enum Started {
+    Yes,
+    /// Settled without running, or someone else has it.
+    No,
+    /// Not now (no space, a store error): it waits in its bucket.
+    Later,
+}
+
+/// A job taken over from a stale lease, waiting to be spawned.
+type Taken = (
+    u64,
+    u32,
+    Job,
+    Arc<Workflow>,
+    Held,
+    Lease,
+    Option<PromptRecord>,
+);
+
+impl Owner {
+    /// Spawns jobs taken over from dead daemons (they do not wait for a slot: their prompt may
+    /// already be at ComfyUI).
+    fn spawn_taken(&mut self, running: &mut Running) {
+        for (f, i, job, w, held, lease, adopt) in std::mem::take(&mut self.taken) {
+            self.spawn(f, i, job, w, held, lease, adopt, running);
+        }
+    }
+
+    // ---- finishing files --------------------------------------------------------------------
+
+    /// A file whose jobs all have results (or that was refused whole) is finished by whoever
+    /// gets its `End` lease.
+    fn try_finish(&mut self, f: u64) {
+        let Some(entry) = self.files.get(&f) else {
+            return;
+        };
+        if entry.unresolved > 0 {
+            return;
+        }
+        let key = entry.key.clone();
+        // A JSONL that grew while its jobs ran: index the new lines instead of finishing.
+        if entry.refused.is_none() && key.name().to_ascii_lowercase().ends_with(".jsonl") {
+            match self.store.read(&key, job::MAX_FILE_BYTES) {
+                Ok(bytes) if bytes.len() > entry.parsed.parsed_len => {
+                    if job::jsonl_incomplete(key.name(), &bytes) {
+                        // Still being written: look again later.
+                        self.watch(f, Slot::End);
+                        return;
+                    }
+                    if let Ok(text) = String::from_utf8(bytes)
+                        && let Ok(p) = job::parse(key.name(), &text)
+                        && p.len() > entry.parsed.len()
+                    {
+                        self.grow(f, p);
+                        return;
+                    }
+                }
+                Ok(_) => {}
+                Err(_) => {}
+            }
+        }
+        match self.store.claim(&key, Slot::End, &self.lease()) {
+            Ok(Claim::Claimed(held)) => self.finish_held(f, held),
+            Ok(Claim::Held(_)) => self.watch(f, Slot::End),
+            Ok(Claim::Finished) | Ok(Claim::Gone) => self.forget(f),
+            Err(e) if store::is_no_space(&e) => {
+                self.no_space(&e);
+                self.to_finish.insert(f);
+            }
+            Err(e) => tracing::warn!(file = %key.name(), error = %e, "could not finish a job file"),
+        }
+    }
+
+    /// Adds the jobs of lines appended to a JSONL after it was taken in.
+    fn grow(&mut self, f: u64, p: Parsed) {
+        let Some(entry) = self.files.get_mut(&f) else {
+            return;
+        };
+        let old = entry.parsed.len();
+        let added = p.len() - old;
+        tracing::info!(file = %entry.key.name(), added, "lines were added to a job file; running them too");
+        entry.parsed = Arc::new(p);
+        entry
+            .jobs
+            .extend(std::iter::repeat_n(JobState::Open, added));
+        entry.unresolved += added;
+        let state = store::FileState::default();
+        for i in old..old + added {
+            self.add_job(f, i as u32, &state);
+        }
+    }
+
+    /// Writes the report (if any job failed) and moves the file; we hold its `End` lease.
+    fn finish_held(&mut self, f: u64, held: Held) {
+        let Some(entry) = self.files.get(&f) else {
+            return;
+        };
+        let name = entry.key.name().to_owned();
+        let report = match &entry.refused {
+            Some(e) => Some(FileReport {
+                file: name.clone(),
+                error: Some(e.message.clone()),
+                line: e.line,
+                jobs: 0,
+                done: 0,
+                failed: 0,
+                failures: Vec::new(),
+                more: 0,
+            }),
+            None => {
+                let results = match self.store.results(&entry.key) {
+                    Ok(r) => r,
+                    Err(e) => {
+                        tracing::warn!(file = %name, error = %e, "could not read job results");
+                        let _ = self.store.write_lease(&held, &released(self.lease()));
+                        return;
+                    }
+                };
+                if results.len() < entry.parsed.len() {
+                    // Our index was ahead of the store: let go and look again.
+                    let _ = self.store.write_lease(&held, &released(self.lease()));
+                    self.watch(f, Slot::End);
+                    return;
+                }
+                let mut failures: Vec<JobFailure> = entry
+                    .parsed
+                    .errors
+                    .iter()
+                    .map(|e| JobFailure {
+                        job: None,
+                        line: e.line,
+                        sweep_index: None,
+                        workflow: None,
+                        kind: "job-file".into(),
+                        message: e.message.clone(),
+                        details: Vec::new(),
+                    })
+                    .collect();
+                let done = results.iter().filter(|r| r.ok).count();
+                let failed_jobs: Vec<JobFailure> =
+                    results.into_iter().filter_map(|r| r.failure).collect();
+                let failed = failed_jobs.len() + entry.parsed.error_count;
+                failures.extend(failed_jobs);
+                failures.sort_by_key(|f| (f.line, f.sweep_index));
+                (failed > 0).then(|| FileReport {
+                    file: name.clone(),
+                    error: None,
+                    line: None,
+                    jobs: entry.parsed.len() + entry.parsed.error_count,
+                    done,
+                    failed,
+                    more: failures.len().saturating_sub(MAX_REPORTED),
+                    failures: failures
+                        .into_iter()
+                        .take(MAX_REPORTED)
+                        .map(JobFailure::shortened)
+                        .collect(),
+                })
+            }
+        };
+        let bytes = report
+            .as_ref()
+            .map(|r| serde_json::to_vec_pretty(r).unwrap_or_default());
+        match self.store.finish(&held, bytes.as_deref()) {
+            Ok(Some(dest)) => {
+                if report.is_some() {
+                    self.summary.files_failed += 1;
+                } else {
+                    self.summary.files_done += 1;
+                }
+                tracing::info!(file = %name, to = %dest.display(), "job file finished");
+                self.forget(f);
+            }
+            Ok(None) => self.forget(f),
+            Err(e) if store::is_no_space(&e) => {
+                self.no_space(&e);
+                let _ = self.store.write_lease(&held, &released(self.lease()));
+                self.to_finish.insert(f);
+            }
+            Err(e) => {
+                tracing::error!(file = %name, error = %e, "could not move a finished job file");
+                let _ = self.store.write_lease(&held, &released(self.lease()));
+                self.watch(f, Slot::End);
+            }
+        }
+    }
+
+    // ---- leases, cancels, space, shutdown -----------------------------------------------------
+
+    fn renew(&mut self) {
+        let mut lost = Vec::new();
+        for (j, h) in &self.held {
+            if let Err(e) = h.write(|_| {}) {
+                if e.to_string() == store::lost().to_string() {
+                    lost.push(*j);
+                } else {
+                    tracing::warn!(job = %h.job_id, error = %e, "could not renew a lease");
+                }
+            }
+        }
+        for j in lost {
+            if let Some(h) = self.held.get(&j) {
+                tracing::warn!(job = %h.job_id, "lost the lease of a running job; stopping it here");
+                h.cancel.store(true, Ordering::Relaxed);
+            }
+        }
+    }
+
+    /// `inbox/ID.cancel`: a waiting job fails as cancelled, a running one is interrupted; one
+    /// for a finished job is removed; one for an id nobody knows expires.
+    fn cancel(&mut self, id: &str, path: &Path) {
+        let Some(&(f, i)) = self.ids.get(id) else {
+            let first = *self
+                .cancels
+                .entry(id.to_owned())
+                .or_insert_with(Instant::now);
+            if first.elapsed() >= self.settings.cancel_expiry {
+                tracing::info!(job = %id, "removing a cancel file for a job no file has");
+                let _ = std::fs::remove_file(path);
+                self.cancels.remove(id);
+            }
+            return;
+        };
+        self.cancels.remove(id);
+        let state = self
+            .files
+            .get(&f)
+            .and_then(|e| e.jobs.get(i as usize).copied());
+        match state {
+            Some(JobState::Open) => {
+                self.buckets.remove((f, i));
+                if let Some(job) = self.files.get(&f).and_then(|e| e.parsed.job(i as usize)) {
+                    tracing::info!(job = %id, "cancelled before it ran");
+                    self.fail(
+                        f,
+                        i,
+                        &job,
+                        Failure::new("cancelled", format!("cancelled by `{id}.cancel`")),
+                    );
+                }
+                let _ = std::fs::remove_file(path);
+            }
+            Some(JobState::Mine) => {
+                if let Some(h) = self.held.get(&(f, i)) {
+                    h.cancel.store(true, Ordering::Relaxed);
+                    if let Some((pid, client)) = h.prompt.lock().ok().and_then(|p| p.clone()) {
+                        tokio::spawn(async move {
+                            let _ = client.delete_queued(&[&pid]).await;
+                            let _ = client.interrupt(Some(&pid)).await;
+                        });
+                    }
+                }
+            }
+            // Its holder cancels it.
+            Some(JobState::Theirs) => {}
+            Some(JobState::Resolved) | None => {
+                let _ = std::fs::remove_file(path);
+            }
+        }
+    }
+
+    fn expire_cancels(&mut self) {
+        if self.cancels.is_empty() {
+            return;
+        }
+        let expired: Vec<String> = self
+            .cancels
+            .iter()
+            .filter(|(_, t)| t.elapsed() >= self.settings.cancel_expiry)
+            .map(|(id, _)| id.clone())
+            .collect();
+        for id in expired {
+            let path = self.store.inbox().join(format!("{id}.cancel"));
+            self.cancel(&id, &path);
+        }
+    }
+
+    fn no_space(&mut self, e: &std::io::Error) {
+        if self.space_ok {
+            tracing::warn!(error = %e, "no space left: no new jobs until there is");
+        }
+        self.space_ok = false;
+        self.space_checked = Some(Instant::now());
+        self.status_dirty = true;
+    }
+
+    /// Looks at free space at most once a second; claiming stops below the minimum.
+    fn check_space(&mut self) {
+        if self
+            .space_checked
+            .is_some_and(|t| t.elapsed() < Duration::from_secs(1))
+        {
+            return;
+        }
+        self.space_checked = Some(Instant::now());
+        let min = self.settings.min_free_bytes;
+        let enough = |p: &Path| fsutil::available_space(p).map_or(true, |a| a > min);
+        let ok = enough(&self.settings.outputs) && enough(&self.settings.jobs);
+        if ok != self.space_ok {
+            if ok {
+                tracing::info!("space is back: taking jobs again");
+            } else {
+                tracing::warn!(
+                    min_free_bytes = min,
+                    "too little space left: no new jobs until there is more"
+                );
+            }
+            self.space_ok = ok;
+            self.status_dirty = true;
+        }
+    }
+
+    /// The grace period is over: every prompt of this daemon leaves ComfyUI's queue or is
+    /// interrupted, and the jobs are let go.
+    async fn interrupt_all(&mut self) {
+        for h in self.held.values() {
+            h.cancel.store(true, Ordering::Relaxed);
+            let prompt = h.prompt.lock().ok().and_then(|p| p.clone());
+            if let Some((pid, client)) = prompt {
+                let _ = client.delete_queued(&[&pid]).await;
+                let _ = client.interrupt(Some(&pid)).await;
+            }
+        }
+    }
+
+    // ---- status -------------------------------------------------------------------------------
+
+    /// Writes the status file when something changed, at most four times a second.
+    fn write_status(&mut self, force: bool) {
+        let progress = self.ctx.progress.lock().ok().and_then(|p| p.clone());
+        let mut running: Vec<RunningJob> = self
+            .held
+            .values()
+            .map(|h| RunningJob {
+                job: h.job_id.clone(),
+                file: h.file_name.clone(),
+                workflow: h.workflow.clone(),
+                phase: h.phase.lock().map(|p| (*p).to_owned()).unwrap_or_default(),
+                since_ms: h.since_ms,
+            })
+            .collect();
+        running.sort_by(|a, b| (a.since_ms, &a.job).cmp(&(b.since_ms, &b.job)));
+        let changed =
+            self.status_dirty || running != self.last_running || progress != self.last_progress;
+        let due = self
+            .status_written
+            .is_none_or(|t| t.elapsed() >= Duration::from_millis(250));
+        if !(force || due && changed) {
+            return;
+        }
+        let state = if force && self.stopping {
+            "stopped"
+        } else if self.stopping {
+            "stopping"
+        } else if !self.space_ok {
+            "no-space"
+        } else if running.iter().any(|r| r.phase == "waiting") {
+            "waiting-for-comfyui"
+        } else {
+            "running"
+        };
+        self.last_running = running.clone();
+        self.last_progress = progress.clone();
+        let status = Status {
+            owner: self.owner.clone(),
+            pid: std::process::id(),
+            gpu: self.settings.gpu,
+            comfy_url: self.settings.comfy_url.clone(),
+            state: state.into(),
+            started_ms: self.started_ms,
+            updated_ms: runner::now_ms(),
+            comfyui_version: self.ctx.server.lock().ok().and_then(|s| s.version.clone()),
+            queued: self.buckets.by_class(),
+            running,
+            jobs_done: self.summary.jobs_done,
+            jobs_failed: self.summary.jobs_failed,
+            progress,
+        };
+        let path = self
+            .store
+            .status()
+            .join(format!("gpu-{}.json", self.settings.gpu));
+        if let Err(e) = fsutil::write_atomic_unsynced(
+            &path,
+            &serde_json::to_vec_pretty(&status).unwrap_or_default(),
+        ) {
+            tracing::debug!(error = %e, "could not write the status file");
+        }
+        self.status_dirty = false;
+        self.status_written = Some(Instant::now());
+    }
+}
+
+fn released(mut l: Lease) -> Lease {
+    l.released = true;
+    l
+}
+
+/// A job's result as the store records it.
+fn result(owner: &str, job: &Job, index: u32, failure: Option<Failure>) -> JobResult {
+    JobResult {
+        job: job.id.clone(),
+        index,
+        ok: failure.is_none(),
+        failure: failure.map(|f| JobFailure {
+            job: Some(job.id.clone()),
+            line: job.origin.line,
+            sweep_index: job.origin.sweep_index,
+            workflow: Some(job.workflow.clone()),
+            kind: f.kind.to_owned(),
+            message: f.message,
+            details: f.details,
+        }),
+        by: owner.to_owned(),
+    }
 }
 
 /// `NAME.EXT` for a file kept as `NAME.N.EXT` because a file of the same name was there.
@@ -729,56 +1689,57 @@ fn original_name(name: &str) -> String {
     }
 }
 
-fn read_job_file(file: &Path, name: &str) -> Result<job::Parsed, job::JobFileError> {
-    let err = |m: String| job::JobFileError {
-        line: None,
-        message: m,
-    };
-    let meta = std::fs::symlink_metadata(file).map_err(|e| err(e.to_string()))?;
-    if meta.file_type().is_symlink() {
-        return Err(err("job files may not be symbolic links".into()));
-    }
-    if !meta.is_file() {
-        return Err(err(
-            "not a regular file (a FIFO, socket or device is never read)".into(),
-        ));
-    }
-    if meta.len() > job::MAX_FILE_BYTES {
-        return Err(err(format!(
-            "the file is {} bytes, over the {}-byte limit",
-            meta.len(),
-            job::MAX_FILE_BYTES
-        )));
-    }
-    let bytes = std::fs::read(file).map_err(|e| err(e.to_string()))?;
-    let text =
-        String::from_utf8(bytes).map_err(|e| err(format!("the file is not UTF-8 text: {e}")))?;
-    job::parse(name, &text)
+fn last_byte(path: &Path) -> Option<u8> {
+    use std::io::{Read, Seek, SeekFrom};
+    let mut f = std::fs::File::open(path).ok()?;
+    f.seek(SeekFrom::End(-1)).ok()?;
+    let mut b = [0u8; 1];
+    f.read_exact(&mut b).ok()?;
+    Some(b[0])
 }
 
-fn finish(dir: &JobDir, file: &Path, failure: Option<Value>, summary: &mut Summary) {
-    let result = match failure {
-        None => dir.finish_done(file).map(|_| summary.files_done += 1),
-        Some(report) => dir
-            .finish_failed(file, &report)
-            .map(|_| summary.files_failed += 1),
-    };
-    if let Err(e) = result {
-        tracing::error!(file = %file.display(), error = %e, "could not move a finished job file");
-    }
-}
-
-fn hand_back(dir: &JobDir, file: &Path, name: &str, summary: &mut Summary) {
-    match dir.hand_back(file) {
-        Ok(_) => {
-            summary.files_handed_back += 1;
-            tracing::info!(file = %name, "handed back to the inbox");
+/// Watches the inbox, the queue (files other daemons take in) and the workflows; each event
+/// sets its flag and wakes the owner. Flags cannot overflow, so no wake-up is ever lost.
+fn watch_dirs(
+    store: &DirStore,
+    workflows: &Path,
+    wakes: Arc<Wakes>,
+) -> notify::Result<notify::RecommendedWatcher> {
+    use notify::Watcher;
+    let workflows_dir = workflows.to_path_buf();
+    let queue_dir = store.queue();
+    let mut w = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
+        let Ok(event) = res else { return };
+        // Reading a folder or file raises access events, our own scans included: waking on
+        // them would make an idle daemon spin.
+        if matches!(
+            event.kind,
+            notify::EventKind::Access(_)
+                | notify::EventKind::Modify(notify::event::ModifyKind::Metadata(_))
+        ) {
+            return;
         }
-        Err(e) => tracing::error!(file = %name, error = %e, "could not hand a job file back"),
+        for p in &event.paths {
+            let flag = if p.starts_with(&workflows_dir) {
+                &wakes.workflows
+            } else if p.starts_with(&queue_dir) {
+                &wakes.queue
+            } else {
+                &wakes.inbox
+            };
+            flag.store(true, Ordering::Release);
+        }
+        wakes.notify.notify_one();
+    })?;
+    w.watch(&store.inbox(), notify::RecursiveMode::NonRecursive)?;
+    w.watch(&store.queue(), notify::RecursiveMode::NonRecursive)?;
+    if workflows.is_dir() {
+        w.watch(workflows, notify::RecursiveMode::Recursive)?;
     }
+    Ok(w)
 }
 
-/// Writes a job's failure report where a reader of `failed/` expects it (used by tests).
-pub fn error_report_path(dir: &JobDir, file_name: &str) -> PathBuf {
-    dir.failed().join(format!("{file_name}.error.json"))
+/// Where a job file's error report is.
+pub fn error_report_path(store: &DirStore, file_name: &str) -> PathBuf {
+    store.failed().join(format!("{file_name}.error.json"))
 }

@@ -70,7 +70,7 @@ impl JobFileError {
 }
 
 /// The fields of one job as written.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct Spec {
     workflow: String,
@@ -83,19 +83,30 @@ struct Spec {
     sweep: Option<BTreeMap<String, Vec<Value>>>,
 }
 
-/// The parsed jobs of a file, and the lines that could not be parsed (JSONL only; for other
-/// formats any error fails the whole file).
+/// The jobs of a file, kept unexpanded: a sweep of a million combinations is one spec and a
+/// million small index entries, and a job's inputs are built only when it runs ([`Parsed::job`]).
+/// Parsing is a pure function of the bytes, so any daemon that reads a file sees the same jobs
+/// under the same indices.
 #[derive(Debug, Default)]
 pub struct Parsed {
-    pub jobs: Vec<Job>,
+    specs: Vec<(Spec, Option<usize>)>,
+    /// Per job: its spec, its sweep combination, its id.
+    index: Vec<(u32, Option<u32>, String)>,
     /// The first [`MAX_REPORTED_ERRORS`] problems.
     pub errors: Vec<JobFileError>,
     /// How many problems there were in all.
     pub error_count: usize,
+    /// Bytes of the text that were read: a JSONL line without its newline is still being
+    /// written and is left for later.
+    pub parsed_len: usize,
 }
 
 /// Problems of one file kept for its report; the rest are counted.
 pub const MAX_REPORTED_ERRORS: usize = 100;
+
+/// Most bytes a file may expand to (jobs times the bytes of each job's spec), checked before
+/// anything is expanded: a small file with a huge sweep of huge inputs is refused, not run.
+pub const MAX_EXPANDED_BYTES: u64 = 1 << 30;
 
 impl Parsed {
     fn error(&mut self, e: JobFileError) {
@@ -103,6 +114,51 @@ impl Parsed {
         if self.errors.len() < MAX_REPORTED_ERRORS {
             self.errors.push(e);
         }
+    }
+
+    /// Jobs in the file.
+    pub fn len(&self) -> usize {
+        self.index.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.index.is_empty()
+    }
+
+    /// The id of job `k`.
+    pub fn id(&self, k: usize) -> Option<&str> {
+        self.index.get(k).map(|(_, _, id)| id.as_str())
+    }
+
+    /// Job `k`, with its inputs built.
+    pub fn job(&self, k: usize) -> Option<Job> {
+        let (spec, combo, id) = self.index.get(k)?;
+        let (spec, line) = self.specs.get(*spec as usize)?;
+        let mut inputs = spec.inputs.clone();
+        if let (Some(sweep), Some(index)) = (&spec.sweep, combo) {
+            let mut rest = *index as usize;
+            // The last key varies fastest, like nested loops in the order written.
+            for (k, values) in sweep.iter().rev() {
+                inputs.insert(k.clone(), values[rest % values.len()].clone());
+                rest /= values.len();
+            }
+        }
+        Some(Job {
+            id: id.clone(),
+            workflow: spec.workflow.clone(),
+            inputs,
+            priority: spec.priority,
+            timeout_s: spec.timeout,
+            origin: Origin {
+                line: *line,
+                sweep_index: combo.map(|c| c as usize),
+            },
+        })
+    }
+
+    /// Every job, built one at a time.
+    pub fn jobs(&self) -> impl Iterator<Item = Job> + '_ {
+        (0..self.len()).filter_map(|k| self.job(k))
     }
 }
 
@@ -143,13 +199,24 @@ pub fn is_safe_id(s: &str) -> bool {
         && !s.contains("..")
 }
 
+/// Whether a JSONL text is still being written: its last line has no newline yet.
+pub fn jsonl_incomplete(name: &str, bytes: &[u8]) -> bool {
+    name.to_ascii_lowercase().ends_with(".jsonl") && bytes.last().is_some_and(|b| *b != b'\n')
+}
+
 /// Parses a job file's text. `name` is the file name (its stem is the default id).
 pub fn parse(name: &str, text: &str) -> Result<Parsed, JobFileError> {
     let (stem, ext) = match name.rsplit_once('.') {
         Some((s, e)) => (s, e.to_ascii_lowercase()),
         None => (name, String::new()),
     };
-    let mut out = Parsed::default();
+    // A byte-order mark is not part of the document.
+    let text = text.strip_prefix('\u{feff}').unwrap_or(text);
+    let mut out = Parsed {
+        parsed_len: text.len(),
+        ..Parsed::default()
+    };
+    let mut bytes: u64 = 0;
     match ext.as_str() {
         "toml" => {
             let spec: Spec = toml::from_str(text).map_err(|e| {
@@ -158,14 +225,17 @@ pub fn parse(name: &str, text: &str) -> Result<Parsed, JobFileError> {
                     .map(|s| text[..s.start.min(text.len())].matches('\n').count() + 1);
                 JobFileError::new(line, e.message().trim().to_owned())
             })?;
-            expand(spec, stem, Origin::default(), &mut out.jobs)?;
+            expand(spec, stem, None, text.len(), &mut bytes, &mut out)?;
         }
         "json" => {
             let spec = json_spec(text).map_err(|(line, m)| JobFileError::new(line, m))?;
-            expand(spec, stem, Origin::default(), &mut out.jobs)?;
+            expand(spec, stem, None, text.len(), &mut bytes, &mut out)?;
         }
         "jsonl" => {
-            for (i, line) in text.lines().enumerate() {
+            // Only whole lines: a last line without its newline is still being written.
+            let whole = text.rfind('\n').map_or(0, |i| i + 1);
+            out.parsed_len = whole;
+            for (i, line) in text[..whole].lines().enumerate() {
                 let n = i + 1;
                 if line.trim().is_empty() {
                     continue;
@@ -178,26 +248,19 @@ pub fn parse(name: &str, text: &str) -> Result<Parsed, JobFileError> {
                     }
                 };
                 let default_id = format!("{stem}-{n:05}");
-                if let Err(mut e) = expand(
-                    spec,
-                    &default_id,
-                    Origin {
-                        line: Some(n),
-                        sweep_index: None,
-                    },
-                    &mut out.jobs,
-                ) {
-                    e.line = Some(n);
-                    out.error(e);
-                }
-                if out.jobs.len() > MAX_JOBS_PER_FILE {
-                    return Err(JobFileError::new(
-                        Some(n),
-                        format!("the file expands to more than {MAX_JOBS_PER_FILE} jobs"),
-                    ));
+                match expand(spec, &default_id, Some(n), line.len(), &mut bytes, &mut out) {
+                    Ok(()) => {}
+                    // A file over the limits is refused whole.
+                    Err(e) if e.message.contains("limit") || e.message.contains("more than") => {
+                        return Err(e);
+                    }
+                    Err(mut e) => {
+                        e.line = Some(n);
+                        out.error(e);
+                    }
                 }
             }
-            if out.jobs.is_empty() && out.error_count == 0 {
+            if out.index.is_empty() && out.error_count == 0 && whole == text.len() {
                 return Err(JobFileError::new(None, "the file holds no jobs"));
             }
         }
@@ -217,24 +280,28 @@ pub fn parse(name: &str, text: &str) -> Result<Parsed, JobFileError> {
         }
     }
     let mut seen = std::collections::HashSet::new();
-    for job in &out.jobs {
-        if !seen.insert(job.id.as_str()) {
+    for (spec, _, id) in &out.index {
+        if !seen.insert(id.as_str()) {
+            let line = out.specs.get(*spec as usize).and_then(|s| s.1);
             return Err(JobFileError::new(
-                job.origin.line,
-                format!("job id `{}` appears twice in this file", job.id),
+                line,
+                format!("job id `{id}` appears twice in this file"),
             ));
         }
     }
     Ok(out)
 }
 
+/// Checks one spec and adds its jobs to the index, unexpanded. Limits (jobs, and jobs times
+/// the spec's bytes) are checked before anything is added.
 fn expand(
     spec: Spec,
     default_id: &str,
-    origin: Origin,
-    jobs: &mut Vec<Job>,
+    line: Option<usize>,
+    spec_bytes: usize,
+    bytes: &mut u64,
+    out: &mut Parsed,
 ) -> Result<(), JobFileError> {
-    let line = origin.line;
     if spec.workflow.is_empty()
         || spec.workflow.len() > 200
         || !spec.workflow.split('@').all(is_safe_id)
@@ -266,60 +333,61 @@ fn expand(
             ),
         ));
     }
-    let Some(sweep) = spec.sweep else {
-        jobs.push(Job {
-            id,
-            workflow: spec.workflow,
-            inputs: spec.inputs,
-            priority: spec.priority,
-            timeout_s: spec.timeout,
-            origin,
-        });
-        return Ok(());
-    };
     let mut combos: usize = 1;
-    for (k, values) in &sweep {
-        if values.is_empty() {
-            return Err(JobFileError::new(
-                line,
-                format!("sweep `{k}` has no values"),
-            ));
+    if let Some(sweep) = &spec.sweep {
+        for (k, values) in sweep {
+            if values.is_empty() {
+                return Err(JobFileError::new(
+                    line,
+                    format!("sweep `{k}` has no values"),
+                ));
+            }
+            if spec.inputs.contains_key(k) {
+                return Err(JobFileError::new(
+                    line,
+                    format!("`{k}` is both an input and a sweep"),
+                ));
+            }
+            combos = combos.saturating_mul(values.len());
         }
-        if spec.inputs.contains_key(k) {
-            return Err(JobFileError::new(
-                line,
-                format!("`{k}` is both an input and a sweep"),
-            ));
-        }
-        combos = combos.saturating_mul(values.len());
     }
-    if combos > MAX_JOBS_PER_FILE || jobs.len() + combos > MAX_JOBS_PER_FILE {
+    if combos > MAX_JOBS_PER_FILE {
         return Err(JobFileError::new(
             line,
-            format!("the sweep expands to {combos} jobs, more than {MAX_JOBS_PER_FILE}"),
+            format!(
+                "the sweep expands to {combos} jobs, more than {MAX_JOBS_PER_FILE} (the limit per file)"
+            ),
         ));
     }
-    let keys: Vec<&String> = sweep.keys().collect();
-    for index in 0..combos {
-        let mut inputs = spec.inputs.clone();
-        let mut rest = index;
-        // The last key varies fastest, like nested loops in the order written.
-        for k in keys.iter().rev() {
-            let values = &sweep[*k];
-            inputs.insert((*k).clone(), values[rest % values.len()].clone());
-            rest /= values.len();
+    if out.index.len() + combos > MAX_JOBS_PER_FILE {
+        return Err(JobFileError::new(
+            line,
+            format!("the file expands to more than {MAX_JOBS_PER_FILE} jobs (the limit per file)"),
+        ));
+    }
+    let expanded = (combos as u64).saturating_mul(spec_bytes as u64);
+    *bytes = bytes.saturating_add(expanded);
+    if *bytes > MAX_EXPANDED_BYTES {
+        return Err(JobFileError::new(
+            line,
+            format!(
+                "the file expands to {combos} jobs of {spec_bytes} bytes each, over the limit of {MAX_EXPANDED_BYTES} bytes per file; split it or shorten its inputs"
+            ),
+        ));
+    }
+    let spec_index = out.specs.len() as u32;
+    let swept = spec.sweep.is_some();
+    out.specs.push((spec, line));
+    if swept {
+        for index in 0..combos {
+            out.index.push((
+                spec_index,
+                Some(index as u32),
+                format!("{id}-{:04}", index + 1),
+            ));
         }
-        jobs.push(Job {
-            id: format!("{id}-{:04}", index + 1),
-            workflow: spec.workflow.clone(),
-            inputs,
-            priority: spec.priority,
-            timeout_s: spec.timeout,
-            origin: Origin {
-                line,
-                sweep_index: Some(index),
-            },
-        });
+    } else {
+        out.index.push((spec_index, None, id));
     }
     Ok(())
 }
@@ -335,8 +403,8 @@ mod tests {
             "workflow = \"txt2img\"\npriority = 2\n[inputs]\nprompt = \"a mug\"\nseed = 42\n",
         )
         .unwrap_or_else(|e| panic!("{e}"));
-        assert_eq!(p.jobs.len(), 1);
-        let j = &p.jobs[0];
+        assert_eq!(p.len(), 1);
+        let j = &p.job(0).unwrap_or_else(|| panic!("no job"));
         assert_eq!(
             (j.id.as_str(), j.workflow.as_str(), j.priority),
             ("mug", "txt2img", 2)
@@ -348,18 +416,19 @@ mod tests {
     fn sweeps_expand_in_written_order() {
         let p = parse("s.toml", "workflow = \"w@1.0.0\"\n[inputs]\nprompt = \"x\"\n[sweep]\nseed = [1, 2]\nsteps = [10, 20, 30]\n")
             .unwrap_or_else(|e| panic!("{e}"));
-        assert_eq!(p.jobs.len(), 6);
-        assert_eq!(p.jobs[0].id, "s-0001");
+        let jobs: Vec<Job> = p.jobs().collect();
+        assert_eq!(jobs.len(), 6);
+        assert_eq!(jobs[0].id, "s-0001");
         assert_eq!(
-            (&p.jobs[0].inputs["seed"], &p.jobs[0].inputs["steps"]),
+            (&jobs[0].inputs["seed"], &jobs[0].inputs["steps"]),
             (&1.into(), &10.into())
         );
         assert_eq!(
-            (&p.jobs[1].inputs["seed"], &p.jobs[1].inputs["steps"]),
+            (&jobs[1].inputs["seed"], &jobs[1].inputs["steps"]),
             (&1.into(), &20.into())
         );
         assert_eq!(
-            (&p.jobs[5].inputs["seed"], &p.jobs[5].inputs["steps"]),
+            (&jobs[5].inputs["seed"], &jobs[5].inputs["steps"]),
             (&2.into(), &30.into())
         );
     }
@@ -369,7 +438,7 @@ mod tests {
         let text = "{\"workflow\":\"w\",\"inputs\":{\"a\":1}}\n\n{\"workflow\":\"w\",\"oops\":1}\n{\"workflow\":\"w\",\"id\":\"x\"}\nnot json\n";
         let p = parse("batch.jsonl", text).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(
-            p.jobs.iter().map(|j| j.id.as_str()).collect::<Vec<_>>(),
+            p.jobs().map(|j| j.id).collect::<Vec<_>>(),
             ["batch-00001", "x"]
         );
         assert_eq!(
@@ -377,6 +446,19 @@ mod tests {
             [Some(3), Some(5)]
         );
         assert!(p.errors[0].message.contains("oops"));
+    }
+
+    #[test]
+    fn a_jsonl_line_still_being_written_waits() {
+        let text = "{\"workflow\":\"w\"}\n{\"workflow\":\"w\"";
+        let p = parse("b.jsonl", text).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!((p.len(), p.parsed_len), (1, 17));
+        assert!(jsonl_incomplete("b.jsonl", text.as_bytes()));
+        let more = format!("{text}}}\n");
+        let q = parse("b.jsonl", &more).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(q.len(), 2);
+        // Earlier jobs keep their indices and ids when lines are added.
+        assert_eq!(p.id(0), q.id(0));
     }
 
     #[test]
@@ -403,6 +485,18 @@ mod tests {
             assert!(parse(name, text).is_err(), "{name}: {text}");
         }
         assert!(!is_safe_id("a\u{0}b"));
+        // The sweep bomb: a small file that would expand to gigabytes is refused unexpanded.
+        let bomb = format!(
+            "workflow = \"w\"\n[inputs]\nprompt = \"{}\"\n[sweep]\na = [{}]\nb = [{}]\n",
+            "x".repeat(200_000),
+            vec!["1"; 100].join(","),
+            vec!["1"; 1000].join(",")
+        );
+        let e = parse("bomb.toml", &bomb)
+            .err()
+            .map(|e| e.message)
+            .unwrap_or_default();
+        assert!(e.contains("over the limit"), "{e}");
         assert!(!is_safe_id(&"a".repeat(129)));
     }
 }

@@ -7,7 +7,12 @@
 pub mod client;
 pub mod config;
 pub mod daemon;
+pub mod fsutil;
 pub mod job;
-pub mod jobdir;
 pub mod manifest;
+pub mod report;
+pub mod retry;
 pub mod runner;
+pub mod scheduler;
+pub mod status;
+pub mod store;

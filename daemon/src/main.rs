@@ -7,7 +7,6 @@ use std::time::Duration;
 use clap::{Parser, Subcommand, ValueEnum};
 
 use comfyd::daemon::{self, Settings};
-use comfyd::jobdir::JobDir;
 
 /// Run ComfyUI jobs dropped into a directory, one daemon per GPU.
 #[derive(Parser)]
@@ -23,7 +22,13 @@ Drop job files into JOBS/inbox/ (write them elsewhere, then rename them in):
   prompt = \"a white ceramic mug on a marble countertop\"
 
 Each job file ends in JOBS/done/ (its outputs and manifest.json in OUTPUTS/ID/) or in
-JOBS/failed/ with NAME.error.json saying why. `comfyd status --jobs JOBS` shows where things are."
+JOBS/failed/ with NAME.error.json saying why. `comfyd status --jobs JOBS` shows where things are.
+
+Several daemons (one per GPU, on one machine or many sharing the folder) may watch one job
+directory: each job runs once, on whichever daemon the scheduler gives it to.
+
+Exit status: 0 all jobs done (or stopped by a signal), 1 some job failed (`run --until-idle`),
+2 usage, configuration or set-up error."
 )]
 struct Cli {
     /// Log format.
@@ -38,6 +43,12 @@ enum Sim {
     Never,
     Auto,
     Always,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Format {
+    Human,
+    Json,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -96,6 +107,17 @@ enum Command {
         /// [default: 30].
         #[arg(long, value_name = "SECONDS")]
         lease_ttl: Option<u64>,
+        /// Milliseconds an inbox file must keep its size before it is taken [default: 500].
+        #[arg(long, value_name = "MS")]
+        settle_ms: Option<u64>,
+        /// Seconds `inbox/ID.cancel` for an id no job file has stays before it is removed
+        /// [default: 600].
+        #[arg(long, value_name = "SECONDS")]
+        cancel_expiry: Option<u64>,
+        /// Megabytes that must stay free where outputs and the job folder are, for new jobs to
+        /// be taken [default: 64]. Below it, jobs wait (nothing is failed).
+        #[arg(long, value_name = "MB")]
+        min_free_mb: Option<u64>,
     },
     /// Try it: copy the example jobs into a fresh job directory and run them, against ComfyUI
     /// if one answers at --comfy-url, else against the built-in simulator (and say so).
@@ -112,10 +134,14 @@ enum Command {
         #[arg(long, default_value = "http://127.0.0.1:8188")]
         comfy_url: String,
     },
-    /// Show how many job files are in each folder and what each daemon is doing.
+    /// Show how many jobs wait, run, are done or failed, and what each daemon is doing.
     Status {
+        /// The job directory.
         #[arg(long, value_name = "DIR")]
         jobs: PathBuf,
+        /// `human` or `json`.
+        #[arg(long, value_enum, default_value_t = Format::Human)]
+        format: Format,
     },
 }
 
@@ -134,7 +160,7 @@ fn main() -> ExitCode {
         LogFormat::Text => builder.init(),
     }
     match cli.command {
-        Command::Status { jobs } => status(&jobs),
+        Command::Status { jobs, format } => status(&jobs, format),
         Command::Demo {
             workflows,
             jobs_from,
@@ -160,6 +186,9 @@ fn main() -> ExitCode {
             job_timeout,
             grace,
             lease_ttl,
+            settle_ms,
+            cancel_expiry,
+            min_free_mb,
         } => {
             let file = match config
                 .or_else(|| Some(PathBuf::from("comfyd.toml")).filter(|p| p.is_file()))
@@ -173,6 +202,7 @@ fn main() -> ExitCode {
                 },
                 None => comfyd::config::FileConfig::default(),
             };
+            let policy = file.policy();
             let (Some(jobs), Some(workflows)) = (jobs.or(file.jobs), workflows.or(file.workflows))
             else {
                 eprintln!(
@@ -194,7 +224,17 @@ fn main() -> ExitCode {
             settings.job_timeout = job_timeout.or(file.job_timeout).map(Duration::from_secs);
             settings.grace = Duration::from_secs(grace.or(file.grace).unwrap_or(30));
             settings.lease_ttl =
-                Duration::from_secs(lease_ttl.or(file.lease_ttl).unwrap_or(30).max(3));
+                Duration::from_secs(lease_ttl.or(file.lease_ttl).unwrap_or(30).max(2));
+            if let Some(ms) = settle_ms.or(file.settle_ms) {
+                settings.settle = Duration::from_millis(ms);
+            }
+            if let Some(s) = cancel_expiry.or(file.cancel_expiry) {
+                settings.cancel_expiry = Duration::from_secs(s);
+            }
+            if let Some(mb) = min_free_mb.or(file.min_free_mb) {
+                settings.min_free_bytes = mb << 20;
+            }
+            settings.policy = policy;
             let Some(runtime) = runtime() else {
                 return ExitCode::from(2);
             };
@@ -285,7 +325,7 @@ async fn demo(workflows: PathBuf, jobs_from: PathBuf, dir: PathBuf, comfy_url: S
     settings.settle = Duration::ZERO;
     let code = run(settings, sim).await;
     println!();
-    status(&dir.join("jobs"));
+    status(&dir.join("jobs"), Format::Human);
     println!(
         "\nOutputs and manifests: {}/<job id>/ (manifest.json lists each file with its sha256)",
         dir.join("outputs").display()
@@ -338,10 +378,14 @@ async fn run(mut settings: Settings, sim: Sim) -> ExitCode {
                 jobs_done = s.jobs_done,
                 jobs_failed = s.jobs_failed,
                 jobs_skipped = s.jobs_skipped,
-                handed_back = s.files_handed_back,
+                jobs_released = s.jobs_released,
                 "stopped"
             );
-            ExitCode::SUCCESS
+            if s.jobs_failed > 0 || s.files_failed > 0 {
+                ExitCode::from(1)
+            } else {
+                ExitCode::SUCCESS
+            }
         }
         Err(e) => {
             eprintln!("error: {e}");
@@ -398,68 +442,22 @@ async fn start_sim(settings: &Settings) -> Result<(comfy_sim::Sim, PathBuf), Str
     Ok((sim, root))
 }
 
-fn status(jobs: &std::path::Path) -> ExitCode {
-    let dir = JobDir::new(jobs);
-    if !dir.inbox().is_dir() {
-        eprintln!(
-            "error: `{}` is not a job directory (no inbox/)",
-            jobs.display()
-        );
-        return ExitCode::from(2);
-    }
-    for (folder, n) in dir.counts() {
-        println!("{folder:>8}: {n}");
-    }
-    let mut entries: Vec<_> = std::fs::read_dir(dir.status())
-        .map(|r| r.filter_map(Result::ok).map(|e| e.path()).collect())
-        .unwrap_or_default();
-    entries.sort();
-    for p in entries {
-        let Ok(text) = std::fs::read_to_string(&p) else {
-            continue;
-        };
-        let Ok(v) = serde_json::from_str::<serde_json::Value>(&text) else {
-            continue;
-        };
-        let age_s =
-            comfyd::runner::now_ms().saturating_sub(v["updated_ms"].as_u64().unwrap_or(0)) / 1000;
-        let current = match &v["current"] {
-            serde_json::Value::Null => "idle".to_owned(),
-            c => {
-                let mut line = format!(
-                    "running {} ({} of {} in {})",
-                    c["job"].as_str().unwrap_or("?"),
-                    c["done"].as_u64().unwrap_or(0) + 1,
-                    c["of"],
-                    c["file"].as_str().unwrap_or("?")
+fn status(jobs: &std::path::Path, format: Format) -> ExitCode {
+    match comfyd::status::read(jobs) {
+        Ok(overview) => {
+            if format == Format::Json {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&overview).unwrap_or_default()
                 );
-                let p = &v["progress"];
-                if let Some(total) = p["nodes_total"].as_u64() {
-                    line.push_str(&format!(
-                        ", node {}/{total}",
-                        p["nodes_done"].as_u64().unwrap_or(0).min(total)
-                    ));
-                    if let Some(node) = p["node"].as_str() {
-                        line.push_str(&format!(
-                            " ({node} {})",
-                            p["class_type"].as_str().unwrap_or("")
-                        ));
-                    }
-                    if p["max"].as_f64().is_some_and(|m| m > 0.0) {
-                        line.push_str(&format!(" step {}/{}", p["value"], p["max"]));
-                    }
-                }
-                line
+            } else {
+                print!("{}", overview.human());
             }
-        };
-        println!(
-            "{}: {} [{}], {} done, {} failed, updated {age_s} s ago",
-            v["owner"].as_str().unwrap_or("?"),
-            current,
-            v["state"].as_str().unwrap_or("?"),
-            v["jobs_done"],
-            v["jobs_failed"]
-        );
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::from(2)
+        }
     }
-    ExitCode::SUCCESS
 }

@@ -8,20 +8,23 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
 use crate::client::{
-    Client, ClientError, Event, Outcome, PromptRejection, RunOptions, UploadOptions,
+    Client, ClientError, Event, Outcome, PromptRejection, RunOptions, RunReport, UploadOptions,
 };
+use crate::fsutil::write_atomic;
 use crate::job::Job;
-use crate::jobdir::write_atomic;
 use crate::manifest::{
     self, ComfyInfo, DataOutput, GpuInfo, JobInfo, Manifest, NodeTiming, OutputInfo, Timings,
     WorkflowInfo,
 };
+use crate::report::Progress;
+use crate::retry::{self, Decision, Problem, Tried};
+use crate::store::PromptRecord;
 use comfyc::Workflow;
 
 /// Largest input file uploaded for a job.
@@ -46,68 +49,6 @@ impl Failure {
             message: message.into(),
             details: Vec::new(),
         }
-    }
-}
-
-/// What a job needs from the daemon.
-#[derive(Debug, Clone)]
-pub struct Context {
-    pub client: Client,
-    pub outputs: PathBuf,
-    /// Where file inputs may come from; none: file inputs are refused.
-    pub input_root: Option<PathBuf>,
-    pub gpu: GpuInfo,
-    pub comfy_version: String,
-    pub catalogue_hash: String,
-    pub job_timeout: Option<Duration>,
-    /// How long to keep retrying while ComfyUI is unreachable.
-    pub unreachable_patience: Duration,
-    /// Progress of the running job, for the status file and the terminal.
-    pub progress: Arc<Mutex<Option<JobProgress>>>,
-}
-
-/// Where the running job is.
-#[derive(Debug, Clone, Default, PartialEq, serde::Serialize)]
-pub struct JobProgress {
-    pub job: String,
-    /// Nodes finished (executed or cached) of the graph's nodes.
-    pub nodes_done: usize,
-    pub nodes_total: usize,
-    /// The node running now, and its step progress (samplers).
-    pub node: Option<String>,
-    pub class_type: Option<String>,
-    pub value: f64,
-    pub max: f64,
-}
-
-impl JobProgress {
-    /// One line for a terminal.
-    pub fn line(&self) -> String {
-        let mut s = format!(
-            "{}: node {}/{}",
-            self.job,
-            self.nodes_done.min(self.nodes_total),
-            self.nodes_total
-        );
-        if let Some(n) = &self.node {
-            s.push_str(&format!(", running {n}"));
-            if let Some(c) = &self.class_type {
-                s.push_str(&format!(" ({c})"));
-            }
-            if self.max > 0.0 {
-                s.push_str(&format!(" {}/{}", self.value, self.max));
-            }
-        }
-        s
-    }
-}
-
-/// Empties the progress slot if it still shows `job`.
-fn clear_progress(ctx: &Context, job: &str) {
-    if let Ok(mut slot) = ctx.progress.lock()
-        && slot.as_ref().is_some_and(|p| p.job == job)
-    {
-        *slot = None;
     }
 }
 
@@ -136,17 +77,158 @@ pub fn finished_by(outputs: &Path, job_id: &str) -> Option<String> {
     )
 }
 
-/// Runs one job to its manifest.
-pub async fn run(
-    ctx: &Context,
-    workflow: &Workflow,
-    job: &Job,
-    file_name: &str,
-    claimed_ms: u64,
-    cancel: &(dyn Fn() -> bool + Sync),
-    prompt_slot: &Mutex<Option<String>>,
-) -> Result<Manifest, Failure> {
-    // Inputs.
+/// What every job needs from the daemon.
+#[derive(Debug, Clone)]
+pub struct Context {
+    pub client: Client,
+    pub outputs: PathBuf,
+    /// Where file inputs may come from; none: file inputs are refused.
+    pub input_root: Option<PathBuf>,
+    pub gpu: u32,
+    /// ComfyUI's version and GPU as last read, refreshed per job.
+    pub server: Arc<Mutex<ServerInfo>>,
+    pub job_timeout: Option<Duration>,
+    /// How long to keep retrying while ComfyUI is unreachable.
+    pub unreachable_patience: Duration,
+    /// Progress of the executing job, for the status file and the terminal.
+    pub progress: Arc<Mutex<Option<Progress>>>,
+}
+
+/// What the daemon last learned from ComfyUI's `/system_stats`.
+#[derive(Debug, Clone, Default)]
+pub struct ServerInfo {
+    pub version: Option<String>,
+    pub gpu: GpuInfo,
+}
+
+impl Context {
+    /// Reads `/system_stats` now (free VRAM is measured per job); on failure the last figures
+    /// stay, so a manifest says what was last known rather than "unknown".
+    pub async fn refresh_server(&self) -> ServerInfo {
+        match self.client.system_stats().await {
+            Ok(s) => {
+                let dev = s
+                    .devices
+                    .iter()
+                    .find(|d| d.index == Some(u64::from(self.gpu)))
+                    .or(s.devices.first());
+                let info = ServerInfo {
+                    version: Some(s.system.comfyui_version.clone()),
+                    gpu: GpuInfo {
+                        index: self.gpu,
+                        name: dev.map(|d| d.name.clone()),
+                        uuid: None,
+                        source: "system_stats".into(),
+                        vram_total_bytes: dev.map(|d| d.vram_total),
+                        vram_free_before_bytes: dev.map(|d| d.vram_free),
+                    },
+                };
+                if let Ok(mut g) = self.server.lock() {
+                    *g = info.clone();
+                }
+                info
+            }
+            Err(_) => self.server.lock().map(|g| g.clone()).unwrap_or_default(),
+        }
+    }
+}
+
+/// The daemon's side of a job it holds in the job store: the write-ahead record of a prompt
+/// before it is submitted, and the fencing check before anything is written.
+pub trait Guard: Send + Sync {
+    /// Records the prompt before it is submitted; false when the job is no longer ours.
+    fn record_prompt(&self, record: &PromptRecord) -> bool;
+    /// Whether the job is still ours (its lease is the newest generation).
+    fn still_ours(&self) -> bool;
+}
+
+/// One job to run.
+pub struct JobRun<'a> {
+    pub job: &'a Job,
+    pub workflow: &'a Workflow,
+    pub catalogue_hash: &'a str,
+    /// The job file's name, as dropped.
+    pub file_name: &'a str,
+    pub claimed_ms: u64,
+    pub guard: &'a dyn Guard,
+    /// True when the job should stop: a cancel file, or the daemon's shutdown.
+    pub cancel: &'a (dyn Fn() -> bool + Sync),
+    /// A prompt submitted for this job before (restart, takeover): followed, not resubmitted.
+    pub adopt: Option<PromptRecord>,
+    /// The job's phase, for the status file.
+    pub phase: &'a Mutex<&'static str>,
+    /// The prompt in flight and the ComfyUI it went to, for cancel and shutdown.
+    pub prompt: &'a Mutex<Option<(String, Client)>>,
+}
+
+/// How a job ended.
+#[derive(Debug)]
+pub enum End {
+    Done(Box<Manifest>),
+    Failed(Failure),
+    /// Another daemon holds the job now: nothing was written, nothing to record.
+    Lost,
+}
+
+/// A job ready to submit.
+struct Prepared {
+    graph: Value,
+    resolved: comfyc::render::Resolved,
+}
+
+fn set_phase(run: &JobRun<'_>, phase: &'static str) {
+    if let Ok(mut p) = run.phase.lock() {
+        *p = phase;
+    }
+}
+
+/// Runs one job to its manifest: prepare, execute (or adopt), collect.
+pub async fn run(ctx: &Context, run: JobRun<'_>) -> End {
+    set_phase(&run, "preparing");
+    let prepared = match prepare(ctx, &run).await {
+        Ok(p) => p,
+        Err(f) => return End::Failed(f),
+    };
+    let (client, report, submitted_ms) = match execute(ctx, &run, &prepared).await {
+        Ok(r) => r,
+        Err(end) => return end,
+    };
+    match &report.outcome {
+        Outcome::Success => {}
+        Outcome::Failed(e) => {
+            let mut f = Failure::new(
+                "execution-error",
+                format!(
+                    "node {} ({}) failed: {}",
+                    e.node_id,
+                    e.node_type,
+                    e.exception_message.trim()
+                ),
+            );
+            f.details
+                .push(serde_json::to_value(e).unwrap_or(Value::Null));
+            return End::Failed(f);
+        }
+        Outcome::Interrupted { node_id, node_type } => {
+            let kind = if (run.cancel)() {
+                "cancelled"
+            } else {
+                "interrupted"
+            };
+            return End::Failed(Failure::new(
+                kind,
+                format!("the prompt was interrupted at node {node_id} ({node_type})"),
+            ));
+        }
+    }
+    set_phase(&run, "collecting");
+    collect(ctx, &run, &prepared, &client, &report, submitted_ms).await
+}
+
+/// Inputs resolved (an absent seed picked and recorded), file inputs uploaded, the graph
+/// rendered with per-job output prefixes, and its models checked against ComfyUI's lists.
+async fn prepare(ctx: &Context, run: &JobRun<'_>) -> Result<Prepared, Failure> {
+    let (job, workflow) = (run.job, run.workflow);
     let mut resolved = workflow
         .resolve(&job.inputs, &mut || fastrand::u64(..(1u64 << 53)))
         .map_err(|errors| Failure {
@@ -174,155 +256,284 @@ pub async fn run(
         .map_err(|e| Failure::new("invalid-inputs", e.message))?;
     prefix_outputs(&mut graph, &job.id);
     missing_models(ctx, workflow, &graph).await?;
+    Ok(Prepared { graph, resolved })
+}
 
-    // Run, waiting out a ComfyUI that is down or restarting.
+/// Which retry rule a client error falls under.
+fn problem(e: &ClientError) -> Problem {
+    match e {
+        ClientError::Lost { .. } => Problem::Lost,
+        e if e.is_transient() => Problem::Unreachable,
+        _ => Problem::Final,
+    }
+}
+
+/// Sleeps out a retry, counting it.
+async fn wait(run: &JobRun<'_>, tried: &mut Tried, after: Duration) {
+    set_phase(run, "waiting");
+    tried.waits += 1;
+    tried.waited += after;
+    tokio::time::sleep(after).await;
+}
+
+/// Submits the prompt (its id recorded first) or follows the one submitted before, waiting out
+/// a ComfyUI that is down or restarting, freeing memory and retrying once after an OOM.
+async fn execute(
+    ctx: &Context,
+    run: &JobRun<'_>,
+    prepared: &Prepared,
+) -> Result<(Client, RunReport, u64), End> {
+    let job = run.job;
     let mut opts = RunOptions {
         timeout: job.timeout_s.map(Duration::from_secs).or(ctx.job_timeout),
         ..RunOptions::default()
     };
-    let started_waiting = Instant::now();
-    let mut oom_retried = false;
-    let mut delay = Duration::from_millis(250);
-    let submitted_ms;
-    let report = loop {
-        if cancel() {
-            return Err(Failure::new(
+    let mut tried = Tried::default();
+    let mut adopt = run.adopt.clone();
+    loop {
+        if (run.cancel)() {
+            return Err(End::Failed(Failure::new(
                 "cancelled",
                 format!("cancelled by `{}.cancel`", job.id),
-            ));
+            )));
         }
         let attempt_ms = now_ms();
-        // Each attempt has its own prompt id, which the daemon uses to cancel or interrupt
-        // exactly this job while others are queued beside it.
-        let prompt_id = format!("comfyd-{}-{}", job.id, uuid::Uuid::new_v4().simple());
-        if let Ok(mut slot) = prompt_slot.lock() {
-            *slot = Some(prompt_id.clone());
-        }
-        opts.prompt_id = Some(prompt_id);
-        let total = graph.as_object().map_or(0, |g| g.len());
-        let fresh = JobProgress {
-            job: job.id.clone(),
-            nodes_total: total,
-            ..JobProgress::default()
-        };
-        let classes: std::collections::HashMap<String, String> = graph
-            .as_object()
-            .into_iter()
-            .flatten()
-            .filter_map(|(id, n)| {
-                n.get("class_type")
-                    .and_then(Value::as_str)
-                    .map(|c| (id.clone(), c.to_owned()))
-            })
-            .collect();
-        let progress = ctx.progress.clone();
-        let job_id = job.id.clone();
-        let mut on_event = move |e: &Event| {
-            let Ok(mut slot) = progress.lock() else {
-                return;
+        let (client, result) = if let Some(record) = adopt.take() {
+            // Another process submitted it: follow it where it went.
+            let Ok(client) = (if record.url == ctx.client.url() {
+                Ok(ctx.client.clone())
+            } else {
+                Client::new(&record.url)
+            }) else {
+                continue;
             };
-            // The progress slot shows the job ComfyUI is executing; a job queued behind it
-            // takes the slot when its own execution starts.
-            if matches!(e, Event::ExecutionStart { .. }) {
-                *slot = Some(fresh.clone());
+            tracing::info!(job = %job.id, prompt_id = %record.id, "adopting a prompt submitted before");
+            set_phase(run, "queued");
+            remember_prompt(run, &record.id, &client);
+            let r = client
+                .await_prompt(&record.id, Duration::from_millis(100), opts.timeout)
+                .await;
+            if let Err(e) = &r
+                && record.url != ctx.client.url()
+                && e.is_transient()
+            {
+                // That ComfyUI is out of reach: run the job here instead.
+                tracing::warn!(job = %job.id, url = %record.url, "the ComfyUI that ran this job does not answer; submitting it here");
+                continue;
             }
-            let Some(p) = slot.as_mut().filter(|p| p.job == job_id) else {
-                return;
+            if let Ok(report) = &r
+                && matches!(report.outcome, Outcome::Interrupted { .. })
+                && !(run.cancel)()
+            {
+                // Interrupted when its daemon stopped: it did not run, so it runs now.
+                tracing::info!(job = %job.id, "the adopted prompt had been interrupted; submitting it again");
+                continue;
+            }
+            (client, r)
+        } else {
+            // Write-ahead: the prompt id is in the lease before ComfyUI sees it, so a restart
+            // or a takeover asks about it instead of submitting again.
+            let prompt_id = uuid::Uuid::new_v4().to_string();
+            let record = PromptRecord {
+                id: prompt_id.clone(),
+                url: ctx.client.url().to_owned(),
             };
-            match e {
-                Event::ExecutionCached { nodes, .. } => p.nodes_done += nodes.len(),
-                Event::Executing { node: Some(n), .. } => {
-                    if p.node.is_some() {
-                        p.nodes_done += 1;
-                    }
-                    p.class_type = classes.get(n).cloned();
-                    p.node = Some(n.clone());
-                    p.value = 0.0;
-                    p.max = 0.0;
-                }
-                Event::Executing { node: None, .. } => {
-                    p.nodes_done = p.nodes_total;
-                    p.node = None;
-                }
-                Event::Progress { value, max, .. } => {
-                    p.value = *value;
-                    p.max = *max;
-                }
-                _ => {}
+            ctx.refresh_server().await;
+            if !run.guard.record_prompt(&record) || !run.guard.still_ours() {
+                return Err(End::Lost);
             }
+            remember_prompt(run, &prompt_id, &ctx.client);
+            opts.prompt_id = Some(prompt_id);
+            set_phase(run, "queued");
+            let mut on_event = progress_handler(ctx, run, &prepared.graph);
+            let r = ctx
+                .client
+                .run_prompt(&prepared.graph, &opts, &mut on_event)
+                .await;
+            clear_progress(ctx, &job.id);
+            (ctx.client.clone(), r)
         };
-        let result = ctx.client.run_prompt(&graph, &opts, &mut on_event).await;
-        clear_progress(ctx, &job.id);
-        match result {
+        let decision = match &result {
             Ok(r) => match &r.outcome {
-                Outcome::Failed(e) if e.is_out_of_memory() && !oom_retried => {
-                    tracing::warn!(job = %job.id, "out of memory; freeing ComfyUI's memory and retrying once");
-                    oom_retried = true;
-                    let _ = ctx.client.free(true, true).await;
+                Outcome::Failed(e) if e.is_out_of_memory() => {
+                    retry::decide(Problem::OutOfMemory, tried, ctx.unreachable_patience)
                 }
-                _ => {
-                    submitted_ms = attempt_ms;
-                    break r;
-                }
+                _ => Decision::Fail,
             },
-            Err(e) if e.is_transient() && started_waiting.elapsed() < ctx.unreachable_patience => {
-                tracing::warn!(job = %job.id, error = %e, retry_in_ms = delay.as_millis() as u64, "ComfyUI is not answering; the job waits");
-                tokio::time::sleep(delay).await;
-                delay = (delay * 2).min(Duration::from_secs(10));
+            Err(e) => retry::decide(problem(e), tried, ctx.unreachable_patience),
+        };
+        match (decision, result) {
+            (Decision::Retry { free: true, .. }, _) => {
+                tracing::warn!(job = %job.id, "out of memory; freeing ComfyUI's memory and retrying once");
+                tried.oom += 1;
+                let _ = ctx.client.free(true, true).await;
             }
-            Err(ClientError::Rejected(r)) => return Err(rejected(workflow, &r)),
-            Err(ClientError::RunTimeout { after, .. }) => {
-                return Err(Failure::new(
+            (Decision::Retry { after, .. }, result) => {
+                if let Err(e) = &result {
+                    tracing::warn!(job = %job.id, error = %e, retry_in_ms = after.as_millis() as u64, "ComfyUI is not answering; the job waits");
+                }
+                wait(run, &mut tried, after).await;
+            }
+            (Decision::Fail, Ok(r)) => return Ok((client, r, attempt_ms)),
+            (Decision::Fail, Err(ClientError::Rejected(r))) => {
+                return Err(End::Failed(rejected(run.workflow, &r)));
+            }
+            (Decision::Fail, Err(ClientError::RunTimeout { after, .. })) => {
+                return Err(End::Failed(Failure::new(
                     "timeout",
                     format!(
                         "the job ran longer than {} s and was interrupted",
                         after.as_secs()
                     ),
-                ));
+                )));
             }
-            Err(e) => return Err(Failure::new("comfyui", e.to_string())),
-        }
-    };
-    match &report.outcome {
-        Outcome::Success => {}
-        Outcome::Failed(e) => {
-            let mut f = Failure::new(
-                "execution-error",
-                format!(
-                    "node {} ({}) failed: {}",
-                    e.node_id,
-                    e.node_type,
-                    e.exception_message.trim()
-                ),
-            );
-            f.details
-                .push(serde_json::to_value(e).unwrap_or(Value::Null));
-            return Err(f);
-        }
-        Outcome::Interrupted { node_id, node_type } => {
-            let kind = if cancel() { "cancelled" } else { "interrupted" };
-            return Err(Failure::new(
-                kind,
-                format!("the prompt was interrupted at node {node_id} ({node_type})"),
-            ));
+            (Decision::Fail, Err(e)) => {
+                return Err(End::Failed(Failure::new("comfyui", e.to_string())));
+            }
         }
     }
+}
 
-    // Outputs, then graph.json, then the manifest.
+fn remember_prompt(run: &JobRun<'_>, prompt_id: &str, client: &Client) {
+    if let Ok(mut p) = run.prompt.lock() {
+        *p = Some((prompt_id.to_owned(), client.clone()));
+    }
+}
+
+/// Follows the executing job's events into the progress slot.
+fn progress_handler(
+    ctx: &Context,
+    run: &JobRun<'_>,
+    graph: &Value,
+) -> impl FnMut(&Event) + Send + use<> {
+    let total = graph.as_object().map_or(0, |g| g.len());
+    let fresh = Progress {
+        job: run.job.id.clone(),
+        nodes_total: total,
+        ..Progress::default()
+    };
+    let classes: std::collections::HashMap<String, String> = graph
+        .as_object()
+        .into_iter()
+        .flatten()
+        .filter_map(|(id, n)| {
+            n.get("class_type")
+                .and_then(Value::as_str)
+                .map(|c| (id.clone(), c.to_owned()))
+        })
+        .collect();
+    let progress = ctx.progress.clone();
+    let job_id = run.job.id.clone();
+    move |e: &Event| {
+        let Ok(mut slot) = progress.lock() else {
+            return;
+        };
+        // The progress slot shows the job ComfyUI is executing; a job queued behind it
+        // takes the slot when its own execution starts.
+        if matches!(e, Event::ExecutionStart { .. }) {
+            *slot = Some(fresh.clone());
+        }
+        let Some(p) = slot.as_mut().filter(|p| p.job == job_id) else {
+            return;
+        };
+        match e {
+            Event::ExecutionCached { nodes, .. } => p.nodes_done += nodes.len(),
+            Event::Executing { node: Some(n), .. } => {
+                if p.node.is_some() {
+                    p.nodes_done += 1;
+                }
+                p.class_type = classes.get(n).cloned();
+                p.node = Some(n.clone());
+                p.value = 0.0;
+                p.max = 0.0;
+            }
+            Event::Executing { node: None, .. } => {
+                p.nodes_done = p.nodes_total;
+                p.node = None;
+            }
+            Event::Progress { value, max, .. } => {
+                p.value = *value;
+                p.max = *max;
+            }
+            _ => {}
+        }
+    }
+}
+
+/// Fetches every output (temp + rename), then `graph.json`, then the manifest last. A full
+/// disk or an unreachable ComfyUI makes the job wait, not fail: its outputs stay on ComfyUI.
+/// Nothing is written unless the job is still ours.
+async fn collect(
+    ctx: &Context,
+    run: &JobRun<'_>,
+    prepared: &Prepared,
+    client: &Client,
+    report: &RunReport,
+    submitted_ms: u64,
+) -> End {
+    let mut tried = Tried::default();
+    loop {
+        if !run.guard.still_ours() {
+            return End::Lost;
+        }
+        match write_outputs(ctx, run, prepared, client, report, submitted_ms).await {
+            Ok(m) => return End::Done(Box::new(m)),
+            Err((_, f)) if f.kind == "lost" => return End::Lost,
+            Err((p, f)) => match retry::decide(p, tried, ctx.unreachable_patience) {
+                Decision::Retry { after, .. } => {
+                    tracing::warn!(job = %run.job.id, reason = %f.message, retry_in_ms = after.as_millis() as u64, "cannot write the outputs yet; the job waits");
+                    wait(run, &mut tried, after).await;
+                }
+                Decision::Fail => return End::Failed(f),
+            },
+        }
+    }
+}
+
+async fn write_outputs(
+    ctx: &Context,
+    run: &JobRun<'_>,
+    prepared: &Prepared,
+    client: &Client,
+    report: &RunReport,
+    submitted_ms: u64,
+) -> Result<Manifest, (Problem, Failure)> {
+    let job = run.job;
+    let io_err = |what: String, e: std::io::Error| {
+        let p = if crate::store::is_no_space(&e) {
+            Problem::NoSpace
+        } else {
+            Problem::Final
+        };
+        (p, Failure::new("output", format!("{what}: {e}")))
+    };
     let dir = output_dir(&ctx.outputs, &job.id);
-    std::fs::create_dir_all(&dir)
-        .map_err(|e| Failure::new("output", format!("{}: {e}", dir.display())))?;
+    // A rerun starts from an empty folder: no partial file of an earlier attempt stays.
+    if dir.exists() {
+        std::fs::remove_dir_all(&dir).map_err(|e| io_err(dir.display().to_string(), e))?;
+    }
+    std::fs::create_dir_all(&dir).map_err(|e| io_err(dir.display().to_string(), e))?;
     let mut outputs = Vec::new();
     for f in &report.files {
         let name = unique_name(&outputs, &f.node, &f.file.filename);
-        let tmp = dir.join(format!(".{name}.part"));
-        ctx.client
-            .download(&f.file, &tmp)
-            .await
-            .map_err(|e| Failure::new("output", format!("fetching `{}`: {e}", f.file.filename)))?;
-        let bytes = std::fs::read(&tmp).map_err(|e| Failure::new("output", e.to_string()))?;
-        std::fs::rename(&tmp, dir.join(&name))
-            .map_err(|e| Failure::new("output", e.to_string()))?;
+        let tmp = dir.join(format!(".t-{:016x}", fastrand::u64(..)));
+        if let Err(e) = client.download(&f.file, &tmp).await {
+            let _ = std::fs::remove_file(&tmp);
+            let text = e.to_string();
+            let p = if text.contains("No space left") || text.contains("os error 28") {
+                Problem::NoSpace
+            } else if e.is_transient() {
+                Problem::Unreachable
+            } else {
+                Problem::Final
+            };
+            return Err((
+                p,
+                Failure::new("output", format!("fetching `{}`: {text}", f.file.filename)),
+            ));
+        }
+        let bytes = std::fs::read(&tmp).map_err(|e| io_err(name.clone(), e))?;
+        std::fs::rename(&tmp, dir.join(&name)).map_err(|e| io_err(name.clone(), e))?;
         let size = png_dims(&bytes, &name);
         outputs.push(OutputInfo {
             node: f.node.clone(),
@@ -335,36 +546,37 @@ pub async fn run(
             height: size.map(|s| s.1),
         });
     }
-    let graph_text = serde_json::to_vec_pretty(&graph).unwrap_or_default();
+    let graph_text = serde_json::to_vec_pretty(&prepared.graph).unwrap_or_default();
     write_atomic(&dir.join("graph.json"), &graph_text)
-        .map_err(|e| Failure::new("output", e.to_string()))?;
+        .map_err(|e| io_err("graph.json".into(), e))?;
     let finished_ms = now_ms();
+    let server = ctx.server.lock().map(|g| g.clone()).unwrap_or_default();
     let m = Manifest {
         comfyd: manifest::FORMAT,
         job: JobInfo {
             id: job.id.clone(),
-            file: file_name.to_owned(),
+            file: run.file_name.to_owned(),
             line: job.origin.line,
             sweep_index: job.origin.sweep_index,
             priority: job.priority,
         },
         workflow: WorkflowInfo {
-            name: workflow.name.clone(),
-            version: workflow.version.clone(),
-            hash: workflow.hash.clone(),
-            class: workflow.class.clone(),
+            name: run.workflow.name.clone(),
+            version: run.workflow.version.clone(),
+            hash: run.workflow.hash.clone(),
+            class: run.workflow.class.clone(),
         },
-        inputs: resolved.values,
-        picked_seeds: resolved.picked_seeds,
+        inputs: prepared.resolved.values.clone(),
+        picked_seeds: prepared.resolved.picked_seeds.clone(),
         comfyui: ComfyInfo {
-            url: ctx.client.url().to_owned(),
-            version: ctx.comfy_version.clone(),
-            catalogue_hash: ctx.catalogue_hash.clone(),
+            url: client.url().to_owned(),
+            version: server.version.unwrap_or_else(|| "unknown".into()),
+            catalogue_hash: run.catalogue_hash.to_owned(),
         },
         prompt_id: report.prompt_id.clone(),
-        gpu: ctx.gpu.clone(),
+        gpu: server.gpu,
         timings: Timings {
-            claimed_ms,
+            claimed_ms: run.claimed_ms,
             submitted_ms,
             started_ms: submitted_ms + report.timings.queue_wait.as_millis() as u64,
             finished_ms,
@@ -393,9 +605,25 @@ pub async fn run(
             .collect(),
     };
     let text = serde_json::to_vec_pretty(&m).unwrap_or_default();
+    // The fencing check right before the write that makes the job done.
+    if !run.guard.still_ours() {
+        return Err((
+            Problem::Final,
+            Failure::new("lost", "the job was taken over"),
+        ));
+    }
     write_atomic(&dir.join("manifest.json"), &text)
-        .map_err(|e| Failure::new("output", e.to_string()))?;
+        .map_err(|e| io_err("manifest.json".into(), e))?;
     Ok(m)
+}
+
+/// Empties the progress slot if it still shows `job`.
+fn clear_progress(ctx: &Context, job: &str) {
+    if let Ok(mut slot) = ctx.progress.lock()
+        && slot.as_ref().is_some_and(|p| p.job == job)
+    {
+        *slot = None;
+    }
 }
 
 fn png_dims(bytes: &[u8], name: &str) -> Option<(u32, u32)> {
@@ -536,19 +764,33 @@ async fn upload(ctx: &Context, job: &Job, input: &str, rel: &str) -> Result<Stri
         .map(|e| e.to_string_lossy().to_ascii_lowercase())
         .unwrap_or_else(|| "png".into());
     let name = format!("comfyd-{}-{input}.{ext}", job.id);
-    let up = ctx
-        .client
-        .upload_image(
-            bytes,
-            &name,
-            &UploadOptions {
-                overwrite: true,
-                ..UploadOptions::default()
+    let mut tried = Tried::default();
+    loop {
+        let up = ctx
+            .client
+            .upload_image(
+                bytes.clone(),
+                &name,
+                &UploadOptions {
+                    overwrite: true,
+                    ..UploadOptions::default()
+                },
+            )
+            .await;
+        match up {
+            Ok(up) => return Ok(up.image_value()),
+            // An unreachable ComfyUI is waited for here as at submission.
+            Err(e) => match retry::decide(problem(&e), tried, ctx.unreachable_patience) {
+                Decision::Retry { after, .. } => {
+                    tracing::warn!(job = %job.id, error = %e, retry_in_ms = after.as_millis() as u64, "ComfyUI is not answering; the upload waits");
+                    tried.waits += 1;
+                    tried.waited += after;
+                    tokio::time::sleep(after).await;
+                }
+                Decision::Fail => return Err(err(format!("uploading `{rel}` failed: {e}"))),
             },
-        )
-        .await
-        .map_err(|e| err(format!("uploading `{rel}` failed: {e}")))?;
-    Ok(up.image_value())
+        }
+    }
 }
 
 /// `rel` inside `root`, refusing absolute paths, `..` and symlinks that lead outside.

@@ -54,7 +54,7 @@ fn demo_runs_the_example_jobs_on_the_simulator_when_no_comfyui_answers() {
     );
     let out = text(&o.stdout);
     assert!(
-        out.contains("done: 4") && out.contains("failed: 0"),
+        out.contains("4 done, 0 failed") && out.contains("0 waiting, 0 running"),
         "{out}"
     );
     assert!(dir.join("outputs/hello/manifest.json").is_file());
@@ -63,6 +63,27 @@ fn demo_runs_the_example_jobs_on_the_simulator_when_no_comfyui_answers() {
         &root,
     );
     assert!(text(&o.stdout).contains("9 done"), "{}", text(&o.stdout));
+    let o = comfyd(
+        &[
+            "status",
+            "--jobs",
+            &dir.join("jobs").to_string_lossy(),
+            "--format",
+            "json",
+        ],
+        &root,
+    );
+    let v: serde_json::Value =
+        serde_json::from_slice(&o.stdout).unwrap_or_else(|e| panic!("{e}: {}", text(&o.stdout)));
+    assert_eq!(
+        (
+            &v["files_done"],
+            &v["jobs_waiting"],
+            &v["daemons"][0]["state"]
+        ),
+        (&4.into(), &0.into(), &"stopped".into()),
+        "{v:#}"
+    );
 }
 
 #[test]

@@ -4,7 +4,7 @@ mod common;
 
 use std::path::{Path, PathBuf};
 
-use common::examples;
+use common::{examples, names};
 use std::time::Duration;
 
 use comfy_sim::Timing;
@@ -86,10 +86,22 @@ impl Rig {
             .jobs()
             .join("failed")
             .join(format!("{name}.error.json"));
-        serde_json::from_str(
+        let report: Value = serde_json::from_str(
             &std::fs::read_to_string(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display())),
         )
-        .unwrap_or_default()
+        .unwrap_or_default();
+        // Every report is what its committed schema says.
+        let schema: Value = serde_json::from_str(
+            &std::fs::read_to_string(
+                PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+                    .join("../schemas/error-report.schema.json"),
+            )
+            .unwrap_or_default(),
+        )
+        .unwrap_or_default();
+        let validator = jsonschema::validator_for(&schema).unwrap_or_else(|e| panic!("{e}"));
+        assert!(validator.is_valid(&report), "{report:#}");
+        report
     }
 }
 
@@ -144,7 +156,7 @@ async fn a_single_job_ends_in_done_with_a_manifest() {
         "{s:?}"
     );
     assert_eq!(rig.in_folder("done"), ["blue.toml"]);
-    assert!(rig.in_folder("running").is_empty() && rig.in_folder("inbox").is_empty());
+    assert!(rig.in_folder("queue").is_empty() && rig.in_folder("inbox").is_empty());
     let m = rig.manifest("blue");
     check_outputs(&rig.outputs().join("blue"), &m);
     assert_eq!(m.workflow.name, "solid-color");
@@ -280,11 +292,19 @@ async fn a_job_waits_while_comfyui_is_down_and_runs_when_it_returns() {
     let settings = rig.settings();
     let (_tx, daemon) = spawn(settings);
     tokio::time::sleep(Duration::from_millis(1500)).await;
+    let queued = rig.in_folder("queue");
+    assert_eq!(queued.len(), 1, "taken in: {queued:?}");
+    let folder = rig.jobs().join("queue").join(&queued[0]);
     assert_eq!(
-        rig.in_folder("running"),
-        ["patient.toml", "patient.toml.lease"],
-        "claimed, waiting"
+        names(&folder),
+        ["L0.1", "patient.toml"],
+        "claimed with its lease, waiting"
     );
+    let status: Value = serde_json::from_str(
+        &std::fs::read_to_string(rig.jobs().join("status/gpu-0.json")).unwrap_or_default(),
+    )
+    .unwrap_or_default();
+    assert_eq!(status["state"], "waiting-for-comfyui", "{status:#}");
     rig.sim.come_back().await;
     let s = finish(daemon).await;
     assert_eq!((s.jobs_done, s.jobs_failed), (1, 0));
@@ -368,38 +388,61 @@ async fn two_daemons_on_one_directory_run_each_job_once() {
 
 #[tokio::test]
 async fn a_stale_lease_is_taken_over_and_finished_jobs_are_not_run_again() {
+    use comfyd::store::{Claim, DirStore, JobResult, JobStore, Lease, Slot};
     let rig = Rig::new(Timing::default()).await;
-    // A dead daemon claimed a two-job file and finished the first job.
     rig.drop_job("half.jsonl", "{\"workflow\": \"solid-color\", \"id\": \"first\"}\n{\"workflow\": \"solid-color\", \"id\": \"second\"}\n");
     rig.run(rig.settings()).await;
     let first = rig.manifest("first");
-    let dir = comfyd::jobdir::JobDir::new(rig.jobs());
+    // Put the file back as a daemon that died an hour ago left it: the first job ended, the
+    // second claimed (its lease never renewed since), its outputs gone.
+    let store = DirStore::new(rig.jobs());
     std::fs::rename(
-        dir.done().join("half.jsonl"),
-        dir.running().join("half.jsonl"),
+        store.done().join("half.jsonl"),
+        store.inbox().join("half.jsonl"),
     )
     .unwrap_or_else(|e| panic!("{e}"));
+    let key = store
+        .intake(&store.inbox().join("half.jsonl"))
+        .unwrap_or_else(|e| panic!("{e}"))
+        .unwrap_or_else(|| panic!("not taken in"));
+    let result = JobResult {
+        job: "first".into(),
+        index: 0,
+        ok: true,
+        failure: None,
+        by: "dead/gpu-9".into(),
+    };
+    store
+        .complete(&key, &result)
+        .unwrap_or_else(|e| panic!("{e}"));
+    let dead = Lease {
+        owner: "dead/gpu-9".into(),
+        host: "elsewhere".into(),
+        pid: 1,
+        generation: 0,
+        renewed_ms: comfyd::runner::now_ms() - 3_600_000,
+        released: false,
+        prompt: None,
+    };
+    assert!(matches!(
+        store.claim(&key, Slot::Job(1), &dead),
+        Ok(Claim::Claimed(_))
+    ));
     std::fs::remove_dir_all(rig.outputs().join("second")).unwrap_or_else(|e| panic!("{e}"));
-    let t = comfyd::jobdir::now_secs() - 3600;
-    dir.write_lease(
-        &dir.running().join("half.jsonl"),
-        &comfyd::jobdir::Lease {
-            owner: "dead/gpu-9".into(),
-            pid: 1,
-            claimed: t,
-            renewed: t,
-        },
-    )
-    .unwrap_or_else(|e| panic!("{e}"));
+    let before = rig.sim.submitted_prefixes().len();
     let s = rig.run(rig.settings()).await;
-    assert_eq!((s.jobs_done, s.jobs_skipped), (1, 1), "{s:?}");
+    assert_eq!(s.jobs_done, 1, "{s:?}");
     assert_eq!(
         rig.manifest("first"),
         first,
         "the finished job was not run again"
     );
+    let runs: Vec<_> = rig.sim.submitted_prefixes()[before..].to_vec();
+    assert_eq!(runs.len(), 1, "only the second job ran again: {runs:?}");
+    assert!(runs[0].1.iter().all(|p| p.starts_with("comfyd/second/")));
     assert!(rig.outputs().join("second/manifest.json").is_file());
     assert_eq!(rig.in_folder("done"), ["half.jsonl"]);
+    assert!(rig.in_folder("queue").is_empty());
 }
 
 #[test]
@@ -453,6 +496,26 @@ async fn a_missing_model_fails_the_job_up_front_naming_the_file() {
 }
 
 #[test]
+fn the_committed_report_and_status_schemas_are_fresh() {
+    for (file, text) in [
+        ("error-report.schema.json", comfyd::report::report_schema()),
+        ("status.schema.json", comfyd::report::status_schema()),
+    ] {
+        let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+            .join("../schemas")
+            .join(file);
+        if std::env::var_os("COMFYC_BLESS").is_some() {
+            std::fs::write(&path, &text).unwrap_or_else(|e| panic!("{e}"));
+        }
+        assert_eq!(
+            std::fs::read_to_string(&path).unwrap_or_default(),
+            text,
+            "{file} is stale: regenerate with COMFYC_BLESS=1 cargo test -p comfyd --test daemon"
+        );
+    }
+}
+
+#[test]
 fn the_committed_config_schema_is_fresh() {
     let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../schemas/comfyd.schema.json");
     let text = comfyd::config::schema();
@@ -487,7 +550,8 @@ async fn the_status_file_shows_the_running_job_and_its_progress() {
             break;
         }
     }
-    assert_eq!(seen["current"]["job"], "watched", "{seen:#}");
+    assert_eq!(seen["running"][0]["job"], "watched", "{seen:#}");
+    assert_eq!(seen["running"][0]["phase"], "queued", "{seen:#}");
     assert_eq!(seen["progress"]["class_type"], "ImageInvert", "{seen:#}");
     assert_eq!(seen["progress"]["nodes_total"], 5);
     let s = finish(daemon).await;
@@ -495,9 +559,19 @@ async fn the_status_file_shows_the_running_job_and_its_progress() {
     let v: Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap_or_default())
         .unwrap_or_default();
     assert_eq!(
-        (v["state"].as_str(), &v["current"], &v["progress"]),
-        (Some("stopped"), &Value::Null, &Value::Null)
+        (v["state"].as_str(), &v["running"], &v["progress"]),
+        (Some("stopped"), &serde_json::json!([]), &Value::Null)
     );
+    // The status file is what its committed schema says.
+    let schema: Value = serde_json::from_str(
+        &std::fs::read_to_string(
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../schemas/status.schema.json"),
+        )
+        .unwrap_or_default(),
+    )
+    .unwrap_or_default();
+    let validator = jsonschema::validator_for(&schema).unwrap_or_else(|e| panic!("{e}"));
+    assert!(validator.is_valid(&v), "{v:#}");
 }
 
 #[tokio::test]
@@ -562,7 +636,7 @@ async fn cancelling_a_queued_job_leaves_the_running_one_alone() {
 }
 
 #[tokio::test]
-async fn shutdown_hands_back_a_file_with_a_running_and_a_queued_job() {
+async fn shutdown_releases_a_running_and_a_queued_job_for_the_next_daemon() {
     let rig = Rig::new(Timing {
         class_ms: [("ImageInvert".to_owned(), 4000)].into(),
         ..Timing::default()
@@ -588,17 +662,22 @@ async fn shutdown_hands_back_a_file_with_a_running_and_a_queued_job() {
     let _ = tx.send(true);
     let s = finish(daemon).await;
     assert_eq!(
-        (s.files_handed_back, s.jobs_done, s.jobs_failed),
-        (1, 0, 0),
+        (s.jobs_released, s.jobs_done, s.jobs_failed),
+        (2, 0, 0),
         "{s:?}"
     );
-    assert_eq!(rig.in_folder("inbox"), ["pair.jsonl"]);
-    assert!(rig.in_folder("running").is_empty());
+    // The file stays in the queue with both jobs let go, for any daemon to run.
+    assert_eq!(rig.in_folder("queue").len(), 1);
     let q = client.queue().await.unwrap_or_else(|e| panic!("{e}"));
     assert!(
         q.running.is_empty() && q.pending.is_empty(),
         "nothing of ours left in ComfyUI's queue: {q:?}"
     );
+    // The next daemon takes them at once and finishes the file.
+    rig.sim.set_timing(Timing::default());
+    let s = rig.run(rig.settings()).await;
+    assert_eq!((s.jobs_done, s.files_done), (2, 1), "{s:?}");
+    assert_eq!(rig.in_folder("done"), ["pair.jsonl"]);
 }
 
 #[tokio::test]

@@ -6,7 +6,7 @@
 //! and output folders, and keep running throughout.
 //!
 //! The daemon runs under a small supervisor: when it panics, stops with an error, or holds one
-//! file in `running/` for too long, the supervisor records that against the file, moves the
+//! file in `queue/` for too long, the supervisor records that against the file, moves the
 //! file aside and starts the daemon again, so one bug does not hide the other cases. Every
 //! such incident fails the test.
 //!
@@ -21,7 +21,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime};
 
 use comfyd::daemon::{self, Settings};
-use comfyd::jobdir::JobDir;
+use comfyd::store::{DirStore as JobDir, JobStore};
 use serde_json::Value;
 use tokio::sync::watch;
 
@@ -64,7 +64,6 @@ const CASES: &[(&str, &str)] = &[
     ("empty.toml", "missing field `workflow`"),
     ("empty.jsonl", "holds no jobs"),
     ("comments-only.toml", "missing field `workflow`"),
-    ("utf8-bom.json", "expected value at line 1 column 1"),
     ("duplicate-key.json", "duplicate field `workflow`"),
     ("duplicate-key.toml", "duplicate key"),
     ("unsupported-extension.yaml", "`.yaml` is not a job file"),
@@ -234,7 +233,7 @@ const CASES: &[(&str, &str)] = &[
 /// fail as a whole because of another line or combination.
 const PARTIAL_OUTPUTS: &[&str] = &["jsonl-partial-good", "sweep-one-combination-invalid-0001"];
 
-/// How long one file may sit in `running/` before the supervisor calls it stuck.
+/// How long one file may sit in `queue/` before the supervisor calls it stuck.
 const STUCK: Duration = Duration::from_secs(15);
 /// How long one daemon run may take at most.
 const RUN_LIMIT: Duration = Duration::from_secs(180);
@@ -286,17 +285,10 @@ fn non_utf8_name() -> OsString {
 fn cases() -> Vec<(OsString, &'static str)> {
     let mut all: Vec<(OsString, &'static str)> =
         CASES.iter().map(|(n, e)| (OsString::from(n), *e)).collect();
-    // DAEMON BUG: the claim writes `running/NAME.lease` (through a temp file named longer
-    // still), which fails with ENAMETOOLONG after the file was renamed into running/: the
-    // file stays there without a lease, the daemon never goes idle, and the next takeover
-    // scan fails to write the lease and stops the daemon with an error (on every restart).
-    // Its error report could not be written either. Such a file should end in failed/ (under
-    // a shortened name if need be) with a report saying the name is too long.
+    // A name of 255 bytes: no folder `queue/TOKEN~NAME` or report `NAME.error.json` could
+    // exist, so it is refused by name, unread, under a short name.
     all.push((long_name(), "not allowed|too long"));
-    // DAEMON BUG: claimed fine, but its error report cannot be written (ENAMETOOLONG), so
-    // `finish_failed` gives up and the file stays in running/ with its lease: the daemon never
-    // goes idle, and every restart takes it back and fails the same way. It should end in
-    // failed/ with a report under a name that fits.
+    // Long, but short enough to be a file name: still over the job file name limit.
     all.push((long_report_name(), "not allowed|too long"));
     // DAEMON BUG: the inbox scan ignores a name that is not UTF-8, so the file stays in the
     // inbox forever and nobody is told. It should be claimed and failed like any other.
@@ -433,6 +425,37 @@ fn panic_text(e: tokio::task::JoinError) -> String {
         .unwrap_or_else(|| "a panic without a message".into())
 }
 
+/// Names of the job files taken into the store and not finished (`queue/TOKEN~NAME/NAME`).
+fn queued(dir: &JobDir) -> BTreeSet<OsString> {
+    std::fs::read_dir(dir.queue())
+        .map(|r| {
+            r.filter_map(Result::ok)
+                .filter_map(|e| {
+                    let n = e.file_name();
+                    let n = n.to_str()?;
+                    n.split_once('~').map(|(_, name)| OsString::from(name))
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Where a queued file is.
+fn queued_path(dir: &JobDir, name: &OsStr) -> PathBuf {
+    std::fs::read_dir(dir.queue())
+        .ok()
+        .and_then(|r| {
+            r.filter_map(Result::ok).map(|e| e.path()).find(|p| {
+                p.file_name()
+                    .and_then(|n| n.to_str())
+                    .and_then(|n| n.split_once('~'))
+                    .is_some_and(|(_, n)| OsStr::new(n) == name)
+            })
+        })
+        .map(|folder| folder.join(name))
+        .unwrap_or_else(|| dir.queue().join(name))
+}
+
 /// Runs the daemon until it goes idle, restarting it (after moving the file it choked on
 /// aside) when it panics, stops with an error or gets stuck.
 async fn supervise(settings: &Settings, quarantine: &Path) -> Incidents {
@@ -450,14 +473,14 @@ async fn supervise(settings: &Settings, quarantine: &Path) -> Incidents {
                 break;
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
-            let running = job_files(&dir.running());
+            let running = queued(&dir);
             first_seen.retain(|n, _| running.contains(n));
             for name in &running {
                 let since = *first_seen.entry(name.clone()).or_insert_with(Instant::now);
                 if since.elapsed() < STUCK {
                     continue;
                 }
-                let path = dir.running().join(name);
+                let path = queued_path(&dir, name);
                 let is_fifo =
                     std::fs::symlink_metadata(&path).is_ok_and(|m| m.file_type().is_fifo());
                 if is_fifo {
@@ -475,7 +498,7 @@ async fn supervise(settings: &Settings, quarantine: &Path) -> Incidents {
                     incidents.add(
                         &BTreeSet::from([name.clone()]),
                         format!(
-                            "stuck in running/ for {} s; the test stopped the daemon",
+                            "stuck in queue/ for {} s; the test stopped the daemon",
                             STUCK.as_secs()
                         ),
                     );
@@ -502,12 +525,12 @@ async fn supervise(settings: &Settings, quarantine: &Path) -> Incidents {
             }
         }
         // The file the daemon was working on, from its status file (stale after a panic, which
-        // is what tells which file it panicked on); else every file in running/.
-        let mut culprits = job_files(&dir.running());
+        // is what tells which file it panicked on); else every file in queue/.
+        let mut culprits = queued(&dir);
         let current = std::fs::read(dir.status().join(format!("gpu-{}.json", settings.gpu)))
             .ok()
             .and_then(|b| serde_json::from_slice::<Value>(&b).ok())
-            .and_then(|v| v["current"]["file"].as_str().map(str::to_owned));
+            .and_then(|v| v["running"][0]["file"].as_str().map(str::to_owned));
         if let Some(current) = current {
             let held: BTreeSet<OsString> = culprits
                 .iter()
@@ -523,16 +546,6 @@ async fn supervise(settings: &Settings, quarantine: &Path) -> Incidents {
                 Ok(Ok(_summary)) => {}
                 Ok(Err(e)) => {
                     abnormal = true;
-                    // Between files, the daemon only touches running/ to take over files whose
-                    // lease is gone: blame those when there are any.
-                    let leaseless: BTreeSet<OsString> = culprits
-                        .iter()
-                        .filter(|n| JobDir::read_lease(&dir.running().join(n)).is_none())
-                        .cloned()
-                        .collect();
-                    if !leaseless.is_empty() {
-                        culprits = leaseless;
-                    }
                     incidents.add(&culprits, format!("the daemon stopped with an error: {e}"));
                 }
                 Err(e) => {
@@ -541,16 +554,18 @@ async fn supervise(settings: &Settings, quarantine: &Path) -> Incidents {
                 }
             }
         } else {
-            culprits = job_files(&dir.running());
+            culprits = queued(&dir);
         }
         // Move what it choked on aside, so that a restart does not choke on it again.
         for name in &culprits {
-            let from = dir.running().join(name);
+            let from = queued_path(&dir, name);
             let _ = std::fs::rename(&from, quarantine.join(name));
-            let _ = std::fs::remove_file(JobDir::lease_path(&from));
+            if let Some(folder) = from.parent() {
+                let _ = std::fs::remove_dir_all(folder);
+            }
         }
-        let (waiting, _) = dir.scan_inbox(Duration::ZERO).unwrap_or_default();
-        if !abnormal || (waiting.is_empty() && job_files(&dir.running()).is_empty()) {
+        let waiting = job_files(&dir.inbox());
+        if !abnormal || (waiting.is_empty() && queued(&dir).is_empty()) {
             break;
         }
     }
@@ -739,7 +754,7 @@ async fn hostile_job_files_fail_with_a_reason_and_the_daemon_keeps_going() {
         .collect();
     let (inbox_files, running_files, done_files) = (
         job_files(&dir.inbox()),
-        job_files(&dir.running()),
+        queued(&dir),
         job_files(&dir.done()),
     );
 
@@ -814,7 +829,7 @@ async fn hostile_job_files_fail_with_a_reason_and_the_daemon_keeps_going() {
     // The good jobs: done, with their manifests; injected text stays text.
     let outputs = &settings.outputs;
     for name in &good {
-        let stem = name.to_string_lossy().trim_end_matches(".toml").to_owned();
+        let stem = stem_of(&name.to_string_lossy());
         if !done_files.contains(name) {
             let why = find_report(&dir.failed(), name)
                 .map(|(_, r)| reasons(&r).join(" / "))
@@ -862,10 +877,8 @@ async fn hostile_job_files_fail_with_a_reason_and_the_daemon_keeps_going() {
     }
 
     // Nothing written outside the job, output and simulator folders.
-    let mut allowed_outputs: BTreeSet<String> = good
-        .iter()
-        .map(|n| n.to_string_lossy().trim_end_matches(".toml").to_owned())
-        .collect();
+    let mut allowed_outputs: BTreeSet<String> =
+        good.iter().map(|n| stem_of(&n.to_string_lossy())).collect();
     allowed_outputs.extend(PARTIAL_OUTPUTS.iter().map(|s| (*s).to_owned()));
     for n in names(outputs) {
         let n = n.to_string_lossy().into_owned();
@@ -940,4 +953,11 @@ async fn hostile_job_files_fail_with_a_reason_and_the_daemon_keeps_going() {
         problems.len(),
         problems.join("\n  ")
     );
+}
+
+/// A job file's default job id: its name without the extension.
+fn stem_of(name: &str) -> String {
+    name.rsplit_once('.')
+        .map_or(name, |(stem, _)| stem)
+        .to_owned()
 }

@@ -92,9 +92,9 @@ async fn sigkill_mid_job_then_restart_loses_nothing_and_reruns_nothing_finished(
         .filter(|j| outputs.join(j).join("manifest.json").is_file())
         .collect();
     assert!(
-        names(&jobs.join("running"))
+        queued(&jobs)
             .iter()
-            .any(|n| n.ends_with(".lease")),
+            .any(|(_, files)| files.iter().any(|n| n.starts_with('L'))),
         "a job was mid-run when killed"
     );
 
@@ -106,17 +106,27 @@ async fn sigkill_mid_job_then_restart_loses_nothing_and_reruns_nothing_finished(
         6,
         "every file ended in done/"
     );
-    assert!(names(&jobs.join("running")).is_empty() && names(&jobs.join("inbox")).is_empty());
+    assert!(queued(&jobs).is_empty() && names(&jobs.join("inbox")).is_empty());
     assert_eq!(manifests(&outputs), 6);
     // Jobs finished before the kill ran exactly once on the server.
     for j in &finished_before {
         let n = names(&tmp.path().join("sim/output/comfyd").join(j)).len();
         assert_eq!(n, 1, "{j} ran {n} times");
     }
+    // And so did the ones in flight: the restart adopted their prompts instead of submitting
+    // them again (counted where the work happens).
+    let subs = sim.submitted_prefixes();
+    for i in 0..6 {
+        let n = subs
+            .iter()
+            .filter(|(_, p)| p.iter().any(|p| p.starts_with(&format!("comfyd/k{i}/"))))
+            .count();
+        assert_eq!(n, 1, "k{i} was submitted {n} times");
+    }
 }
 
 #[tokio::test]
-async fn sigterm_hands_back_a_job_that_does_not_finish_within_the_grace_period() {
+async fn sigterm_releases_a_job_that_does_not_finish_within_the_grace_period() {
     let tmp = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
     let (jobs, outputs) = (tmp.path().join("jobs"), tmp.path().join("outputs"));
     let sim = start_sim(
@@ -130,19 +140,30 @@ async fn sigterm_hands_back_a_job_that_does_not_finish_within_the_grace_period()
     drop_job(&jobs, "long.toml", "workflow = \"solid-color\"\n");
     let mut d = comfyd(&jobs, &outputs, &sim.url(), &["--grace", "1"]);
     wait_until("the job runs", Duration::from_secs(30), || {
-        names(&jobs.join("running")).contains(&"long.toml".to_owned())
+        queued(&jobs)
+            .iter()
+            .any(|(f, files)| f.ends_with("~long.toml") && files.contains(&"L0.1".to_owned()))
     })
     .await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     signal(&d, "-TERM");
     let status = wait_exit(&mut d, Duration::from_secs(30)).await;
     assert!(status.success(), "{status:?}");
-    assert_eq!(names(&jobs.join("inbox")), ["long.toml"], "handed back");
-    assert!(
-        names(&jobs.join("running")).is_empty(),
-        "no lease left behind"
-    );
     assert!(!outputs.join("long/manifest.json").exists());
+    // Let go, not lost: the lease says released, so the next daemon takes it at once.
+    let q = queued(&jobs);
+    assert_eq!(q.len(), 1, "{q:?}");
+    let lease: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(jobs.join("queue").join(&q[0].0).join("L0.1")).unwrap_or_default(),
+    )
+    .unwrap_or_default();
+    assert_eq!(lease["released"], true, "{lease}");
+    sim.set_timing(Timing::default());
+    let mut next = comfyd(&jobs, &outputs, &sim.url(), &["--until-idle", "--gpu", "3"]);
+    let status = wait_exit(&mut next, Duration::from_secs(30)).await;
+    assert!(status.success(), "{status:?}");
+    assert_eq!(names(&jobs.join("done")), ["long.toml"]);
+    assert!(outputs.join("long/manifest.json").is_file());
 }
 
 #[tokio::test]
@@ -160,7 +181,9 @@ async fn sigterm_lets_a_short_job_finish() {
     drop_job(&jobs, "short.toml", "workflow = \"solid-color\"\n");
     let mut d = comfyd(&jobs, &outputs, &sim.url(), &["--grace", "20"]);
     wait_until("the job runs", Duration::from_secs(30), || {
-        names(&jobs.join("running")).contains(&"short.toml".to_owned())
+        queued(&jobs)
+            .iter()
+            .any(|(f, files)| f.ends_with("~short.toml") && files.contains(&"L0.1".to_owned()))
     })
     .await;
     signal(&d, "-TERM");
@@ -168,6 +191,17 @@ async fn sigterm_lets_a_short_job_finish() {
     assert!(status.success(), "{status:?}");
     assert_eq!(names(&jobs.join("done")), ["short.toml"]);
     assert!(outputs.join("short/manifest.json").is_file());
+}
+
+/// The job store's folders (`queue/TOKEN~NAME`) and what each holds.
+fn queued(jobs: &Path) -> Vec<(String, Vec<String>)> {
+    names(&jobs.join("queue"))
+        .into_iter()
+        .map(|f| {
+            let files = names(&jobs.join("queue").join(&f));
+            (f, files)
+        })
+        .collect()
 }
 
 /// CPU seconds (user + system) a process has used, from /proc.

@@ -378,6 +378,84 @@ impl Client {
         })
     }
 
+    /// Follows a prompt that was submitted earlier, by this process before a restart or by a
+    /// daemon whose job was taken over, without submitting anything: its end is read from
+    /// `/history` (events go only to the socket that submitted it). `Lost` when ComfyUI has it
+    /// neither queued nor in its history: it restarted, and the prompt must be submitted again.
+    pub async fn await_prompt(
+        &self,
+        prompt_id: &str,
+        poll: Duration,
+        timeout: Option<Duration>,
+    ) -> Result<RunReport, ClientError> {
+        let t0 = Instant::now();
+        let deadline = timeout.and_then(|t| t0.checked_add(t));
+        let mut follow = Follow {
+            prompt_id: prompt_id.to_owned(),
+            started: None,
+            ended: None,
+            outcome: None,
+            cached: Vec::new(),
+            executed: Vec::new(),
+            current: None,
+            nodes: Vec::new(),
+            event_files: Vec::new(),
+        };
+        let opts = RunOptions {
+            timeout,
+            ..RunOptions::default()
+        };
+        let entry = loop {
+            if let Some(entry) = self.history(prompt_id).await?
+                && follow.take_history(&entry, Instant::now())
+            {
+                break entry;
+            }
+            if !self.queue().await?.contains(prompt_id) {
+                // It may have ended between the two questions.
+                match self.history(prompt_id).await? {
+                    Some(entry) if follow.take_history(&entry, Instant::now()) => break entry,
+                    _ => {
+                        return Err(ClientError::Lost {
+                            prompt_id: prompt_id.to_owned(),
+                        });
+                    }
+                }
+            }
+            self.check_deadline(deadline, prompt_id, &opts).await?;
+            tokio::time::sleep(poll).await;
+        };
+        let history = self
+            .settled_history(prompt_id, &follow, opts.history_wait)
+            .await?
+            .or(Some(entry));
+        let files = history
+            .as_ref()
+            .map(HistoryEntry::files)
+            .unwrap_or_default();
+        let data = history.as_ref().map(HistoryEntry::data).unwrap_or_default();
+        Ok(RunReport {
+            prompt_id: prompt_id.to_owned(),
+            client_id: String::new(),
+            submitted: Submitted {
+                prompt_id: prompt_id.to_owned(),
+                number: 0.0,
+                node_errors: Default::default(),
+            },
+            outcome: follow.outcome.unwrap_or(Outcome::Success),
+            cached: follow.cached,
+            executed: follow.executed,
+            files,
+            data,
+            history,
+            timings: RunTimings {
+                total: t0.elapsed(),
+                ..RunTimings::default()
+            },
+            reconnects: 0,
+        })
+    }
+
     /// Past the deadline: interrupt (or unqueue) the prompt and fail the run.
     async fn check_deadline(
         &self,
