@@ -1043,9 +1043,22 @@ async fn the_sweep_bomb_fails_with_a_reason_and_the_daemon_runs_on() {
     assert!(tree(&jobs.join("queue")).is_empty(), "{}", rig.state());
 }
 
-// 7. A JSONL written slowly in place: the partial last line waits, appended lines run.
+// 7a. A JSONL written in place, one whole line every 1.2 s: lines added after the daemon
+// took the file still run.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_jsonl_written_slowly_in_place_runs_every_line() {
+async fn a_jsonl_written_line_by_line_in_place_runs_every_line() {
+    slow_jsonl(false).await;
+}
+
+// 7b. The same with every write ending mid-line: a last line without its newline waits.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_jsonl_written_in_place_mid_line_runs_every_line() {
+    slow_jsonl(true).await;
+}
+
+/// Writes `inbox/slow.jsonl` in place, 5 jobs over 6 s: each write a whole line, or (with
+/// `mid_line`) the end of one line and the start of the next; the last write ends a line.
+async fn slow_jsonl(mid_line: bool) {
     let _serial = SERIAL.lock().await;
     let rig = Rig::new(invert_ms(20)).await;
     let jobs = rig.jobs();
@@ -1059,17 +1072,17 @@ async fn a_jsonl_written_slowly_in_place_runs_every_line() {
     let lines: Vec<String> = (0..5)
         .map(|i| solid_line(&format!("s{i}"), 6000 + i))
         .collect();
+    let cut = |l: &str| if mid_line { l.len() / 2 } else { l.len() };
     let path = jobs.join("inbox/slow.jsonl");
     let mut f = File::create(&path).unwrap_or_else(|e| panic!("{e}"));
-    // Each write ends a line and starts the next one; the last write ends with a newline.
-    let half = |l: &str| l.len() / 2;
-    f.write_all(&lines[0].as_bytes()[..half(&lines[0])])
+    f.write_all(&lines[0].as_bytes()[..cut(&lines[0])])
         .unwrap_or_else(|e| panic!("{e}"));
     for i in 0..5 {
         tokio::time::sleep(Duration::from_millis(1200)).await;
-        let mut chunk = lines[i][half(&lines[i])..].to_owned();
+        d.assert_alive("while the file is written");
+        let mut chunk = lines[i][cut(&lines[i])..].to_owned();
         if let Some(next) = lines.get(i + 1) {
-            chunk.push_str(&next[..half(next)]);
+            chunk.push_str(&next[..cut(next)]);
         }
         f.write_all(chunk.as_bytes())
             .unwrap_or_else(|e| panic!("{e}"));
@@ -1078,7 +1091,7 @@ async fn a_jsonl_written_slowly_in_place_runs_every_line() {
     drop(f);
     let files = ["slow.jsonl".to_owned()];
     let ids = set((0..5).map(|i| format!("s{i}")));
-    rig.wait_finished(&files, &ids, Duration::from_secs(20))
+    rig.wait_finished(&files, &ids, Duration::from_secs(15))
         .await;
     d.stop().await;
     rig.assert_finished(&files, &ids);
