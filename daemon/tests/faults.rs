@@ -780,7 +780,10 @@ async fn comfyui_down_while_a_finished_prompt_is_collected_the_job_waits_and_fin
     down_after_the_end(false).await;
 }
 
-// 4c. The same, later: the history is read and the outputs are downloading.
+// 4c. The same, later: the history is read and the outputs are downloading. Assumes the
+// daemon reads `/history/ID` after the end and then fetches the outputs, with no other
+// history request while the prompt runs (else the slow answer lands elsewhere and the
+// test says the fault came too late).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn comfyui_down_during_download_the_job_waits_and_finishes() {
     down_after_the_end(true).await;
@@ -1100,6 +1103,7 @@ async fn slow_jsonl(mid_line: bool) {
 }
 
 // 8. A cancel file for an id no job has expires instead of waiting for a future job.
+// Assumes the expiry is set with `--cancel-expiry SECONDS` (not in core-spec.md yet).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_cancel_file_for_an_unknown_id_expires() {
     let _serial = SERIAL.lock().await;
