@@ -252,7 +252,15 @@ struct FileEntry {
     refused: Option<job::JobFileError>,
     jobs: Vec<JobState>,
     unresolved: usize,
+    /// The file's length when last looked at, and since when (our clock): a JSONL is finished
+    /// only after it has been quiet for [`JSONL_QUIET`], so a writer appending in place with
+    /// pauses still gets every line run.
+    last_len: usize,
+    last_change: Instant,
 }
+
+/// How long a JSONL must keep its length before it is finished.
+const JSONL_QUIET: Duration = Duration::from_secs(2);
 
 /// A waiting job's place in its bucket.
 #[derive(Debug, Clone, Copy)]
@@ -399,6 +407,7 @@ struct Owner {
     pending_results: Vec<(u64, JobResult)>,
     taken: Vec<Taken>,
     to_finish: HashSet<u64>,
+    finish_at: HashMap<u64, Instant>,
     summary: Summary,
     stopping: bool,
     space_ok: bool,
@@ -432,7 +441,7 @@ pub async fn run(
         .map_err(|e| DaemonError::Io(settings.outputs.display().to_string(), e))?;
     let client = Client::new(&settings.comfy_url).map_err(|e| DaemonError::Setup(e.to_string()))?;
     let ctx = Arc::new(Context {
-        client,
+        client: client.clone(),
         outputs: settings.outputs.clone(),
         input_root: settings.inputs.clone(),
         gpu: settings.gpu,
@@ -440,6 +449,7 @@ pub async fn run(
         job_timeout: settings.job_timeout,
         unreachable_patience: settings.unreachable_patience,
         progress: Arc::default(),
+        hub: Some(crate::client::Hub::start(client.clone())),
     });
     if ctx.refresh_server().await.version.is_none() {
         tracing::warn!("ComfyUI is not answering yet; jobs will wait for it");
@@ -471,6 +481,7 @@ pub async fn run(
         pending_results: Vec::new(),
         taken: Vec::new(),
         to_finish: HashSet::new(),
+        finish_at: HashMap::new(),
         summary: Summary::default(),
         stopping: *shutdown.borrow(),
         space_ok: true,
@@ -589,6 +600,7 @@ impl Owner {
             && self.watched.is_empty()
             && self.files.is_empty()
             && self.pending_results.is_empty()
+            && self.finish_at.is_empty()
     }
 
     /// When a timer next needs the loop: lease renewals and watches while there are any,
@@ -605,6 +617,9 @@ impl Owner {
         }
         if !self.settling.is_empty() {
             next = next.min(self.settings.settle.max(Duration::from_millis(50)));
+        }
+        if let Some(t) = self.finish_at.values().min() {
+            next = next.min(t.saturating_duration_since(Instant::now()));
         }
         if !self.cancels.is_empty() || !self.pending_results.is_empty() || !self.space_ok {
             next = next.min(Duration::from_secs(1));
@@ -638,6 +653,17 @@ impl Owner {
             }
         }
         self.expire_cancels();
+        let now = Instant::now();
+        let due: Vec<u64> = self
+            .finish_at
+            .iter()
+            .filter(|(_, t)| **t <= now)
+            .map(|(f, _)| *f)
+            .collect();
+        for f in due {
+            self.finish_at.remove(&f);
+            self.to_finish.insert(f);
+        }
     }
 
     // ---- intake -------------------------------------------------------------------------
@@ -764,6 +790,7 @@ impl Owner {
     /// Parses a file of the store and puts its jobs where they belong: results are resolved,
     /// others' leases watched, our own orphans taken back, the rest waiting.
     fn index_file(&mut self, key: FileKey, fresh: bool) {
+        let mut len = 0;
         let parsed = self
             .store
             .read(&key, job::MAX_FILE_BYTES)
@@ -772,6 +799,7 @@ impl Owner {
                 message: e.to_string(),
             })
             .and_then(|bytes| {
+                len = bytes.len();
                 String::from_utf8(bytes).map_err(|e| job::JobFileError {
                     line: None,
                     message: format!("the file is not UTF-8 text: {e}"),
@@ -800,11 +828,13 @@ impl Owner {
             }
         };
         let entry = FileEntry {
+            last_len: len,
             key: key.clone(),
             parsed: Arc::new(parsed),
             refused,
             jobs: vec![JobState::Open; n],
             unresolved: n,
+            last_change: Instant::now(),
         };
         self.files.insert(f, entry);
         self.by_key.insert(key, f);
@@ -1303,25 +1333,37 @@ impl Owner {
             return;
         }
         let key = entry.key.clone();
-        // A JSONL that grew while its jobs ran: index the new lines instead of finishing.
+        // A JSONL that grew while its jobs ran: index the new lines instead of finishing; one
+        // that changed lately may still grow: look again once it has been quiet.
         if entry.refused.is_none() && key.name().to_ascii_lowercase().ends_with(".jsonl") {
-            match self.store.read(&key, job::MAX_FILE_BYTES) {
-                Ok(bytes) if bytes.len() > entry.parsed.parsed_len => {
-                    if job::jsonl_incomplete(key.name(), &bytes) {
-                        // Still being written: look again later.
-                        self.watch(f, Slot::End);
-                        return;
-                    }
-                    if let Ok(text) = String::from_utf8(bytes)
-                        && let Ok(p) = job::parse(key.name(), &text)
-                        && p.len() > entry.parsed.len()
-                    {
-                        self.grow(f, p);
-                        return;
-                    }
-                }
-                Ok(_) => {}
-                Err(_) => {}
+            let Ok(bytes) = self.store.read(&key, job::MAX_FILE_BYTES) else {
+                self.forget(f);
+                return;
+            };
+            let old_len = entry.parsed.len();
+            let changed = bytes.len() != entry.last_len;
+            if let Some(e) = self.files.get_mut(&f)
+                && changed
+            {
+                e.last_len = bytes.len();
+                e.last_change = Instant::now();
+            }
+            let quiet_for = self
+                .files
+                .get(&f)
+                .map_or(JSONL_QUIET, |e| e.last_change.elapsed());
+            if !job::jsonl_incomplete(key.name(), &bytes)
+                && let Ok(text) = String::from_utf8(bytes)
+                && let Ok(p) = job::parse(key.name(), &text)
+                && p.len() > old_len
+            {
+                self.grow(f, p);
+                return;
+            }
+            if quiet_for < JSONL_QUIET {
+                self.finish_at
+                    .insert(f, Instant::now() + (JSONL_QUIET - quiet_for));
+                return;
             }
         }
         match self.store.claim(&key, Slot::End, &self.lease()) {

@@ -92,6 +92,8 @@ pub struct Context {
     pub unreachable_patience: Duration,
     /// Progress of the executing job, for the status file and the terminal.
     pub progress: Arc<Mutex<Option<Progress>>>,
+    /// The daemon's one websocket, events routed by prompt id.
+    pub hub: Option<crate::client::Hub>,
 }
 
 /// What the daemon last learned from ComfyUI's `/system_stats`.
@@ -286,6 +288,7 @@ async fn execute(
     let job = run.job;
     let mut opts = RunOptions {
         timeout: job.timeout_s.map(Duration::from_secs).or(ctx.job_timeout),
+        hub: ctx.hub.clone(),
         ..RunOptions::default()
     };
     let mut tried = Tried::default();
@@ -321,6 +324,13 @@ async fn execute(
                 tracing::warn!(job = %job.id, url = %record.url, "the ComfyUI that ran this job does not answer; submitting it here");
                 continue;
             }
+            if let Err(e) = &r
+                && e.is_transient()
+                && !matches!(e, ClientError::Lost { .. })
+            {
+                // Still out of reach: ask again after the wait, never submit a second copy.
+                adopt = Some(record.clone());
+            }
             if let Ok(report) = &r
                 && matches!(report.outcome, Outcome::Interrupted { .. })
                 && !(run.cancel)()
@@ -338,6 +348,7 @@ async fn execute(
                 id: prompt_id.clone(),
                 url: ctx.client.url().to_owned(),
             };
+            let record_kept = record.clone();
             ctx.refresh_server().await;
             if !run.guard.record_prompt(&record) || !run.guard.still_ours() {
                 return Err(End::Lost);
@@ -351,6 +362,14 @@ async fn execute(
                 .run_prompt(&prepared.graph, &opts, &mut on_event)
                 .await;
             clear_progress(ctx, &job.id);
+            if let Err(e) = &r
+                && e.is_transient()
+                && !matches!(e, ClientError::Lost { .. })
+            {
+                // It may have been submitted before ComfyUI went away: ask about it next time
+                // rather than submit it twice.
+                adopt = Some(record_kept);
+            }
             (ctx.client.clone(), r)
         };
         let decision = match &result {

@@ -352,12 +352,18 @@ impl JobStore for DirStore {
     }
 
     fn files(&self) -> io::Result<Vec<FileKey>> {
-        let mut out: Vec<FileKey> = std::fs::read_dir(self.queue())?
-            .filter_map(Result::ok)
-            .filter_map(|e| e.file_name().into_string().ok())
-            .filter(|n| !n.starts_with('.') && n.contains('~'))
-            .map(FileKey)
-            .collect();
+        let mut out = Vec::new();
+        for e in std::fs::read_dir(self.queue())?.filter_map(Result::ok) {
+            let Ok(name) = e.file_name().into_string() else {
+                continue;
+            };
+            if name.starts_with(".gone-") {
+                // A finished folder whose removal was interrupted.
+                let _ = std::fs::remove_dir_all(e.path());
+            } else if !name.starts_with('.') && name.contains('~') {
+                out.push(FileKey(name));
+            }
+        }
         out.sort();
         Ok(out)
     }
@@ -530,7 +536,16 @@ impl JobStore for DirStore {
             std::fs::rename(&src, &dest)?;
             moved = Some(dest);
         }
-        std::fs::remove_dir_all(self.folder(file))?;
+        // The folder leaves the queue in one rename before anything in it is deleted, so no
+        // reader ever sees a file whose results are half gone.
+        let tomb = self.queue().join(format!(".gone-{}", file.0));
+        match std::fs::rename(self.folder(file), &tomb) {
+            Ok(()) => {
+                let _ = std::fs::remove_dir_all(&tomb);
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e),
+        }
         Ok(moved)
     }
 }

@@ -896,7 +896,7 @@ async fn a_full_outputs_file_system_burns_no_job() {
     mount.fill(&filler);
     let jobs = rig.jobs();
     let (files, ids) = drop_ten(&jobs);
-    let mut d = rig.comfyd("d", 0, &["--lease-ttl", "5"]);
+    let mut d = rig.comfyd("d", 0, &["--lease-ttl", "5", "--min-free-mb", "0"]);
     tokio::time::sleep(Duration::from_secs(3)).await;
     d.assert_alive("with outputs/ full");
     let burned = submissions(&rig.sim).values().sum::<usize>();
@@ -936,7 +936,7 @@ async fn a_full_job_folder_loses_nothing_and_resumes() {
     let (files, ids) = drop_ten(&jobs);
     let filler = jobs.join("filler.bin");
     mount.fill(&filler);
-    let mut d = rig.comfyd("d", 0, &["--lease-ttl", "5"]);
+    let mut d = rig.comfyd("d", 0, &["--lease-ttl", "5", "--min-free-mb", "0"]);
     tokio::time::sleep(Duration::from_secs(3)).await;
     d.assert_alive("with jobs/ full");
     let burned = submissions(&rig.sim).values().sum::<usize>();

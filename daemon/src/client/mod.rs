@@ -10,6 +10,7 @@
 //! header is sent: ComfyUI rejects mismatched origins on loopback.
 
 mod events;
+mod hub;
 mod run;
 mod types;
 
@@ -23,6 +24,7 @@ use tokio::io::AsyncWriteExt;
 use tokio_tungstenite::tungstenite::Message;
 
 pub use events::{Event, ExecutionError, NodeProgress};
+pub use hub::{Hub, HubEvent, Subscription};
 pub use run::{Outcome, RunOptions, RunReport, RunTimings};
 pub use types::{
     Device, ErrorInfo, FileRef, HistoryEntry, HistoryStatus, NodeError, OutputFile,

@@ -42,6 +42,8 @@ pub struct RunOptions {
     pub reconnects: u32,
     /// `extra_data` for the prompt (ComfyUI stores it in the history).
     pub extra_data: Option<Value>,
+    /// Follow the prompt through this shared websocket instead of opening one for it.
+    pub hub: Option<super::Hub>,
 }
 
 impl Default for RunOptions {
@@ -53,6 +55,7 @@ impl Default for RunOptions {
             history_wait: Duration::from_secs(10),
             reconnects: 20,
             extra_data: None,
+            hub: None,
         }
     }
 }
@@ -225,10 +228,6 @@ impl Client {
         on_event: &mut (dyn FnMut(&Event) + Send),
     ) -> Result<RunReport, ClientError> {
         let t0 = Instant::now();
-        let client_id = opts
-            .client_id
-            .clone()
-            .unwrap_or_else(|| uuid::Uuid::new_v4().simple().to_string());
         let prompt_id = opts
             .prompt_id
             .clone()
@@ -236,7 +235,27 @@ impl Client {
         // A timeout too large to add to the clock is no deadline at all.
         let deadline = opts.timeout.and_then(|t| t0.checked_add(t));
 
-        let mut socket = Some(self.connect(&client_id).await?);
+        let (client_id, mut source) = match &opts.hub {
+            Some(hub) => {
+                // Not up within a second: ComfyUI is away; the caller waits and retries.
+                if !hub.ready(Duration::from_secs(1)).await {
+                    return Err(ClientError::Unreachable {
+                        url: self.url().to_owned(),
+                        reason: "the event socket is not connected".into(),
+                    });
+                }
+                let sub = hub.subscribe(&prompt_id);
+                (hub.client_id().to_owned(), Source::Hub(sub))
+            }
+            None => {
+                let client_id = opts
+                    .client_id
+                    .clone()
+                    .unwrap_or_else(|| uuid::Uuid::new_v4().simple().to_string());
+                let socket = self.connect(&client_id).await?;
+                (client_id, Source::Own(Some(Box::new(socket))))
+            }
+        };
         let submitted = self
             .submit(
                 prompt,
@@ -261,7 +280,7 @@ impl Client {
         let mut reconnects = 0u32;
 
         'run: loop {
-            let Some(ws) = socket.as_mut() else {
+            if let Source::Own(socket @ None) = &mut source {
                 // Reconnect, then see whether the end already happened.
                 if reconnects >= opts.reconnects {
                     return Err(ClientError::Websocket {
@@ -272,30 +291,23 @@ impl Client {
                 reconnects += 1;
                 tokio::time::sleep(backoff(reconnects)).await;
                 match self.connect(&client_id).await {
-                    Ok(s) => socket = Some(s),
+                    Ok(s) => *socket = Some(Box::new(s)),
                     Err(e) if e.is_transient() => {
                         self.check_deadline(deadline, &prompt_id, opts).await?;
                         continue;
                     }
                     Err(e) => return Err(e),
                 }
-                if let Some(entry) = self.history(&prompt_id).await.ok().flatten()
-                    && follow.take_history(&entry, Instant::now())
-                {
+                if self.ended_meanwhile(&prompt_id, &mut follow).await? {
                     break 'run;
                 }
-                if !self.queue().await?.contains(&prompt_id)
-                    && self.history(&prompt_id).await?.is_none()
-                {
-                    return Err(ClientError::Lost { prompt_id });
-                }
                 continue;
-            };
+            }
             // Wake at the deadline, or after a quiet spell to check the prompt still exists
             // (it may have been deleted from the queue, or ended while a frame was lost).
             let quiet = Instant::now() + QUIET_CHECK;
             let wake = deadline.map_or(quiet, |d| d.min(quiet));
-            let next = match tokio::time::timeout_at(wake.into(), ws.next()).await {
+            let next = match tokio::time::timeout_at(wake.into(), source.next()).await {
                 Ok(n) => n,
                 Err(_) => {
                     self.check_deadline(deadline, &prompt_id, opts).await?;
@@ -323,15 +335,24 @@ impl Client {
                 Some(Err(ClientError::Protocol { reason, .. })) => {
                     tracing::warn!(%reason, "skipping a websocket frame");
                 }
-                Some(Err(_)) | None => {
-                    tracing::warn!(prompt_id, "websocket closed during the run; reconnecting");
-                    if let Some(s) = socket.take() {
-                        s.close().await;
+                Some(Err(_)) | None => match &mut source {
+                    Source::Own(socket) => {
+                        tracing::warn!(prompt_id, "websocket closed during the run; reconnecting");
+                        if let Some(s) = socket.take() {
+                            s.close().await;
+                        }
                     }
-                }
+                    Source::Hub(_) => {
+                        // The hub reconnects by itself; frames may have been lost meanwhile.
+                        reconnects += 1;
+                        if self.ended_meanwhile(&prompt_id, &mut follow).await? {
+                            break 'run;
+                        }
+                    }
+                },
             }
         }
-        if let Some(s) = socket.take() {
+        if let Source::Own(Some(s)) = source {
             s.close().await;
         }
 
@@ -376,6 +397,26 @@ impl Client {
             },
             reconnects,
         })
+    }
+
+    /// After events may have been missed: whether the history holds the end; `Lost` when
+    /// ComfyUI has the prompt neither queued nor in its history.
+    async fn ended_meanwhile(
+        &self,
+        prompt_id: &str,
+        follow: &mut Follow,
+    ) -> Result<bool, ClientError> {
+        if let Some(entry) = self.history(prompt_id).await?
+            && follow.take_history(&entry, Instant::now())
+        {
+            return Ok(true);
+        }
+        if !self.queue().await?.contains(prompt_id) && self.history(prompt_id).await?.is_none() {
+            return Err(ClientError::Lost {
+                prompt_id: prompt_id.to_owned(),
+            });
+        }
+        Ok(false)
     }
 
     /// Follows a prompt that was submitted earlier, by this process before a restart or by a
@@ -509,6 +550,29 @@ impl Client {
             }
             tokio::time::sleep(delay).await;
             delay = (delay * 2).min(Duration::from_millis(500));
+        }
+    }
+}
+
+/// Where a run's events come from: its own socket (absent while reconnecting), or the
+/// daemon's shared one.
+enum Source {
+    Own(Option<Box<super::EventStream>>),
+    Hub(super::hub::Subscription),
+}
+
+impl Source {
+    async fn next(&mut self) -> Option<Result<Event, ClientError>> {
+        match self {
+            Source::Own(Some(s)) => s.next().await,
+            Source::Own(None) => None,
+            Source::Hub(sub) => match sub.next().await? {
+                super::hub::HubEvent::Event(e) => Some(Ok(e)),
+                super::hub::HubEvent::Dropped => Some(Err(ClientError::Websocket {
+                    url: String::new(),
+                    reason: "the shared event socket dropped".into(),
+                })),
+            },
         }
     }
 }
