@@ -500,6 +500,8 @@ pub async fn run(
     // What was in the store before we started: our own jobs from before a restart, other
     // daemons' work, files whose jobs wait.
     o.rescan_queue();
+    // Our own jobs from before a restart are taken back now, not after a timer.
+    o.check_watched();
     o.scan_inbox();
     let mut interrupt_at: Option<tokio::time::Instant> = None;
     loop {
@@ -534,7 +536,9 @@ pub async fn run(
         if wakes.workflows.swap(false, Ordering::AcqRel) {
             o.workflows.reload();
         }
-        if wakes.inbox.swap(false, Ordering::AcqRel) {
+        // While files found by the last scan wait for intake, another scan would only find
+        // them again (our own intake renames raise inbox events too).
+        if o.ready.is_empty() && wakes.inbox.swap(false, Ordering::AcqRel) {
             o.scan_inbox();
         }
         if wakes.queue.swap(false, Ordering::AcqRel)
@@ -643,7 +647,7 @@ impl Owner {
         if self.last_rescan.elapsed() >= ttl / 2 {
             self.rescan_queue();
         }
-        if !self.settling.is_empty() {
+        if !self.settling.is_empty() && self.ready.is_empty() {
             self.scan_inbox();
         }
         if !self.pending_results.is_empty() {
