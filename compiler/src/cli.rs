@@ -13,6 +13,7 @@ use comfyc::catalogue::{Catalogue, normalize_snapshot};
 use comfyc::compile::{CONFIG_FILE, Compilation};
 use comfyc::definition::InputType;
 use comfyc::diagnostic::{self, RenderOptions};
+use comfyc::fsutil::write_atomic;
 use comfyc::{FsLoader, Workflow, compile};
 
 const AFTER_HELP: &str = "\
@@ -140,6 +141,9 @@ struct PullArgs {
 struct Fatal {
     message: String,
     help: Option<String>,
+    /// The reader of stdout went away (`comfyc render | head -1`): stop without a word, as
+    /// `cat` and ripgrep do.
+    quiet: bool,
 }
 
 impl Fatal {
@@ -147,6 +151,7 @@ impl Fatal {
         Self {
             message: message.into(),
             help: None,
+            quiet: false,
         }
     }
 
@@ -184,6 +189,7 @@ pub fn main() -> ExitCode {
     };
     match result {
         Ok(code) => code,
+        Err(f) if f.quiet => ExitCode::SUCCESS,
         Err(f) => {
             let mut err = std::io::stderr().lock();
             if ctx.format == Format::Json {
@@ -238,15 +244,17 @@ impl Ctx {
     }
 
     /// Prints diagnostics: for people on stderr (or stdout for `check`), for tools as JSON.
-    fn report(&self, c: &Compilation, to_stdout: bool) {
+    fn report(&self, c: &Compilation, to_stdout: bool) -> Result<(), Fatal> {
         if self.format == Format::Json {
-            return;
+            return Ok(());
         }
         let text = diagnostic::render_all(&c.diagnostics, &c.sources, self.render);
         if to_stdout {
-            print!("{text}");
+            out(&text)
         } else {
-            eprint!("{text}");
+            let mut stderr = std::io::stderr().lock();
+            let _ = stderr.write_all(text.as_bytes());
+            Ok(())
         }
     }
 
@@ -263,77 +271,72 @@ impl Ctx {
         let c = self.compile(dir);
         let (errors, warnings) = diagnostic::count(&c.diagnostics);
         if self.format == Format::Json {
-            println!(
-                "{}",
-                serde_json::to_string_pretty(&json!({
-                    "definitions": c.definitions,
-                    "workflows": c.workflows.iter().map(Workflow::id).collect::<Vec<_>>(),
-                    "errors": errors,
-                    "warnings": warnings,
-                    "diagnostics": Self::diagnostics_json(&c),
-                }))
-                .unwrap_or_default()
-            );
+            out_json(&json!({
+                "definitions": c.definitions,
+                "workflows": c.workflows.iter().map(Workflow::id).collect::<Vec<_>>(),
+                "failed": c.failed.iter().map(|f| json!({
+                    "definition": f.definition.display().to_string(),
+                    "errors": f.errors,
+                })).collect::<Vec<_>>(),
+                "errors": errors,
+                "warnings": warnings,
+                "diagnostics": Self::diagnostics_json(&c),
+            }))?;
         } else {
-            self.report(&c, true);
-            println!(
-                "checked {}: {}, {}",
+            self.report(&c, true)?;
+            out(&format!(
+                "checked {}: {}, {}\n",
                 plural(c.definitions, "workflow"),
                 plural(errors, "error"),
                 plural(warnings, "warning")
-            );
+            ))?;
         }
         Ok(exit(errors > 0 || (deny_warnings && warnings > 0)))
     }
 
-    fn build(&self, dir: &Path, out: &Path) -> Result<ExitCode, Fatal> {
+    fn build(&self, dir: &Path, out_dir: &Path) -> Result<ExitCode, Fatal> {
         let c = self.compile(dir);
         let (errors, warnings) = diagnostic::count(&c.diagnostics);
-        self.report(&c, false);
+        self.report(&c, false)?;
         if errors > 0 {
             if self.format == Format::Json {
-                println!(
-                    "{}",
-                    json!({"errors": errors, "warnings": warnings, "diagnostics": Self::diagnostics_json(&c)})
-                );
+                out_json(
+                    &json!({"errors": errors, "warnings": warnings, "diagnostics": Self::diagnostics_json(&c)}),
+                )?;
             } else {
-                eprintln!(
+                say(&format!(
                     "build failed: {}, {}; nothing written",
                     plural(errors, "error"),
                     plural(warnings, "warning")
-                );
+                ));
             }
             return Ok(ExitCode::from(1));
         }
         let files = comfyc::build::outputs(&c);
-        std::fs::create_dir_all(out)
-            .map_err(|e| Fatal::new(format!("cannot create `{}`: {e}", out.display())))?;
+        std::fs::create_dir_all(out_dir)
+            .map_err(|e| Fatal::new(format!("cannot create `{}`: {e}", out_dir.display())))?;
         let mut changed = 0;
         for f in &files {
-            let path = out.join(&f.path);
+            let path = out_dir.join(&f.path);
             if std::fs::read_to_string(&path).ok().as_deref() == Some(f.contents.as_str()) {
                 continue;
             }
-            // Write beside, then rename: a reader never sees half a file.
-            let tmp = out.join(format!(".{}.tmp", f.path));
-            std::fs::write(&tmp, &f.contents)
-                .and_then(|()| std::fs::rename(&tmp, &path))
+            write_atomic(&path, f.contents.as_bytes())
                 .map_err(|e| Fatal::new(format!("cannot write `{}`: {e}", path.display())))?;
             changed += 1;
         }
         if self.format == Format::Json {
-            println!(
-                "{}",
-                json!({"written": files.iter().map(|f| &f.path).collect::<Vec<_>>(), "changed": changed, "warnings": warnings, "diagnostics": Self::diagnostics_json(&c)})
-            );
+            out_json(
+                &json!({"written": files.iter().map(|f| &f.path).collect::<Vec<_>>(), "changed": changed, "warnings": warnings, "diagnostics": Self::diagnostics_json(&c)}),
+            )?;
         } else {
-            eprintln!(
+            say(&format!(
                 "built {} into {} ({} changed, {})",
                 plural(c.workflows.len(), "workflow"),
-                out.display(),
+                out_dir.display(),
                 plural(changed, "file"),
                 plural(warnings, "warning")
-            );
+            ));
         }
         Ok(ExitCode::SUCCESS)
     }
@@ -345,7 +348,7 @@ impl Ctx {
             Err(msg) => {
                 let (errors, _) = diagnostic::count(&c.diagnostics);
                 if errors > 0 {
-                    self.report(c, false);
+                    self.report(c, false)?;
                     return Err(Fatal::new(msg)
                         .help("the repository has errors (above); `comfyc check` lists them"));
                 }
@@ -357,10 +360,7 @@ impl Ctx {
     fn schema(&self, dir: &Path, name: &str) -> Result<ExitCode, Fatal> {
         let c = self.compile(dir);
         let w = self.workflow(&c, name)?;
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&w.schema).unwrap_or_default()
-        );
+        out_json(&w.schema)?;
         Ok(ExitCode::SUCCESS)
     }
 
@@ -398,46 +398,53 @@ impl Ctx {
             Ok(r) => r,
             Err(errors) => {
                 if self.format == Format::Json {
-                    println!("{}", json!({"errors": errors}));
+                    out_json(&json!({"errors": errors}))?;
                 } else {
                     for e in &errors {
-                        eprintln!("error[job-input]: {}", e.message);
+                        say(&format!("error[job-input]: {}", e.message));
                         if let Some(h) = &e.help {
-                            eprintln!("  = help: {h}");
+                            say(&format!("  = help: {h}"));
                         }
                     }
-                    eprintln!(
+                    say(&format!(
                         "`comfyc schema {}` shows every input with its type and range",
                         w.id()
-                    );
+                    ));
                 }
                 return Ok(ExitCode::from(1));
             }
         };
         for s in &resolved.picked_seeds {
-            eprintln!(
+            say(&format!(
                 "seed `{s}`: picked {} (pass `--set {s}=N` to choose)",
                 resolved.values[s]
-            );
+            ));
         }
         let graph = match w.render(&resolved.values) {
             Ok(g) => g,
             Err(e) => {
-                eprintln!("error: {}", e.message);
+                if self.format == Format::Json {
+                    out_json(&json!({"errors": [e]}))?;
+                } else {
+                    say(&format!("error[job-input]: {}", e.message));
+                    if let Some(h) = &e.help {
+                        say(&format!("  = help: {h}"));
+                    }
+                }
                 return Ok(ExitCode::from(1));
             }
         };
-        let out = if graph_only {
+        let body = if graph_only {
             graph
         } else {
             json!({ "prompt": graph })
         };
-        println!("{}", serde_json::to_string_pretty(&out).unwrap_or_default());
+        out_json(&body)?;
         Ok(ExitCode::SUCCESS)
     }
 
     fn pull(&self, dir: Option<PathBuf>, args: &PullArgs) -> Result<ExitCode, Fatal> {
-        let out: Option<PathBuf> = match &args.out {
+        let dest: Option<PathBuf> = match &args.out {
             Some(p) if p.as_os_str() == "-" => None,
             Some(p) => Some(p.clone()),
             None => {
@@ -489,8 +496,8 @@ impl Ctx {
         })?;
         let (catalogue, issues) = Catalogue::from_value(&value).map_err(Fatal::new)?;
         let text = normalize_snapshot(&value);
-        let Some(path) = out else {
-            print!("{text}");
+        let Some(path) = dest else {
+            out(&text)?;
             return Ok(ExitCode::SUCCESS);
         };
         let summary = match std::fs::read_to_string(&path)
@@ -518,21 +525,19 @@ impl Ctx {
             std::fs::create_dir_all(parent)
                 .map_err(|e| Fatal::new(format!("cannot create `{}`: {e}", parent.display())))?;
         }
-        let tmp = path.with_extension("json.tmp");
-        std::fs::write(&tmp, &text)
-            .and_then(|()| std::fs::rename(&tmp, &path))
+        write_atomic(&path, text.as_bytes())
             .map_err(|e| Fatal::new(format!("cannot write `{}`: {e}", path.display())))?;
         for i in &issues {
-            eprintln!(
+            say(&format!(
                 "warning: node class `{}` was not understood: {}",
                 i.class, i.message
-            );
+            ));
         }
-        eprintln!(
+        say(&format!(
             "pulled {} from {base} into {}{summary}",
             plural(catalogue.len(), "node class"),
             path.display()
-        );
+        ));
         Ok(ExitCode::SUCCESS)
     }
 }
@@ -567,6 +572,39 @@ fn read_inputs(path: &Path) -> Result<Map<String, Value>, Fatal> {
             path.display()
         ))),
     }
+}
+
+/// Writes to stdout. A closed pipe ends the command quietly; any other write error is fatal.
+fn out(text: &str) -> Result<(), Fatal> {
+    let mut stdout = std::io::stdout().lock();
+    stdout
+        .write_all(text.as_bytes())
+        .and_then(|()| stdout.flush())
+        .map_err(|e| {
+            if e.kind() == std::io::ErrorKind::BrokenPipe {
+                Fatal {
+                    quiet: true,
+                    ..Fatal::new("stdout was closed")
+                }
+            } else {
+                Fatal::new(format!("cannot write to stdout: {e}"))
+            }
+        })
+}
+
+/// Prints a JSON document on stdout: every command formats its JSON the same way (pretty,
+/// two-space indent, one trailing newline).
+fn out_json(value: &Value) -> Result<(), Fatal> {
+    let mut text = serde_json::to_string_pretty(value).unwrap_or_default();
+    text.push('\n');
+    out(&text)
+}
+
+/// Writes to stderr; when stderr is gone there is no one left to tell, so errors are ignored.
+fn say(text: &str) {
+    let mut stderr = std::io::stderr().lock();
+    let _ = stderr.write_all(text.as_bytes());
+    let _ = stderr.write_all(b"\n");
 }
 
 fn exit(failed: bool) -> ExitCode {

@@ -145,6 +145,17 @@ pub struct Compilation {
     pub catalogue: Option<Catalogue>,
     /// Definition files found.
     pub definitions: usize,
+    /// Definitions that yielded no workflow, in path order.
+    pub failed: Vec<FailedDefinition>,
+}
+
+/// A definition that did not compile.
+#[derive(Debug, Clone, Serialize)]
+pub struct FailedDefinition {
+    /// Its path in the repository.
+    pub definition: PathBuf,
+    /// How many errors it produced (those of its graph and templates included).
+    pub errors: usize,
 }
 
 impl Compilation {
@@ -152,44 +163,10 @@ impl Compilation {
         self.diagnostics.iter().any(Diagnostic::is_error)
     }
 
-    /// Finds a workflow by `name` (the highest version, compared as text) or `name@version`.
+    /// Finds a workflow by `name` (its highest version) or `name@version`; see
+    /// [`crate::version::find_workflow`].
     pub fn find(&self, spec: &str) -> Result<&Workflow, String> {
-        let (name, version) = match spec.split_once('@') {
-            Some((n, v)) => (n, Some(v)),
-            None => (spec, None),
-        };
-        let mut matches: Vec<&Workflow> = self
-            .workflows
-            .iter()
-            .filter(|w| w.name == name && version.is_none_or(|v| w.version.as_deref() == Some(v)))
-            .collect();
-        matches.sort_by(|a, b| compare_versions(a.version.as_deref(), b.version.as_deref()));
-        matches.pop().ok_or_else(|| {
-            let known: Vec<String> = self.workflows.iter().map(Workflow::id).collect();
-            match crate::catalogue::closest(name, self.workflows.iter().map(|w| w.name.as_str())) {
-                Some(s) if s != name => format!("no workflow `{spec}`; did you mean `{s}`?"),
-                _ if known.is_empty() => {
-                    format!("no workflow `{spec}`: the repository has no workflow that compiles")
-                }
-                _ => format!("no workflow `{spec}`; known: {}", known.join(", ")),
-            }
-        })
-    }
-}
-
-/// Compares versions numerically where both are dotted numbers, else as text.
-fn compare_versions(a: Option<&str>, b: Option<&str>) -> std::cmp::Ordering {
-    let parse = |v: &str| {
-        v.split('.')
-            .map(|p| p.parse::<u64>().ok())
-            .collect::<Option<Vec<_>>>()
-    };
-    match (a, b) {
-        (Some(a), Some(b)) => match (parse(a), parse(b)) {
-            (Some(x), Some(y)) => x.cmp(&y),
-            _ => a.cmp(b),
-        },
-        (a, b) => a.cmp(&b),
+        crate::version::find_workflow(&self.workflows, spec)
     }
 }
 
@@ -229,6 +206,7 @@ pub fn compile(loader: Arc<dyn Loader>) -> Compilation {
     let mut seen: HashMap<String, PathBuf> = HashMap::new();
     let model_inputs = Arc::new(model_inputs(&catalogue));
     for path in paths {
+        let errors_before = c.diagnostics.iter().filter(|d| d.is_error()).count();
         let mut unit = Unit {
             loader: &loader,
             config: &c.config,
@@ -238,7 +216,15 @@ pub fn compile(loader: Arc<dyn Loader>) -> Compilation {
             sources: &mut c.sources,
             out: &mut c.diagnostics,
         };
-        if let Some(w) = unit.definition(&path) {
+        let compiled = unit.definition(&path);
+        let errors = c.diagnostics.iter().filter(|d| d.is_error()).count() - errors_before;
+        if compiled.is_none() {
+            c.failed.push(FailedDefinition {
+                definition: path.clone(),
+                errors,
+            });
+        }
+        if let Some(w) = compiled {
             let id = w.id();
             if let Some(first) = seen.get(&id) {
                 c.diagnostics.push(
@@ -252,6 +238,10 @@ pub fn compile(loader: Arc<dyn Loader>) -> Compilation {
                     )
                     .help("give one of them another `name` or `version` under `[workflow]`"),
                 );
+                c.failed.push(FailedDefinition {
+                    definition: path.clone(),
+                    errors: errors + 1,
+                });
                 continue;
             }
             seen.insert(id, path.clone());

@@ -224,6 +224,22 @@ const MAX_LINE: usize = 120;
 /// Characters of context kept before a label in a windowed line.
 const WINDOW_BEFORE: usize = 30;
 
+/// How a tab in a source line is shown (and measured, so carets line up under it).
+const TAB: &str = "    ";
+
+/// Terminal columns `s` takes when shown with tabs as [`TAB`].
+fn display_width(s: &str) -> usize {
+    s.chars()
+        .map(|c| {
+            if c == '\t' {
+                TAB.len()
+            } else {
+                unicode_width::UnicodeWidthChar::width(c).unwrap_or(0)
+            }
+        })
+        .sum()
+}
+
 /// Renders one diagnostic the way rustc and ruff do: a header, then each labelled line with
 /// carets under the span, then notes and help.
 pub fn render_human(diag: &Diagnostic, sources: &SourceMap, opts: RenderOptions) -> String {
@@ -319,6 +335,7 @@ pub fn render_human(diag: &Diagnostic, sources: &SourceMap, opts: RenderOptions)
                     .chars()
                     .skip(window.0)
                     .take(window.1 - window.0)
+                    .map(|c| if c == '\t' { TAB.to_owned() } else { c.to_string() })
                     .collect();
                 if window.0 > 0 {
                     shown.insert(0, '…');
@@ -338,8 +355,20 @@ pub fn render_human(diag: &Diagnostic, sources: &SourceMap, opts: RenderOptions)
             let shift = usize::from(window.0 > 0);
             let start_col = start_col.clamp(window.0, window.1);
             let end_col = end_col.clamp(window.0, window.1);
-            let width = end_col.saturating_sub(start_col).max(1);
-            let start_col = start_col - window.0 + shift;
+            // Carets go under what the terminal shows: tabs as shown above, wide (CJK,
+            // emoji) characters two columns, combining marks none.
+            let before: String = text
+                .chars()
+                .skip(window.0)
+                .take(start_col - window.0)
+                .collect();
+            let inside: String = text
+                .chars()
+                .skip(start_col)
+                .take(end_col.saturating_sub(start_col))
+                .collect();
+            let width = display_width(&inside).max(1);
+            let start_col = display_width(&before) + shift;
             let (mark, color) = if label.primary {
                 ('^', sev_color)
             } else {

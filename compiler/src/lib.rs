@@ -17,6 +17,7 @@ pub mod checks;
 pub mod compile;
 pub mod definition;
 pub mod diagnostic;
+pub mod fsutil;
 pub mod graph;
 pub mod inputs;
 pub mod json_spans;
@@ -24,6 +25,7 @@ pub mod render;
 pub mod schema;
 pub mod source;
 pub mod template;
+pub mod version;
 
 pub use compile::{Compilation, Workflow, compile};
 pub use diagnostic::{Code, Diagnostic, Severity};

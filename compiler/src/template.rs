@@ -60,6 +60,10 @@ fn base_env() -> Environment<'static> {
     env.set_auto_escape_callback(|_| AutoEscape::Json);
     env.set_undefined_behavior(UndefinedBehavior::Strict);
     env.set_fuel(Some(FUEL));
+    // minijinja names the undefined variable (`height` is undefined) only in debug mode,
+    // which defaults to on in debug builds and off in release ones; users run release
+    // binaries and must see the same messages as the tests.
+    env.set_debug(true);
     env
 }
 
