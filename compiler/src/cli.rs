@@ -99,11 +99,15 @@ enum Command {
     Render {
         /// Workflow name, or NAME@VERSION.
         name: String,
-        /// File with input values (JSON or TOML).
+        /// File with input values: JSON, TOML, or JSON Lines (`.jsonl`, one set a line).
         #[arg(long, short, value_name = "FILE")]
         inputs: Option<PathBuf>,
+        /// The line of a JSON Lines `--inputs` file to render, when it holds several.
+        #[arg(long, value_name = "N", requires = "inputs")]
+        line: Option<usize>,
         /// Set one input: `--set prompt='a red fox'`, `--set steps=30`. Values of string-like
-        /// inputs are taken as text; others are parsed as JSON.
+        /// inputs are taken as text; others are parsed as JSON, else as a TOML value
+        /// (`--set color=0xff0000`).
         #[arg(long = "set", short = 's', value_name = "NAME=VALUE")]
         set: Vec<String>,
         /// Print only the graph, not the `{"prompt": ...}` request body.
@@ -181,10 +185,11 @@ pub fn main() -> ExitCode {
         Command::Render {
             name,
             inputs,
+            line,
             set,
             graph_only,
         } => repo_dir(cli.dir)
-            .and_then(|d| ctx.render(&d, &name, inputs.as_deref(), &set, graph_only)),
+            .and_then(|d| ctx.render(&d, &name, inputs.as_deref(), line, &set, graph_only)),
         Command::Nodes(NodesCommand::Pull(args)) => ctx.pull(cli.dir, &args),
     };
     match result {
@@ -369,13 +374,14 @@ impl Ctx {
         dir: &Path,
         name: &str,
         inputs_file: Option<&Path>,
+        line: Option<usize>,
         set: &[String],
         graph_only: bool,
     ) -> Result<ExitCode, Fatal> {
         let c = self.compile(dir);
         let w = self.workflow(&c, name)?;
         let mut inputs = match inputs_file {
-            Some(p) => read_inputs(p)?,
+            Some(p) => read_inputs(p, line)?,
             None => Map::new(),
         };
         for s in set {
@@ -390,7 +396,8 @@ impl Ctx {
             let value = if text_like {
                 Value::String(v.to_owned())
             } else {
-                serde_json::from_str(v).unwrap_or_else(|_| Value::String(v.to_owned()))
+                comfyc::inputs_file::parse_set_value(v)
+                    .map_err(|e| Fatal::new(format!("`--set {s}`: {e}")))?
             };
             inputs.insert(k.to_owned(), value);
         }
@@ -542,35 +549,48 @@ impl Ctx {
     }
 }
 
-/// Reads job inputs from JSON or TOML; a job file's `inputs` table is used when present.
-fn read_inputs(path: &Path) -> Result<Map<String, Value>, Fatal> {
+/// Reads job inputs from JSON, TOML or JSONL (`line` picks a line of a JSONL file holding
+/// more than one set); a job file's `inputs` table is used when present.
+fn read_inputs(path: &Path, line: Option<usize>) -> Result<Map<String, Value>, Fatal> {
+    use comfyc::inputs_file::{Format as InputsFormat, parse};
     let text = std::fs::read_to_string(path)
         .map_err(|e| Fatal::new(format!("cannot read `{}`: {e}", path.display())))?;
-    let value: Value = if path.extension().is_some_and(|e| e == "toml") {
-        let t: toml::Table = toml::from_str(&text).map_err(|e| {
-            Fatal::new(format!(
-                "`{}` is not valid TOML: {}",
-                path.display(),
-                e.message().trim()
-            ))
-        })?;
-        comfyc::inputs::toml_to_json(&toml::Value::Table(t))
-    } else {
-        serde_json::from_str(&text)
-            .map_err(|e| Fatal::new(format!("`{}` is not valid JSON: {e}", path.display())))?
-    };
-    let value = match value {
-        Value::Object(mut m) if m.get("inputs").is_some_and(Value::is_object) => {
-            m.remove("inputs").unwrap_or_default()
-        }
-        v => v,
-    };
-    match value {
-        Value::Object(m) => Ok(m),
-        _ => Err(Fatal::new(format!(
-            "`{}` must hold a table of input values",
+    let format = InputsFormat::of(&path.to_string_lossy());
+    let mut sets = parse(format, &text).map_err(|e| {
+        let what = match format {
+            InputsFormat::Toml => "TOML input values",
+            InputsFormat::Json => "JSON input values",
+            InputsFormat::Jsonl => "JSON Lines of input values",
+        };
+        Fatal::new(format!("`{}` is not valid {what}: {e}", path.display()))
+    })?;
+    match (line, sets.len()) {
+        (None, 1) => Ok(sets.remove(0).values),
+        (None, 0) => Err(Fatal::new(format!(
+            "`{}` holds no input values",
             path.display()
         ))),
+        (None, n) => Err(Fatal::new(format!(
+            "`{}` holds {n} sets of input values",
+            path.display()
+        ))
+        .help(format!(
+            "pick one with `--line N`: lines {}",
+            sets.iter()
+                .map(|s| s.line.to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ))),
+        (Some(n), _) => sets
+            .into_iter()
+            .find(|s| s.line == n)
+            .map(|s| s.values)
+            .ok_or_else(|| {
+                Fatal::new(format!(
+                    "line {n} of `{}` holds no input values",
+                    path.display()
+                ))
+            }),
     }
 }
 

@@ -335,7 +335,13 @@ pub fn render_human(diag: &Diagnostic, sources: &SourceMap, opts: RenderOptions)
                     .chars()
                     .skip(window.0)
                     .take(window.1 - window.0)
-                    .map(|c| if c == '\t' { TAB.to_owned() } else { c.to_string() })
+                    .map(|c| {
+                        if c == '\t' {
+                            TAB.to_owned()
+                        } else {
+                            c.to_string()
+                        }
+                    })
                     .collect();
                 if window.0 > 0 {
                     shown.insert(0, '…');

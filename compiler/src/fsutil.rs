@@ -88,7 +88,10 @@ mod tests {
 
     #[test]
     fn containment_is_lexical_and_refuses_escapes() {
-        assert_eq!(contained(Path::new("a/./b/../c")), Some(PathBuf::from("a/c")));
+        assert_eq!(
+            contained(Path::new("a/./b/../c")),
+            Some(PathBuf::from("a/c"))
+        );
         assert_eq!(contained(Path::new("../x")), None);
         assert_eq!(contained(Path::new("a/../../x")), None);
         assert_eq!(contained(Path::new("/etc/passwd")), None);

@@ -20,6 +20,7 @@ pub mod diagnostic;
 pub mod fsutil;
 pub mod graph;
 pub mod inputs;
+pub mod inputs_file;
 pub mod json_spans;
 pub mod render;
 pub mod schema;
