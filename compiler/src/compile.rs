@@ -791,6 +791,7 @@ impl Unit<'_> {
                 self.out.push(d);
             }
         }
+        self.probe_escaping(file, &set, &inputs, &base);
         let frozen = set.freeze();
         let sources: Vec<(String, String)> = frozen.sources().into_iter().collect();
         for (name, text) in &sources {
@@ -807,6 +808,66 @@ impl Unit<'_> {
             default_graph,
             sources,
         ))
+    }
+
+    /// Renders with each input's text replaced by strings that break out of a JSON string
+    /// when printed unescaped, and reports an input whose text then changes the graph: the
+    /// template escapes its values some other way than minijinja's JSON auto-escaping.
+    fn probe_escaping(
+        &mut self,
+        file: FileId,
+        set: &TemplateSet,
+        inputs: &[WorkflowInput],
+        base: &Map<String, Value>,
+    ) {
+        const PROBES: [&str; 2] = [r#"x", "comfyc_probe": "y"#, r#"{"comfyc_probe": [1, 0]}"#];
+        let render = |ctx: &Map<String, Value>| {
+            set.render(ctx)
+                .ok()
+                .and_then(|t| serde_json::from_str::<Value>(&t).ok())
+        };
+        let marked_ctx = crate::render::mark_free_text(inputs, base);
+        if &marked_ctx == base {
+            return;
+        }
+        let marked = render(&marked_ctx);
+        for input in inputs {
+            let Some(value) = base.get(&input.name) else {
+                continue;
+            };
+            for probe in PROBES {
+                let mut v = value.clone();
+                crate::render::map_free_text(Some(input), &mut v, &|_| probe.to_owned());
+                if &v == value {
+                    break;
+                }
+                let mut ctx = marked_ctx.clone();
+                ctx.insert(input.name.clone(), v);
+                let ok = match (&marked, render(&ctx)) {
+                    (Some(m), Some(r)) => crate::template::same_shape(m, &r).is_ok(),
+                    _ => false,
+                };
+                if !ok {
+                    self.out.push(
+                        Diagnostic::new(
+                            Code::TemplateInjection,
+                            format!(
+                                "the text of input `{}` can change the graph's structure",
+                                input.name
+                            ),
+                        )
+                        .primary(file, input.span.clone(), "this text escapes its JSON string")
+                        .note(format!(
+                            "rendered with `{} = {}`, the graph changed beyond that string",
+                            input.name,
+                            serde_json::to_string(probe).unwrap_or_default()
+                        ))
+                        .help("print values as `{{ value }}`: minijinja writes them as JSON literals; do not rework escaped output (`replace`, `safe`, string building)"),
+                    );
+                    break;
+                }
+            }
+        }
     }
 
     fn template_error(

@@ -71,6 +71,7 @@ codes! {
     // Templates.
     TemplateError = "template-error", Error, None;
     TemplateOutput = "template-output", Error, Some("invalid_prompt");
+    TemplateInjection = "template-injection", Error, None;
     // Graph structure.
     DuplicateNodeId = "duplicate-node-id", Error, Some("invalid_prompt");
     LinkMissingNode = "link-missing-node", Error, Some("exception_during_validation");
