@@ -100,6 +100,7 @@ codes! {
     InputInvalid = "input-invalid", Error, None;
     OutputNotOutputNode = "output-not-output-node", Error, None;
     // Lints.
+    PartnerNode = "partner-node", Warning, None;
     HardcodedSeed = "hardcoded-seed", Warning, None;
     UnreachableNode = "unreachable-node", Warning, None;
     Base64Blob = "base64-blob", Warning, None;
@@ -132,6 +133,10 @@ pub struct Diagnostic {
     pub labels: Vec<Label>,
     pub help: Option<String>,
     pub notes: Vec<String>,
+    /// The error type ComfyUI answers for this very problem, if it answers one: the code's
+    /// [`Code::comfy_error_type`] unless the check knows better (a broken link below the
+    /// output node, a problem on a node ComfyUI never validates).
+    pub comfy_error_type: Option<&'static str>,
 }
 
 impl Diagnostic {
@@ -143,7 +148,14 @@ impl Diagnostic {
             labels: Vec::new(),
             help: None,
             notes: Vec::new(),
+            comfy_error_type: code.comfy_error_type(),
         }
+    }
+
+    /// Sets the error type ComfyUI answers for this problem (`None`: it accepts the prompt).
+    pub fn with_comfy_error_type(mut self, ty: Option<&'static str>) -> Self {
+        self.comfy_error_type = ty;
+        self
     }
 
     pub fn with_severity(mut self, severity: Severity) -> Self {
@@ -485,7 +497,7 @@ pub fn to_json(diag: &Diagnostic, sources: &SourceMap) -> serde_json::Value {
         code: diag.code.as_str(),
         severity: diag.severity,
         message: &diag.message,
-        comfy_error_type: diag.code.comfy_error_type(),
+        comfy_error_type: diag.comfy_error_type,
         labels,
         help: diag.help.as_deref(),
         notes: &diag.notes,
