@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::{Args, CommandFactory, Parser, Subcommand, ValueEnum};
 use serde_json::{Map, Value, json};
 
 use comfyc::catalogue::{Catalogue, normalize_snapshot};
@@ -117,6 +117,25 @@ enum Command {
     /// Work with the node catalogue snapshot.
     #[command(subcommand)]
     Nodes(NodesCommand),
+    /// Print a shell completion script.
+    ///
+    /// Install for bash: `comfyc completions bash > ~/.local/share/bash-completion/completions/comfyc`;
+    /// zsh: `comfyc completions zsh > ~/.zfunc/_comfyc` (with `~/.zfunc` in `fpath`);
+    /// fish: `comfyc completions fish > ~/.config/fish/completions/comfyc.fish`.
+    Completions {
+        /// The shell to complete for.
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Write man pages: `comfyc.1` and one per subcommand (`comfyc-check.1`, ...).
+    ///
+    /// Install with `comfyc man --out ~/.local/share/man/man1`, then `man comfyc`. Without
+    /// `--out`, the page of `comfyc` itself is printed.
+    Man {
+        /// Folder to write the pages into.
+        #[arg(long, short, value_name = "DIR")]
+        out: Option<PathBuf>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -126,6 +145,24 @@ enum NodesCommand {
     /// Written to the repository's catalogue path (see `catalogue` in comfyc.toml) unless
     /// `--out` is given, so a ComfyUI upgrade becomes a reviewable diff.
     Pull(PullArgs),
+    /// Compare two catalogue snapshots: classes, inputs and options that changed, and which
+    /// workflows of the repository the new snapshot breaks.
+    ///
+    /// Every workflow is compiled against OLD and against NEW; one that compiles with OLD and
+    /// has errors with NEW is broken by the upgrade, and its errors are shown. Exit status 1
+    /// when any workflow breaks.
+    Diff(DiffArgs),
+}
+
+#[derive(Args)]
+struct DiffArgs {
+    /// The snapshot in use (for example the committed `nodes/object_info.json`).
+    old: PathBuf,
+    /// The snapshot to compare it with (for example one saved with `nodes pull --out`).
+    new: PathBuf,
+    /// Workflow repository whose workflows to check (default: --dir, or the nearest one
+    /// upward; without one only the snapshots are compared).
+    dir: Option<PathBuf>,
 }
 
 #[derive(Args)]
@@ -190,7 +227,13 @@ pub fn main() -> ExitCode {
             graph_only,
         } => repo_dir(cli.dir)
             .and_then(|d| ctx.render(&d, &name, inputs.as_deref(), line, &set, graph_only)),
+        Command::Completions { shell } => completions(shell),
+        Command::Man { out: dir } => man(dir.as_deref()),
         Command::Nodes(NodesCommand::Pull(args)) => ctx.pull(cli.dir, &args),
+        Command::Nodes(NodesCommand::Diff(args)) => {
+            let dir = args.dir.clone().or(cli.dir);
+            ctx.diff(dir, &args)
+        }
     };
     match result {
         Ok(code) => code,
@@ -450,6 +493,100 @@ impl Ctx {
         Ok(ExitCode::SUCCESS)
     }
 
+    fn diff(&self, dir: Option<PathBuf>, args: &DiffArgs) -> Result<ExitCode, Fatal> {
+        let read = |p: &Path| -> Result<(String, Catalogue), Fatal> {
+            let text = std::fs::read_to_string(p)
+                .map_err(|e| Fatal::new(format!("cannot read `{}`: {e}", p.display())))?;
+            let (cat, _) = Catalogue::from_json(&text).map_err(|e| {
+                Fatal::new(format!("`{}` is not a node catalogue: {e}", p.display()))
+            })?;
+            Ok((text, cat))
+        };
+        let (old_text, old) = read(&args.old)?;
+        let (new_text, new) = read(&args.new)?;
+        let changes = comfyc::catalogue_diff::diff(&old, &new);
+        // The repository is optional: given, or found upward, or none.
+        let repo = match dir {
+            Some(d) => Some(repo_dir(Some(d))?),
+            None => repo_dir(None).ok(),
+        };
+        let mut broken: Vec<(String, Vec<comfyc::Diagnostic>)> = Vec::new();
+        let mut sources = comfyc::source::SourceMap::new();
+        let mut checked = 0;
+        if let Some(repo) = &repo {
+            let base: Arc<dyn comfyc::Loader> = Arc::new(FsLoader::new(repo));
+            let catalogue_path = compile(base.clone()).config.catalogue;
+            let with = |text: &str| {
+                compile(Arc::new(comfyc::catalogue_diff::OverlayLoader::new(
+                    base.clone(),
+                    &catalogue_path,
+                    text,
+                )))
+            };
+            let before = with(&old_text);
+            let after = with(&new_text);
+            checked = after.definitions;
+            for f in &after.failed {
+                if before.failed.iter().any(|b| b.definition == f.definition) {
+                    continue;
+                }
+                broken.push((
+                    f.definition.display().to_string(),
+                    after.diagnostics[f.diagnostics.clone()].to_vec(),
+                ));
+            }
+            sources = after.sources;
+        }
+        if self.format == Format::Json {
+            out_json(&json!({
+                "added": changes.added,
+                "removed": changes.removed,
+                "changed": changes.changed,
+                "checked": checked,
+                "broken": broken.iter().map(|(d, diags)| json!({
+                    "definition": d,
+                    "diagnostics": diags.iter().map(|x| diagnostic::to_json(x, &sources)).collect::<Vec<_>>(),
+                })).collect::<Vec<_>>(),
+            }))?;
+        } else {
+            let mut text = format!(
+                "{} → {} node classes: {} added, {} removed, {} changed\n",
+                old.len(),
+                new.len(),
+                changes.added.len(),
+                changes.removed.len(),
+                changes.changed.len()
+            );
+            for c in &changes.added {
+                text.push_str(&format!("+ {c}\n"));
+            }
+            for c in &changes.removed {
+                text.push_str(&format!("- {c}\n"));
+            }
+            for c in &changes.changed {
+                text.push_str(&format!("~ {}\n", c.class));
+                for line in &c.changes {
+                    text.push_str(&format!("    {line}\n"));
+                }
+            }
+            if repo.is_some() {
+                text.push('\n');
+                for (definition, diags) in &broken {
+                    text.push_str(&format!("broken: {definition}\n"));
+                    text.push_str(&diagnostic::render_all(diags, &sources, self.render));
+                }
+                text.push_str(&format!(
+                    "{} of {} broken by `{}`\n",
+                    plural(broken.len(), "workflow"),
+                    checked,
+                    args.new.display()
+                ));
+            }
+            out(&text)?;
+        }
+        Ok(exit(!broken.is_empty()))
+    }
+
     fn pull(&self, dir: Option<PathBuf>, args: &PullArgs) -> Result<ExitCode, Fatal> {
         let dest: Option<PathBuf> = match &args.out {
             Some(p) if p.as_os_str() == "-" => None,
@@ -592,6 +729,49 @@ fn read_inputs(path: &Path, line: Option<usize>) -> Result<Map<String, Value>, F
                 ))
             }),
     }
+}
+
+fn completions(shell: clap_complete::Shell) -> Result<ExitCode, Fatal> {
+    let mut buf = Vec::new();
+    clap_complete::generate(shell, &mut Cli::command(), "comfyc", &mut buf);
+    out(&String::from_utf8_lossy(&buf))?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `comfyc.1` and a page per subcommand, named as git names its own (`comfyc-nodes-pull.1`).
+fn man(dir: Option<&Path>) -> Result<ExitCode, Fatal> {
+    fn pages(cmd: &clap::Command, into: &mut Vec<(String, Vec<u8>)>) {
+        // After `build`, a subcommand's display name is `comfyc-nodes-pull`.
+        let name = cmd.get_display_name().unwrap_or(cmd.get_name()).to_owned();
+        let mut buf = Vec::new();
+        // Writing into memory cannot fail.
+        let _ = clap_mangen::Man::new(cmd.clone()).render(&mut buf);
+        into.push((format!("{name}.1"), buf));
+        for sub in cmd.get_subcommands().filter(|s| s.get_name() != "help") {
+            pages(sub, into);
+        }
+    }
+    let mut cmd = Cli::command();
+    cmd.build();
+    let mut all = Vec::new();
+    pages(&cmd, &mut all);
+    let Some(dir) = dir else {
+        out(&String::from_utf8_lossy(&all[0].1))?;
+        return Ok(ExitCode::SUCCESS);
+    };
+    std::fs::create_dir_all(dir)
+        .map_err(|e| Fatal::new(format!("cannot create `{}`: {e}", dir.display())))?;
+    for (name, page) in &all {
+        let path = dir.join(name);
+        write_atomic(&path, page)
+            .map_err(|e| Fatal::new(format!("cannot write `{}`: {e}", path.display())))?;
+    }
+    say(&format!(
+        "wrote {} into {}",
+        plural(all.len(), "man page"),
+        dir.display()
+    ));
+    Ok(ExitCode::SUCCESS)
 }
 
 /// Writes to stdout. A closed pipe ends the command quietly; any other write error is fatal.

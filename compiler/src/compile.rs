@@ -156,6 +156,9 @@ pub struct FailedDefinition {
     pub definition: PathBuf,
     /// How many errors it produced (those of its graph and templates included).
     pub errors: usize,
+    /// Its diagnostics: indices into [`Compilation::diagnostics`].
+    #[serde(skip)]
+    pub diagnostics: std::ops::Range<usize>,
 }
 
 impl Compilation {
@@ -207,6 +210,7 @@ pub fn compile(loader: Arc<dyn Loader>) -> Compilation {
     let model_inputs = Arc::new(model_inputs(&catalogue));
     for path in paths {
         let errors_before = c.diagnostics.iter().filter(|d| d.is_error()).count();
+        let first_diagnostic = c.diagnostics.len();
         let mut unit = Unit {
             loader: &loader,
             config: &c.config,
@@ -222,6 +226,7 @@ pub fn compile(loader: Arc<dyn Loader>) -> Compilation {
             c.failed.push(FailedDefinition {
                 definition: path.clone(),
                 errors,
+                diagnostics: first_diagnostic..c.diagnostics.len(),
             });
         }
         if let Some(w) = compiled {
@@ -241,6 +246,7 @@ pub fn compile(loader: Arc<dyn Loader>) -> Compilation {
                 c.failed.push(FailedDefinition {
                     definition: path.clone(),
                     errors: errors + 1,
+                    diagnostics: first_diagnostic..c.diagnostics.len(),
                 });
                 continue;
             }

@@ -13,6 +13,7 @@
 
 pub mod build;
 pub mod catalogue;
+pub mod catalogue_diff;
 pub mod checks;
 pub mod compile;
 pub mod definition;

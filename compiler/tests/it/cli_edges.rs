@@ -178,3 +178,124 @@ fn every_command_formats_json_alike() {
         assert_eq!(s, pretty);
     }
 }
+
+#[test]
+fn nodes_diff_names_changes_and_the_workflows_broken() {
+    let tmp = examples_copy();
+    let old = tmp.path().join("nodes/object_info.json");
+    let mut cat: Value = serde_json::from_str(&std::fs::read_to_string(&old).unwrap_or_default())
+        .unwrap_or_default();
+    // An upgrade that drops a sampler option txt2img offers, lowers EmptyImage's maximum
+    // width under what solid-color allows, and adds a class.
+    if let Some(opts) = cat
+        .pointer_mut("/KSampler/input/required/sampler_name/0")
+        .and_then(Value::as_array_mut)
+    {
+        opts.retain(|o| o != "dpmpp_2m");
+    }
+    cat["EmptyImage"]["input"]["required"]["width"][1]["max"] = 1024.into();
+    cat["BrandNewNode"] = cat["ImageInvert"].clone();
+    let new = tmp.path().join("new.json");
+    std::fs::write(&new, serde_json::to_string(&cat).unwrap_or_default())
+        .unwrap_or_else(|e| panic!("{e}"));
+    let args = [
+        "nodes",
+        "diff",
+        "nodes/object_info.json",
+        new.to_str().unwrap_or_default(),
+    ];
+    let o = comfyc(tmp.path(), &args);
+    let s = text(&o.stdout);
+    assert_eq!(o.status.code(), Some(1), "{s}{}", text(&o.stderr));
+    for want in [
+        "496 → 497 node classes: 1 added, 0 removed, 2 changed",
+        "+ BrandNewNode",
+        "~ EmptyImage\n    input `width`: maximum 16384 → 1024",
+        "~ KSampler\n    input `sampler_name`: 1 option removed: \"dpmpp_2m\"",
+        "broken: workflows/solid-color.toml\nerror[range-widened]",
+        "broken: workflows/txt2img.toml\nerror[option-not-accepted]",
+        "2 workflows of 5 broken by",
+    ] {
+        assert!(s.contains(want), "missing {want:?} in:\n{s}");
+    }
+    let mut json_args = args.to_vec();
+    json_args.extend(["--format", "json"]);
+    let o = comfyc(tmp.path(), &json_args);
+    let v: Value = serde_json::from_slice(&o.stdout).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(v["added"], serde_json::json!(["BrandNewNode"]));
+    assert_eq!(v["broken"].as_array().map(Vec::len), Some(2));
+    assert_eq!(
+        v["broken"][1]["diagnostics"][0]["code"],
+        "option-not-accepted"
+    );
+    // The same snapshot twice: nothing changed, nothing broken, exit 0.
+    let o = comfyc(
+        tmp.path(),
+        &[
+            "nodes",
+            "diff",
+            "nodes/object_info.json",
+            "nodes/object_info.json",
+        ],
+    );
+    assert_eq!(o.status.code(), Some(0));
+    assert!(
+        text(&o.stdout).contains("0 workflows of 5 broken"),
+        "{}",
+        text(&o.stdout)
+    );
+}
+
+#[test]
+fn completions_and_man_pages() {
+    let root = repo_root();
+    for (shell, marker) in [
+        ("bash", "complete -F _comfyc"),
+        ("zsh", "#compdef comfyc"),
+        ("fish", "complete -c comfyc"),
+    ] {
+        let o = comfyc(&root, &["completions", shell]);
+        assert_eq!(o.status.code(), Some(0));
+        let s = text(&o.stdout);
+        assert!(s.contains(marker) && s.contains("render"), "{shell}:\n{s}");
+    }
+    let o = comfyc(&root, &["man"]);
+    assert!(text(&o.stdout).starts_with(".ie") && text(&o.stdout).contains(".TH comfyc 1"));
+    let tmp = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let o = comfyc(
+        &root,
+        &["man", "--out", tmp.path().to_str().unwrap_or_default()],
+    );
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o.stderr));
+    for page in [
+        "comfyc.1",
+        "comfyc-check.1",
+        "comfyc-render.1",
+        "comfyc-nodes-diff.1",
+    ] {
+        let t = std::fs::read_to_string(tmp.path().join(page)).unwrap_or_default();
+        assert!(t.contains(".SH NAME"), "{page}: {t}");
+    }
+}
+
+#[test]
+fn render_picks_the_highest_version_by_number() {
+    // `1.10` is above `1.2a`: the library's one version order, as the daemon will use.
+    let tmp = examples_copy();
+    let wf = tmp.path().join("workflows");
+    let t = std::fs::read_to_string(wf.join("solid-color.toml")).unwrap_or_default();
+    for v in ["1.2a", "1.10", "1.9"] {
+        std::fs::write(
+            wf.join(format!("solid-color-{v}.toml")),
+            t.replace("version = \"1.0.0\"", &format!("version = \"{v}\"")),
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+    }
+    let o = comfyc(tmp.path(), &["schema", "solid-color"]);
+    let v: Value = serde_json::from_slice(&o.stdout).unwrap_or_else(|e| panic!("{e}"));
+    assert!(
+        v.to_string().contains("solid-color@1.10"),
+        "{}",
+        serde_json::to_string_pretty(&v).unwrap_or_default()
+    );
+}
