@@ -26,6 +26,8 @@ Examples:
   comfyc build --out build/            write graphs, input schemas and an index
   comfyc render txt2img --set prompt='a red fox' --set steps=30 | curl -d @- http://127.0.0.1:8188/prompt
   comfyc nodes pull --url http://127.0.0.1:8188
+  comfyc nodes diff nodes/object_info.json new.json   what a ComfyUI upgrade would break
+  comfyc completions bash > ~/.local/share/bash-completion/completions/comfyc
 
 Exit status: 0 clean (warnings allowed), 1 errors found, 2 usage or I/O error.";
 
@@ -93,8 +95,8 @@ enum Command {
     },
     /// Render one workflow with inputs into the request body for ComfyUI's `POST /prompt`.
     ///
-    /// Inputs come from a file (`--inputs`: JSON, or TOML with the values at the top level or
-    /// under `[inputs]`, as in a job file) and from `--set`, which wins. Absent seed inputs
+    /// Inputs come from a file (`--inputs`: JSON, TOML or JSON Lines, with the values at the
+    /// top level or under `inputs`, as in a job file) and from `--set`, which wins. Absent seed inputs
     /// get a random value, reported on stderr.
     Render {
         /// Workflow name, or NAME@VERSION.
