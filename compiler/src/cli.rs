@@ -243,7 +243,12 @@ pub fn main() -> ExitCode {
         Err(f) => {
             let mut err = std::io::stderr().lock();
             if ctx.format == Format::Json {
-                let _ = writeln!(err, "{}", json!({"error": f.message, "help": f.help}));
+                let doc = json!({"error": f.message, "help": f.help});
+                let _ = writeln!(
+                    err,
+                    "{}",
+                    serde_json::to_string_pretty(&doc).unwrap_or_default()
+                );
             } else {
                 let _ = writeln!(err, "error: {}", f.message);
                 if let Some(h) = f.help {
