@@ -61,6 +61,10 @@ pub enum InputKind {
         options: Vec<Value>,
         default: Option<Value>,
         multiselect: bool,
+        /// Declared as the type name `"COMBO"` (the V3 node schema) rather than as a bare
+        /// option list: ComfyUI 0.3.x does not check these options when a prompt is
+        /// submitted, only when the node runs.
+        typed: bool,
     },
     /// An input fed by another node's output: one of these types (`*` accepts anything).
     Link {
@@ -401,6 +405,7 @@ fn parse_input(
                 options: options.clone(),
                 default,
                 multiselect: flag("multiselect"),
+                typed: false,
             },
             Value::String(t) => match t.as_str() {
                 "INT" => InputKind::Int {
@@ -428,6 +433,7 @@ fn parse_input(
                         .unwrap_or_default(),
                     default,
                     multiselect: flag("multiselect"),
+                    typed: true,
                 },
                 other => InputKind::Link {
                     types: other

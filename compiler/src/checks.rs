@@ -50,6 +50,12 @@ impl GraphCheck<'_> {
     pub fn run(&self) -> Vec<Diagnostic> {
         let mut out = Vec::new();
         self.duplicates(&mut out);
+        // Where a link is malformed, what depends on what is a guess: keep every error then.
+        let reached = if self.links_unreadable() {
+            None
+        } else {
+            self.reached()
+        };
         for (id, node) in &self.graph.nodes {
             let Some(class) = self.catalogue.get(&node.class_type) else {
                 let mut d = Diagnostic::new(
@@ -73,7 +79,38 @@ impl GraphCheck<'_> {
                 out.push(d);
                 continue;
             };
+            let before = out.len();
+            if class.api_node {
+                out.push(
+                    Diagnostic::new(
+                        Code::PartnerNode,
+                        format!(
+                            "node `{id}` ({}) is a partner node: it runs on a paid remote service",
+                            class.name
+                        ),
+                    )
+                    .primary(self.file, self.node_key(id), "paid per run")
+                    .note("ComfyUI sends it to the partner's API with the account key the prompt carries (`extra_data.api_key_comfy_org`), and each run is billed to that account"),
+                );
+            }
             self.node_inputs(id, node, class, &mut out);
+            for d in &mut out[before..] {
+                // ComfyUI follows links from each output node down; an exception while
+                // following a node's links is "inner" unless that node is the output itself.
+                if matches!(d.code, Code::LinkMissingNode | Code::LinkBadSlot) && !class.output_node
+                {
+                    d.comfy_error_type = Some("exception_during_inner_validation");
+                }
+                // It validates only what an output node depends on: a problem elsewhere
+                // does not stop the prompt, since that node never runs.
+                if d.is_error() && reached.as_ref().is_some_and(|r| !r.contains(id.as_str())) {
+                    d.severity = Severity::Warning;
+                    d.comfy_error_type = None;
+                    d.notes.push(format!(
+                        "node `{id}` feeds no output node, so ComfyUI neither checks nor runs it"
+                    ));
+                }
+            }
         }
         self.cycles(&mut out);
         // After a broken link or node, "unreachable" warnings are only noise.
@@ -394,6 +431,54 @@ impl GraphCheck<'_> {
         d
     }
 
+    /// Whether some link cannot be read: a malformed one, a literal where the catalogue
+    /// expects a link, or a node that did not parse.
+    fn links_unreadable(&self) -> bool {
+        if !self.graph.broken.is_empty() || self.graph.root_invalid {
+            return true;
+        }
+        self.graph.nodes.values().any(|n| {
+            let class = self.catalogue.get(&n.class_type);
+            n.inputs.iter().any(|(name, v)| match classify(v) {
+                InputValue::BadLink(_) => true,
+                InputValue::Literal(_) => class
+                    .and_then(|c| c.input(name))
+                    .is_some_and(|spec| matches!(spec.kind, InputKind::Link { .. })),
+                InputValue::Link { .. } => false,
+            })
+        })
+    }
+
+    /// The nodes some output node depends on; `None` when the graph has no output node (then
+    /// nothing runs, and every problem stays an error).
+    fn reached(&self) -> Option<HashSet<&str>> {
+        let outputs: Vec<&str> = self
+            .graph
+            .nodes
+            .iter()
+            .filter(|(_, n)| {
+                self.catalogue
+                    .get(&n.class_type)
+                    .is_some_and(|c| c.output_node)
+            })
+            .map(|(id, _)| id.as_str())
+            .collect();
+        if outputs.is_empty() {
+            return None;
+        }
+        let mut reached: HashSet<&str> = HashSet::new();
+        let mut stack = outputs;
+        while let Some(id) = stack.pop() {
+            if !reached.insert(id) {
+                continue;
+            }
+            if let Some(node) = self.graph.nodes.get(id) {
+                stack.extend(self.graph.links_of(node).map(|(_, src, _)| src));
+            }
+        }
+        Some(reached)
+    }
+
     fn outputs_and_reachability(&self, out: &mut Vec<Diagnostic>, broken: bool) {
         let outputs: Vec<&str> = self
             .graph
@@ -503,6 +588,9 @@ pub struct ValueProblem {
     pub message: String,
     pub label: String,
     pub help: Option<String>,
+    pub note: Option<String>,
+    /// What ComfyUI answers at submit time (`None`: it accepts the prompt).
+    pub comfy_error_type: Option<&'static str>,
 }
 
 impl ValueProblem {
@@ -513,14 +601,18 @@ impl ValueProblem {
             message,
             label: label.into(),
             help: None,
+            note: None,
+            comfy_error_type: code.comfy_error_type(),
         }
     }
 
     pub fn into_diagnostic(self, what: String, file: FileId, span: Range<usize>) -> Diagnostic {
         let mut d = Diagnostic::new(self.code, format!("{what} {}", self.message))
             .with_severity(self.severity)
+            .with_comfy_error_type(self.comfy_error_type)
             .primary(file, span, self.label);
         d.help = self.help;
+        d.notes.extend(self.note);
         d
     }
 }
@@ -540,13 +632,23 @@ pub fn check_literal(spec: &InputSpec, v: &Value, models: &[ModelDecl]) -> Optio
             let Some(n) = as_int(v) else {
                 return wrong("an integer");
             };
-            range_problem(
-                n as f64,
-                min.map(|m| m as f64),
-                max.map(|m| m as f64),
-                || n.to_string(),
-                |x| format!("{}", x as i128),
-            )
+            // Compared as integers: through f64, 2^64 and the seed maximum 2^64 - 1 are
+            // the same number.
+            if let Some(m) = min.filter(|m| n < *m) {
+                return Some(ValueProblem::new(
+                    Code::ValueTooSmall,
+                    format!("is {n}, below its minimum {m}"),
+                    format!("smallest allowed is {m}"),
+                ));
+            }
+            if let Some(m) = max.filter(|m| n > *m) {
+                return Some(ValueProblem::new(
+                    Code::ValueTooLarge,
+                    format!("is {n}, above its maximum {m}"),
+                    format!("largest allowed is {m}"),
+                ));
+            }
+            None
         }
         InputKind::Float { min, max, .. } => {
             let Some(n) = v.as_f64() else {
@@ -559,6 +661,7 @@ pub fn check_literal(spec: &InputSpec, v: &Value, models: &[ModelDecl]) -> Optio
         InputKind::Combo {
             options,
             multiselect,
+            typed,
             ..
         } => {
             if *multiselect || options.contains(v) {
@@ -599,6 +702,12 @@ pub fn check_literal(spec: &InputSpec, v: &Value, models: &[ModelDecl]) -> Optio
                 format!("does not accept {sv}"),
                 "not one of the options",
             );
+            if *typed {
+                p.note = Some(
+                    "ComfyUI accepts this value when the prompt is submitted (it does not check the options of inputs typed `COMBO`), and the node fails when it runs".into(),
+                );
+                p.comfy_error_type = None;
+            }
             if options.is_empty() {
                 p.severity = Severity::Warning;
                 p.message = format!("has no options in the catalogue, so {sv} cannot be checked");

@@ -6,13 +6,14 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::{Args, CommandFactory, Parser, Subcommand, ValueEnum};
 use serde_json::{Map, Value, json};
 
 use comfyc::catalogue::{Catalogue, normalize_snapshot};
 use comfyc::compile::{CONFIG_FILE, Compilation};
 use comfyc::definition::InputType;
 use comfyc::diagnostic::{self, RenderOptions};
+use comfyc::fsutil::write_atomic;
 use comfyc::{FsLoader, Workflow, compile};
 
 const AFTER_HELP: &str = "\
@@ -25,6 +26,8 @@ Examples:
   comfyc build --out build/            write graphs, input schemas and an index
   comfyc render txt2img --set prompt='a red fox' --set steps=30 | curl -d @- http://127.0.0.1:8188/prompt
   comfyc nodes pull --url http://127.0.0.1:8188
+  comfyc nodes diff nodes/object_info.json new.json   what a ComfyUI upgrade would break
+  comfyc completions bash > ~/.local/share/bash-completion/completions/comfyc
 
 Exit status: 0 clean (warnings allowed), 1 errors found, 2 usage or I/O error.";
 
@@ -92,17 +95,21 @@ enum Command {
     },
     /// Render one workflow with inputs into the request body for ComfyUI's `POST /prompt`.
     ///
-    /// Inputs come from a file (`--inputs`: JSON, or TOML with the values at the top level or
-    /// under `[inputs]`, as in a job file) and from `--set`, which wins. Absent seed inputs
+    /// Inputs come from a file (`--inputs`: JSON, TOML or JSON Lines, with the values at the
+    /// top level or under `inputs`, as in a job file) and from `--set`, which wins. Absent seed inputs
     /// get a random value, reported on stderr.
     Render {
         /// Workflow name, or NAME@VERSION.
         name: String,
-        /// File with input values (JSON or TOML).
+        /// File with input values: JSON, TOML, or JSON Lines (`.jsonl`, one set a line).
         #[arg(long, short, value_name = "FILE")]
         inputs: Option<PathBuf>,
+        /// The line of a JSON Lines `--inputs` file to render, when it holds several.
+        #[arg(long, value_name = "N", requires = "inputs")]
+        line: Option<usize>,
         /// Set one input: `--set prompt='a red fox'`, `--set steps=30`. Values of string-like
-        /// inputs are taken as text; others are parsed as JSON.
+        /// inputs are taken as text; others are parsed as JSON, else as a TOML value
+        /// (`--set color=0xff0000`).
         #[arg(long = "set", short = 's', value_name = "NAME=VALUE")]
         set: Vec<String>,
         /// Print only the graph, not the `{"prompt": ...}` request body.
@@ -112,6 +119,25 @@ enum Command {
     /// Work with the node catalogue snapshot.
     #[command(subcommand)]
     Nodes(NodesCommand),
+    /// Print a shell completion script.
+    ///
+    /// Install for bash: `comfyc completions bash > ~/.local/share/bash-completion/completions/comfyc`;
+    /// zsh: `comfyc completions zsh > ~/.zfunc/_comfyc` (with `~/.zfunc` in `fpath`);
+    /// fish: `comfyc completions fish > ~/.config/fish/completions/comfyc.fish`.
+    Completions {
+        /// The shell to complete for.
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Write man pages: `comfyc.1` and one per subcommand (`comfyc-check.1`, ...).
+    ///
+    /// Install with `comfyc man --out ~/.local/share/man/man1`, then `man comfyc`. Without
+    /// `--out`, the page of `comfyc` itself is printed.
+    Man {
+        /// Folder to write the pages into.
+        #[arg(long, short, value_name = "DIR")]
+        out: Option<PathBuf>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -121,6 +147,24 @@ enum NodesCommand {
     /// Written to the repository's catalogue path (see `catalogue` in comfyc.toml) unless
     /// `--out` is given, so a ComfyUI upgrade becomes a reviewable diff.
     Pull(PullArgs),
+    /// Compare two catalogue snapshots: classes, inputs and options that changed, and which
+    /// workflows of the repository the new snapshot breaks.
+    ///
+    /// Every workflow is compiled against OLD and against NEW; one that compiles with OLD and
+    /// has errors with NEW is broken by the upgrade, and its errors are shown. Exit status 1
+    /// when any workflow breaks.
+    Diff(DiffArgs),
+}
+
+#[derive(Args)]
+struct DiffArgs {
+    /// The snapshot in use (for example the committed `nodes/object_info.json`).
+    old: PathBuf,
+    /// The snapshot to compare it with (for example one saved with `nodes pull --out`).
+    new: PathBuf,
+    /// Workflow repository whose workflows to check (default: --dir, or the nearest one
+    /// upward; without one only the snapshots are compared).
+    dir: Option<PathBuf>,
 }
 
 #[derive(Args)]
@@ -140,6 +184,9 @@ struct PullArgs {
 struct Fatal {
     message: String,
     help: Option<String>,
+    /// The reader of stdout went away (`comfyc render | head -1`): stop without a word, as
+    /// `cat` and ripgrep do.
+    quiet: bool,
 }
 
 impl Fatal {
@@ -147,6 +194,7 @@ impl Fatal {
         Self {
             message: message.into(),
             help: None,
+            quiet: false,
         }
     }
 
@@ -176,18 +224,31 @@ pub fn main() -> ExitCode {
         Command::Render {
             name,
             inputs,
+            line,
             set,
             graph_only,
         } => repo_dir(cli.dir)
-            .and_then(|d| ctx.render(&d, &name, inputs.as_deref(), &set, graph_only)),
+            .and_then(|d| ctx.render(&d, &name, inputs.as_deref(), line, &set, graph_only)),
+        Command::Completions { shell } => completions(shell),
+        Command::Man { out: dir } => man(dir.as_deref()),
         Command::Nodes(NodesCommand::Pull(args)) => ctx.pull(cli.dir, &args),
+        Command::Nodes(NodesCommand::Diff(args)) => {
+            let dir = args.dir.clone().or(cli.dir);
+            ctx.diff(dir, &args)
+        }
     };
     match result {
         Ok(code) => code,
+        Err(f) if f.quiet => ExitCode::SUCCESS,
         Err(f) => {
             let mut err = std::io::stderr().lock();
             if ctx.format == Format::Json {
-                let _ = writeln!(err, "{}", json!({"error": f.message, "help": f.help}));
+                let doc = json!({"error": f.message, "help": f.help});
+                let _ = writeln!(
+                    err,
+                    "{}",
+                    serde_json::to_string_pretty(&doc).unwrap_or_default()
+                );
             } else {
                 let _ = writeln!(err, "error: {}", f.message);
                 if let Some(h) = f.help {
@@ -238,15 +299,17 @@ impl Ctx {
     }
 
     /// Prints diagnostics: for people on stderr (or stdout for `check`), for tools as JSON.
-    fn report(&self, c: &Compilation, to_stdout: bool) {
+    fn report(&self, c: &Compilation, to_stdout: bool) -> Result<(), Fatal> {
         if self.format == Format::Json {
-            return;
+            return Ok(());
         }
         let text = diagnostic::render_all(&c.diagnostics, &c.sources, self.render);
         if to_stdout {
-            print!("{text}");
+            out(&text)
         } else {
-            eprint!("{text}");
+            let mut stderr = std::io::stderr().lock();
+            let _ = stderr.write_all(text.as_bytes());
+            Ok(())
         }
     }
 
@@ -263,77 +326,72 @@ impl Ctx {
         let c = self.compile(dir);
         let (errors, warnings) = diagnostic::count(&c.diagnostics);
         if self.format == Format::Json {
-            println!(
-                "{}",
-                serde_json::to_string_pretty(&json!({
-                    "definitions": c.definitions,
-                    "workflows": c.workflows.iter().map(Workflow::id).collect::<Vec<_>>(),
-                    "errors": errors,
-                    "warnings": warnings,
-                    "diagnostics": Self::diagnostics_json(&c),
-                }))
-                .unwrap_or_default()
-            );
+            out_json(&json!({
+                "definitions": c.definitions,
+                "workflows": c.workflows.iter().map(Workflow::id).collect::<Vec<_>>(),
+                "failed": c.failed.iter().map(|f| json!({
+                    "definition": f.definition.display().to_string(),
+                    "errors": f.errors,
+                })).collect::<Vec<_>>(),
+                "errors": errors,
+                "warnings": warnings,
+                "diagnostics": Self::diagnostics_json(&c),
+            }))?;
         } else {
-            self.report(&c, true);
-            println!(
-                "checked {}: {}, {}",
+            self.report(&c, true)?;
+            out(&format!(
+                "checked {}: {}, {}\n",
                 plural(c.definitions, "workflow"),
                 plural(errors, "error"),
                 plural(warnings, "warning")
-            );
+            ))?;
         }
         Ok(exit(errors > 0 || (deny_warnings && warnings > 0)))
     }
 
-    fn build(&self, dir: &Path, out: &Path) -> Result<ExitCode, Fatal> {
+    fn build(&self, dir: &Path, out_dir: &Path) -> Result<ExitCode, Fatal> {
         let c = self.compile(dir);
         let (errors, warnings) = diagnostic::count(&c.diagnostics);
-        self.report(&c, false);
+        self.report(&c, false)?;
         if errors > 0 {
             if self.format == Format::Json {
-                println!(
-                    "{}",
-                    json!({"errors": errors, "warnings": warnings, "diagnostics": Self::diagnostics_json(&c)})
-                );
+                out_json(
+                    &json!({"errors": errors, "warnings": warnings, "diagnostics": Self::diagnostics_json(&c)}),
+                )?;
             } else {
-                eprintln!(
+                say(&format!(
                     "build failed: {}, {}; nothing written",
                     plural(errors, "error"),
                     plural(warnings, "warning")
-                );
+                ));
             }
             return Ok(ExitCode::from(1));
         }
         let files = comfyc::build::outputs(&c);
-        std::fs::create_dir_all(out)
-            .map_err(|e| Fatal::new(format!("cannot create `{}`: {e}", out.display())))?;
+        std::fs::create_dir_all(out_dir)
+            .map_err(|e| Fatal::new(format!("cannot create `{}`: {e}", out_dir.display())))?;
         let mut changed = 0;
         for f in &files {
-            let path = out.join(&f.path);
+            let path = out_dir.join(&f.path);
             if std::fs::read_to_string(&path).ok().as_deref() == Some(f.contents.as_str()) {
                 continue;
             }
-            // Write beside, then rename: a reader never sees half a file.
-            let tmp = out.join(format!(".{}.tmp", f.path));
-            std::fs::write(&tmp, &f.contents)
-                .and_then(|()| std::fs::rename(&tmp, &path))
+            write_atomic(&path, f.contents.as_bytes())
                 .map_err(|e| Fatal::new(format!("cannot write `{}`: {e}", path.display())))?;
             changed += 1;
         }
         if self.format == Format::Json {
-            println!(
-                "{}",
-                json!({"written": files.iter().map(|f| &f.path).collect::<Vec<_>>(), "changed": changed, "warnings": warnings, "diagnostics": Self::diagnostics_json(&c)})
-            );
+            out_json(
+                &json!({"written": files.iter().map(|f| &f.path).collect::<Vec<_>>(), "changed": changed, "warnings": warnings, "diagnostics": Self::diagnostics_json(&c)}),
+            )?;
         } else {
-            eprintln!(
+            say(&format!(
                 "built {} into {} ({} changed, {})",
                 plural(c.workflows.len(), "workflow"),
-                out.display(),
+                out_dir.display(),
                 plural(changed, "file"),
                 plural(warnings, "warning")
-            );
+            ));
         }
         Ok(ExitCode::SUCCESS)
     }
@@ -345,7 +403,7 @@ impl Ctx {
             Err(msg) => {
                 let (errors, _) = diagnostic::count(&c.diagnostics);
                 if errors > 0 {
-                    self.report(c, false);
+                    self.report(c, false)?;
                     return Err(Fatal::new(msg)
                         .help("the repository has errors (above); `comfyc check` lists them"));
                 }
@@ -357,10 +415,7 @@ impl Ctx {
     fn schema(&self, dir: &Path, name: &str) -> Result<ExitCode, Fatal> {
         let c = self.compile(dir);
         let w = self.workflow(&c, name)?;
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&w.schema).unwrap_or_default()
-        );
+        out_json(&w.schema)?;
         Ok(ExitCode::SUCCESS)
     }
 
@@ -369,13 +424,14 @@ impl Ctx {
         dir: &Path,
         name: &str,
         inputs_file: Option<&Path>,
+        line: Option<usize>,
         set: &[String],
         graph_only: bool,
     ) -> Result<ExitCode, Fatal> {
         let c = self.compile(dir);
         let w = self.workflow(&c, name)?;
         let mut inputs = match inputs_file {
-            Some(p) => read_inputs(p)?,
+            Some(p) => read_inputs(p, line)?,
             None => Map::new(),
         };
         for s in set {
@@ -390,7 +446,8 @@ impl Ctx {
             let value = if text_like {
                 Value::String(v.to_owned())
             } else {
-                serde_json::from_str(v).unwrap_or_else(|_| Value::String(v.to_owned()))
+                comfyc::inputs_file::parse_set_value(v)
+                    .map_err(|e| Fatal::new(format!("`--set {s}`: {e}")))?
             };
             inputs.insert(k.to_owned(), value);
         }
@@ -398,46 +455,147 @@ impl Ctx {
             Ok(r) => r,
             Err(errors) => {
                 if self.format == Format::Json {
-                    println!("{}", json!({"errors": errors}));
+                    out_json(&json!({"errors": errors}))?;
                 } else {
                     for e in &errors {
-                        eprintln!("error[job-input]: {}", e.message);
+                        say(&format!("error[job-input]: {}", e.message));
                         if let Some(h) = &e.help {
-                            eprintln!("  = help: {h}");
+                            say(&format!("  = help: {h}"));
                         }
                     }
-                    eprintln!(
+                    say(&format!(
                         "`comfyc schema {}` shows every input with its type and range",
                         w.id()
-                    );
+                    ));
                 }
                 return Ok(ExitCode::from(1));
             }
         };
         for s in &resolved.picked_seeds {
-            eprintln!(
+            say(&format!(
                 "seed `{s}`: picked {} (pass `--set {s}=N` to choose)",
                 resolved.values[s]
-            );
+            ));
         }
         let graph = match w.render(&resolved.values) {
             Ok(g) => g,
             Err(e) => {
-                eprintln!("error: {}", e.message);
+                if self.format == Format::Json {
+                    out_json(&json!({"errors": [e]}))?;
+                } else {
+                    say(&format!("error[job-input]: {}", e.message));
+                    if let Some(h) = &e.help {
+                        say(&format!("  = help: {h}"));
+                    }
+                }
                 return Ok(ExitCode::from(1));
             }
         };
-        let out = if graph_only {
+        let body = if graph_only {
             graph
         } else {
             json!({ "prompt": graph })
         };
-        println!("{}", serde_json::to_string_pretty(&out).unwrap_or_default());
+        out_json(&body)?;
         Ok(ExitCode::SUCCESS)
     }
 
+    fn diff(&self, dir: Option<PathBuf>, args: &DiffArgs) -> Result<ExitCode, Fatal> {
+        let read = |p: &Path| -> Result<(String, Catalogue), Fatal> {
+            let text = std::fs::read_to_string(p)
+                .map_err(|e| Fatal::new(format!("cannot read `{}`: {e}", p.display())))?;
+            let (cat, _) = Catalogue::from_json(&text).map_err(|e| {
+                Fatal::new(format!("`{}` is not a node catalogue: {e}", p.display()))
+            })?;
+            Ok((text, cat))
+        };
+        let (old_text, old) = read(&args.old)?;
+        let (new_text, new) = read(&args.new)?;
+        let changes = comfyc::catalogue_diff::diff(&old, &new);
+        // The repository is optional: given, or found upward, or none.
+        let repo = match dir {
+            Some(d) => Some(repo_dir(Some(d))?),
+            None => repo_dir(None).ok(),
+        };
+        let mut broken: Vec<(String, Vec<comfyc::Diagnostic>)> = Vec::new();
+        let mut sources = comfyc::source::SourceMap::new();
+        let mut checked = 0;
+        if let Some(repo) = &repo {
+            let base: Arc<dyn comfyc::Loader> = Arc::new(FsLoader::new(repo));
+            let catalogue_path = compile(base.clone()).config.catalogue;
+            let with = |text: &str| {
+                compile(Arc::new(comfyc::catalogue_diff::OverlayLoader::new(
+                    base.clone(),
+                    &catalogue_path,
+                    text,
+                )))
+            };
+            let before = with(&old_text);
+            let after = with(&new_text);
+            checked = after.definitions;
+            for f in &after.failed {
+                if before.failed.iter().any(|b| b.definition == f.definition) {
+                    continue;
+                }
+                broken.push((
+                    f.definition.display().to_string(),
+                    after.diagnostics[f.diagnostics.clone()].to_vec(),
+                ));
+            }
+            sources = after.sources;
+        }
+        if self.format == Format::Json {
+            out_json(&json!({
+                "added": changes.added,
+                "removed": changes.removed,
+                "changed": changes.changed,
+                "checked": checked,
+                "broken": broken.iter().map(|(d, diags)| json!({
+                    "definition": d,
+                    "diagnostics": diags.iter().map(|x| diagnostic::to_json(x, &sources)).collect::<Vec<_>>(),
+                })).collect::<Vec<_>>(),
+            }))?;
+        } else {
+            let mut text = format!(
+                "{} → {} node classes: {} added, {} removed, {} changed\n",
+                old.len(),
+                new.len(),
+                changes.added.len(),
+                changes.removed.len(),
+                changes.changed.len()
+            );
+            for c in &changes.added {
+                text.push_str(&format!("+ {c}\n"));
+            }
+            for c in &changes.removed {
+                text.push_str(&format!("- {c}\n"));
+            }
+            for c in &changes.changed {
+                text.push_str(&format!("~ {}\n", c.class));
+                for line in &c.changes {
+                    text.push_str(&format!("    {line}\n"));
+                }
+            }
+            if repo.is_some() {
+                text.push('\n');
+                for (definition, diags) in &broken {
+                    text.push_str(&format!("broken: {definition}\n"));
+                    text.push_str(&diagnostic::render_all(diags, &sources, self.render));
+                }
+                text.push_str(&format!(
+                    "{} of {} broken by `{}`\n",
+                    plural(broken.len(), "workflow"),
+                    checked,
+                    args.new.display()
+                ));
+            }
+            out(&text)?;
+        }
+        Ok(exit(!broken.is_empty()))
+    }
+
     fn pull(&self, dir: Option<PathBuf>, args: &PullArgs) -> Result<ExitCode, Fatal> {
-        let out: Option<PathBuf> = match &args.out {
+        let dest: Option<PathBuf> = match &args.out {
             Some(p) if p.as_os_str() == "-" => None,
             Some(p) => Some(p.clone()),
             None => {
@@ -489,8 +647,8 @@ impl Ctx {
         })?;
         let (catalogue, issues) = Catalogue::from_value(&value).map_err(Fatal::new)?;
         let text = normalize_snapshot(&value);
-        let Some(path) = out else {
-            print!("{text}");
+        let Some(path) = dest else {
+            out(&text)?;
             return Ok(ExitCode::SUCCESS);
         };
         let summary = match std::fs::read_to_string(&path)
@@ -518,55 +676,142 @@ impl Ctx {
             std::fs::create_dir_all(parent)
                 .map_err(|e| Fatal::new(format!("cannot create `{}`: {e}", parent.display())))?;
         }
-        let tmp = path.with_extension("json.tmp");
-        std::fs::write(&tmp, &text)
-            .and_then(|()| std::fs::rename(&tmp, &path))
+        write_atomic(&path, text.as_bytes())
             .map_err(|e| Fatal::new(format!("cannot write `{}`: {e}", path.display())))?;
         for i in &issues {
-            eprintln!(
+            say(&format!(
                 "warning: node class `{}` was not understood: {}",
                 i.class, i.message
-            );
+            ));
         }
-        eprintln!(
+        say(&format!(
             "pulled {} from {base} into {}{summary}",
             plural(catalogue.len(), "node class"),
             path.display()
-        );
+        ));
         Ok(ExitCode::SUCCESS)
     }
 }
 
-/// Reads job inputs from JSON or TOML; a job file's `inputs` table is used when present.
-fn read_inputs(path: &Path) -> Result<Map<String, Value>, Fatal> {
+/// Reads job inputs from JSON, TOML or JSONL (`line` picks a line of a JSONL file holding
+/// more than one set); a job file's `inputs` table is used when present.
+fn read_inputs(path: &Path, line: Option<usize>) -> Result<Map<String, Value>, Fatal> {
+    use comfyc::inputs_file::{Format as InputsFormat, parse};
     let text = std::fs::read_to_string(path)
         .map_err(|e| Fatal::new(format!("cannot read `{}`: {e}", path.display())))?;
-    let value: Value = if path.extension().is_some_and(|e| e == "toml") {
-        let t: toml::Table = toml::from_str(&text).map_err(|e| {
-            Fatal::new(format!(
-                "`{}` is not valid TOML: {}",
-                path.display(),
-                e.message().trim()
-            ))
-        })?;
-        comfyc::inputs::toml_to_json(&toml::Value::Table(t))
-    } else {
-        serde_json::from_str(&text)
-            .map_err(|e| Fatal::new(format!("`{}` is not valid JSON: {e}", path.display())))?
-    };
-    let value = match value {
-        Value::Object(mut m) if m.get("inputs").is_some_and(Value::is_object) => {
-            m.remove("inputs").unwrap_or_default()
-        }
-        v => v,
-    };
-    match value {
-        Value::Object(m) => Ok(m),
-        _ => Err(Fatal::new(format!(
-            "`{}` must hold a table of input values",
+    let format = InputsFormat::of(&path.to_string_lossy());
+    let mut sets = parse(format, &text).map_err(|e| {
+        let what = match format {
+            InputsFormat::Toml => "TOML input values",
+            InputsFormat::Json => "JSON input values",
+            InputsFormat::Jsonl => "JSON Lines of input values",
+        };
+        Fatal::new(format!("`{}` is not valid {what}: {e}", path.display()))
+    })?;
+    match (line, sets.len()) {
+        (None, 1) => Ok(sets.remove(0).values),
+        (None, 0) => Err(Fatal::new(format!(
+            "`{}` holds no input values",
             path.display()
         ))),
+        (None, n) => Err(Fatal::new(format!(
+            "`{}` holds {n} sets of input values",
+            path.display()
+        ))
+        .help(format!(
+            "pick one with `--line N`: lines {}",
+            sets.iter()
+                .map(|s| s.line.to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ))),
+        (Some(n), _) => sets
+            .into_iter()
+            .find(|s| s.line == n)
+            .map(|s| s.values)
+            .ok_or_else(|| {
+                Fatal::new(format!(
+                    "line {n} of `{}` holds no input values",
+                    path.display()
+                ))
+            }),
     }
+}
+
+fn completions(shell: clap_complete::Shell) -> Result<ExitCode, Fatal> {
+    let mut buf = Vec::new();
+    clap_complete::generate(shell, &mut Cli::command(), "comfyc", &mut buf);
+    out(&String::from_utf8_lossy(&buf))?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `comfyc.1` and a page per subcommand, named as git names its own (`comfyc-nodes-pull.1`).
+fn man(dir: Option<&Path>) -> Result<ExitCode, Fatal> {
+    fn pages(cmd: &clap::Command, into: &mut Vec<(String, Vec<u8>)>) {
+        // After `build`, a subcommand's display name is `comfyc-nodes-pull`.
+        let name = cmd.get_display_name().unwrap_or(cmd.get_name()).to_owned();
+        let mut buf = Vec::new();
+        // Writing into memory cannot fail.
+        let _ = clap_mangen::Man::new(cmd.clone()).render(&mut buf);
+        into.push((format!("{name}.1"), buf));
+        for sub in cmd.get_subcommands().filter(|s| s.get_name() != "help") {
+            pages(sub, into);
+        }
+    }
+    let mut cmd = Cli::command();
+    cmd.build();
+    let mut all = Vec::new();
+    pages(&cmd, &mut all);
+    let Some(dir) = dir else {
+        out(&String::from_utf8_lossy(&all[0].1))?;
+        return Ok(ExitCode::SUCCESS);
+    };
+    std::fs::create_dir_all(dir)
+        .map_err(|e| Fatal::new(format!("cannot create `{}`: {e}", dir.display())))?;
+    for (name, page) in &all {
+        let path = dir.join(name);
+        write_atomic(&path, page)
+            .map_err(|e| Fatal::new(format!("cannot write `{}`: {e}", path.display())))?;
+    }
+    say(&format!(
+        "wrote {} into {}",
+        plural(all.len(), "man page"),
+        dir.display()
+    ));
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Writes to stdout. A closed pipe ends the command quietly; any other write error is fatal.
+fn out(text: &str) -> Result<(), Fatal> {
+    let mut stdout = std::io::stdout().lock();
+    stdout
+        .write_all(text.as_bytes())
+        .and_then(|()| stdout.flush())
+        .map_err(|e| {
+            if e.kind() == std::io::ErrorKind::BrokenPipe {
+                Fatal {
+                    quiet: true,
+                    ..Fatal::new("stdout was closed")
+                }
+            } else {
+                Fatal::new(format!("cannot write to stdout: {e}"))
+            }
+        })
+}
+
+/// Prints a JSON document on stdout: every command formats its JSON the same way (pretty,
+/// two-space indent, one trailing newline).
+fn out_json(value: &Value) -> Result<(), Fatal> {
+    let mut text = serde_json::to_string_pretty(value).unwrap_or_default();
+    text.push('\n');
+    out(&text)
+}
+
+/// Writes to stderr; when stderr is gone there is no one left to tell, so errors are ignored.
+fn say(text: &str) {
+    let mut stderr = std::io::stderr().lock();
+    let _ = stderr.write_all(text.as_bytes());
+    let _ = stderr.write_all(b"\n");
 }
 
 fn exit(failed: bool) -> ExitCode {

@@ -145,6 +145,20 @@ pub struct Compilation {
     pub catalogue: Option<Catalogue>,
     /// Definition files found.
     pub definitions: usize,
+    /// Definitions that yielded no workflow, in path order.
+    pub failed: Vec<FailedDefinition>,
+}
+
+/// A definition that did not compile.
+#[derive(Debug, Clone, Serialize)]
+pub struct FailedDefinition {
+    /// Its path in the repository.
+    pub definition: PathBuf,
+    /// How many errors it produced (those of its graph and templates included).
+    pub errors: usize,
+    /// Its diagnostics: indices into [`Compilation::diagnostics`].
+    #[serde(skip)]
+    pub diagnostics: std::ops::Range<usize>,
 }
 
 impl Compilation {
@@ -152,44 +166,10 @@ impl Compilation {
         self.diagnostics.iter().any(Diagnostic::is_error)
     }
 
-    /// Finds a workflow by `name` (the highest version, compared as text) or `name@version`.
+    /// Finds a workflow by `name` (its highest version) or `name@version`; see
+    /// [`crate::version::find_workflow`].
     pub fn find(&self, spec: &str) -> Result<&Workflow, String> {
-        let (name, version) = match spec.split_once('@') {
-            Some((n, v)) => (n, Some(v)),
-            None => (spec, None),
-        };
-        let mut matches: Vec<&Workflow> = self
-            .workflows
-            .iter()
-            .filter(|w| w.name == name && version.is_none_or(|v| w.version.as_deref() == Some(v)))
-            .collect();
-        matches.sort_by(|a, b| compare_versions(a.version.as_deref(), b.version.as_deref()));
-        matches.pop().ok_or_else(|| {
-            let known: Vec<String> = self.workflows.iter().map(Workflow::id).collect();
-            match crate::catalogue::closest(name, self.workflows.iter().map(|w| w.name.as_str())) {
-                Some(s) if s != name => format!("no workflow `{spec}`; did you mean `{s}`?"),
-                _ if known.is_empty() => {
-                    format!("no workflow `{spec}`: the repository has no workflow that compiles")
-                }
-                _ => format!("no workflow `{spec}`; known: {}", known.join(", ")),
-            }
-        })
-    }
-}
-
-/// Compares versions numerically where both are dotted numbers, else as text.
-fn compare_versions(a: Option<&str>, b: Option<&str>) -> std::cmp::Ordering {
-    let parse = |v: &str| {
-        v.split('.')
-            .map(|p| p.parse::<u64>().ok())
-            .collect::<Option<Vec<_>>>()
-    };
-    match (a, b) {
-        (Some(a), Some(b)) => match (parse(a), parse(b)) {
-            (Some(x), Some(y)) => x.cmp(&y),
-            _ => a.cmp(b),
-        },
-        (a, b) => a.cmp(&b),
+        crate::version::find_workflow(&self.workflows, spec)
     }
 }
 
@@ -229,6 +209,8 @@ pub fn compile(loader: Arc<dyn Loader>) -> Compilation {
     let mut seen: HashMap<String, PathBuf> = HashMap::new();
     let model_inputs = Arc::new(model_inputs(&catalogue));
     for path in paths {
+        let errors_before = c.diagnostics.iter().filter(|d| d.is_error()).count();
+        let first_diagnostic = c.diagnostics.len();
         let mut unit = Unit {
             loader: &loader,
             config: &c.config,
@@ -238,7 +220,16 @@ pub fn compile(loader: Arc<dyn Loader>) -> Compilation {
             sources: &mut c.sources,
             out: &mut c.diagnostics,
         };
-        if let Some(w) = unit.definition(&path) {
+        let compiled = unit.definition(&path);
+        let errors = c.diagnostics.iter().filter(|d| d.is_error()).count() - errors_before;
+        if compiled.is_none() {
+            c.failed.push(FailedDefinition {
+                definition: path.clone(),
+                errors,
+                diagnostics: first_diagnostic..c.diagnostics.len(),
+            });
+        }
+        if let Some(w) = compiled {
             let id = w.id();
             if let Some(first) = seen.get(&id) {
                 c.diagnostics.push(
@@ -252,6 +243,11 @@ pub fn compile(loader: Arc<dyn Loader>) -> Compilation {
                     )
                     .help("give one of them another `name` or `version` under `[workflow]`"),
                 );
+                c.failed.push(FailedDefinition {
+                    definition: path.clone(),
+                    errors: errors + 1,
+                    diagnostics: first_diagnostic..c.diagnostics.len(),
+                });
                 continue;
             }
             seen.insert(id, path.clone());
@@ -801,6 +797,7 @@ impl Unit<'_> {
                 self.out.push(d);
             }
         }
+        self.probe_escaping(file, &set, &inputs, &base);
         let frozen = set.freeze();
         let sources: Vec<(String, String)> = frozen.sources().into_iter().collect();
         for (name, text) in &sources {
@@ -817,6 +814,66 @@ impl Unit<'_> {
             default_graph,
             sources,
         ))
+    }
+
+    /// Renders with each input's text replaced by strings that break out of a JSON string
+    /// when printed unescaped, and reports an input whose text then changes the graph: the
+    /// template escapes its values some other way than minijinja's JSON auto-escaping.
+    fn probe_escaping(
+        &mut self,
+        file: FileId,
+        set: &TemplateSet,
+        inputs: &[WorkflowInput],
+        base: &Map<String, Value>,
+    ) {
+        const PROBES: [&str; 2] = [r#"x", "comfyc_probe": "y"#, r#"{"comfyc_probe": [1, 0]}"#];
+        let render = |ctx: &Map<String, Value>| {
+            set.render(ctx)
+                .ok()
+                .and_then(|t| serde_json::from_str::<Value>(&t).ok())
+        };
+        let marked_ctx = crate::render::mark_free_text(inputs, base);
+        if &marked_ctx == base {
+            return;
+        }
+        let marked = render(&marked_ctx);
+        for input in inputs {
+            let Some(value) = base.get(&input.name) else {
+                continue;
+            };
+            for probe in PROBES {
+                let mut v = value.clone();
+                crate::render::map_free_text(Some(input), &mut v, &|_| probe.to_owned());
+                if &v == value {
+                    break;
+                }
+                let mut ctx = marked_ctx.clone();
+                ctx.insert(input.name.clone(), v);
+                let ok = match (&marked, render(&ctx)) {
+                    (Some(m), Some(r)) => crate::template::same_shape(m, &r).is_ok(),
+                    _ => false,
+                };
+                if !ok {
+                    self.out.push(
+                        Diagnostic::new(
+                            Code::TemplateInjection,
+                            format!(
+                                "the text of input `{}` can change the graph's structure",
+                                input.name
+                            ),
+                        )
+                        .primary(file, input.span.clone(), "this text escapes its JSON string")
+                        .note(format!(
+                            "rendered with `{} = {}`, the graph changed beyond that string",
+                            input.name,
+                            serde_json::to_string(probe).unwrap_or_default()
+                        ))
+                        .help("print values as `{{ value }}`: minijinja writes them as JSON literals; do not rework escaped output (`replace`, `safe`, string building)"),
+                    );
+                    break;
+                }
+            }
+        }
     }
 
     fn template_error(

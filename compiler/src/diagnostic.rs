@@ -71,6 +71,7 @@ codes! {
     // Templates.
     TemplateError = "template-error", Error, None;
     TemplateOutput = "template-output", Error, Some("invalid_prompt");
+    TemplateInjection = "template-injection", Error, None;
     // Graph structure.
     DuplicateNodeId = "duplicate-node-id", Error, Some("invalid_prompt");
     LinkMissingNode = "link-missing-node", Error, Some("exception_during_validation");
@@ -99,6 +100,7 @@ codes! {
     InputInvalid = "input-invalid", Error, None;
     OutputNotOutputNode = "output-not-output-node", Error, None;
     // Lints.
+    PartnerNode = "partner-node", Warning, None;
     HardcodedSeed = "hardcoded-seed", Warning, None;
     UnreachableNode = "unreachable-node", Warning, None;
     Base64Blob = "base64-blob", Warning, None;
@@ -131,6 +133,10 @@ pub struct Diagnostic {
     pub labels: Vec<Label>,
     pub help: Option<String>,
     pub notes: Vec<String>,
+    /// The error type ComfyUI answers for this very problem, if it answers one: the code's
+    /// [`Code::comfy_error_type`] unless the check knows better (a broken link below the
+    /// output node, a problem on a node ComfyUI never validates).
+    pub comfy_error_type: Option<&'static str>,
 }
 
 impl Diagnostic {
@@ -142,7 +148,14 @@ impl Diagnostic {
             labels: Vec::new(),
             help: None,
             notes: Vec::new(),
+            comfy_error_type: code.comfy_error_type(),
         }
+    }
+
+    /// Sets the error type ComfyUI answers for this problem (`None`: it accepts the prompt).
+    pub fn with_comfy_error_type(mut self, ty: Option<&'static str>) -> Self {
+        self.comfy_error_type = ty;
+        self
     }
 
     pub fn with_severity(mut self, severity: Severity) -> Self {
@@ -223,6 +236,22 @@ impl Paint {
 const MAX_LINE: usize = 120;
 /// Characters of context kept before a label in a windowed line.
 const WINDOW_BEFORE: usize = 30;
+
+/// How a tab in a source line is shown (and measured, so carets line up under it).
+const TAB: &str = "    ";
+
+/// Terminal columns `s` takes when shown with tabs as [`TAB`].
+fn display_width(s: &str) -> usize {
+    s.chars()
+        .map(|c| {
+            if c == '\t' {
+                TAB.len()
+            } else {
+                unicode_width::UnicodeWidthChar::width(c).unwrap_or(0)
+            }
+        })
+        .sum()
+}
 
 /// Renders one diagnostic the way rustc and ruff do: a header, then each labelled line with
 /// carets under the span, then notes and help.
@@ -319,6 +348,13 @@ pub fn render_human(diag: &Diagnostic, sources: &SourceMap, opts: RenderOptions)
                     .chars()
                     .skip(window.0)
                     .take(window.1 - window.0)
+                    .map(|c| {
+                        if c == '\t' {
+                            TAB.to_owned()
+                        } else {
+                            c.to_string()
+                        }
+                    })
                     .collect();
                 if window.0 > 0 {
                     shown.insert(0, '…');
@@ -338,8 +374,20 @@ pub fn render_human(diag: &Diagnostic, sources: &SourceMap, opts: RenderOptions)
             let shift = usize::from(window.0 > 0);
             let start_col = start_col.clamp(window.0, window.1);
             let end_col = end_col.clamp(window.0, window.1);
-            let width = end_col.saturating_sub(start_col).max(1);
-            let start_col = start_col - window.0 + shift;
+            // Carets go under what the terminal shows: tabs as shown above, wide (CJK,
+            // emoji) characters two columns, combining marks none.
+            let before: String = text
+                .chars()
+                .skip(window.0)
+                .take(start_col - window.0)
+                .collect();
+            let inside: String = text
+                .chars()
+                .skip(start_col)
+                .take(end_col.saturating_sub(start_col))
+                .collect();
+            let width = display_width(&inside).max(1);
+            let start_col = display_width(&before) + shift;
             let (mark, color) = if label.primary {
                 ('^', sev_color)
             } else {
@@ -449,7 +497,7 @@ pub fn to_json(diag: &Diagnostic, sources: &SourceMap) -> serde_json::Value {
         code: diag.code.as_str(),
         severity: diag.severity,
         message: &diag.message,
-        comfy_error_type: diag.code.comfy_error_type(),
+        comfy_error_type: diag.comfy_error_type,
         labels,
         help: diag.help.as_deref(),
         notes: &diag.notes,

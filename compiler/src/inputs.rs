@@ -776,6 +776,58 @@ impl Resolve<'_> {
         }
     }
 
+    /// A bound node input missing from the graph while the node has a similar, unknown one
+    /// (`sampler_nme` for `sampler_name`): the value meant as the default is ignored, so the
+    /// workflow input silently became required. Says so at the input.
+    fn misspelt_graph_input(
+        &self,
+        input: &WorkflowInput,
+        bound: &[Bound<'_>],
+        out: &mut Vec<Diagnostic>,
+    ) {
+        let Some(graph) = self.graph else {
+            return;
+        };
+        for b in bound.iter().filter(|b| b.literal.is_none()) {
+            let Some(node) = graph.nodes.get(&b.binding.node) else {
+                continue;
+            };
+            let class = self.catalogue.get(&node.class_type);
+            let unknown: Vec<&str> = node
+                .inputs
+                .keys()
+                .filter(|k| class.is_some_and(|c| c.input(k).is_none()))
+                .map(String::as_str)
+                .collect();
+            let lower = b.spec.name.to_lowercase();
+            let Some(typo) = crate::catalogue::closest(&b.spec.name, unknown.iter().copied())
+                .or_else(|| {
+                    unknown.iter().copied().find(|k| {
+                        let k = k.to_lowercase();
+                        k.contains(&lower) || lower.contains(&k)
+                    })
+                })
+            else {
+                continue;
+            };
+            out.push(
+                Diagnostic::new(
+                    Code::UnknownInput,
+                    format!(
+                        "input `{}` has no default, so every job must give it: node `{}` has no `{}` in the graph, only `{typo}`, which ComfyUI ignores",
+                        input.name, b.binding.node, b.spec.name
+                    ),
+                )
+                .primary(self.file, input.span.clone(), "now required")
+                .help(format!(
+                    "rename `{typo}` to `{}` in the graph, or give `{}` a `default`",
+                    b.spec.name, input.name
+                )),
+            );
+            return;
+        }
+    }
+
     fn default(
         &self,
         input: &mut WorkflowInput,
@@ -802,6 +854,9 @@ impl Resolve<'_> {
             .required
             .unwrap_or(value.is_none() && input.ty != InputType::Seed);
         let Some(value) = value else {
+            if def.default.is_none() && def.required.is_none() {
+                self.misspelt_graph_input(input, bound, out);
+            }
             if def.required == Some(false)
                 && input.ty != InputType::Seed
                 && !bound.is_empty()

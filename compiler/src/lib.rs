@@ -13,17 +13,21 @@
 
 pub mod build;
 pub mod catalogue;
+pub mod catalogue_diff;
 pub mod checks;
 pub mod compile;
 pub mod definition;
 pub mod diagnostic;
+pub mod fsutil;
 pub mod graph;
 pub mod inputs;
+pub mod inputs_file;
 pub mod json_spans;
 pub mod render;
 pub mod schema;
 pub mod source;
 pub mod template;
+pub mod version;
 
 pub use compile::{Compilation, Workflow, compile};
 pub use diagnostic::{Code, Diagnostic, Severity};

@@ -12,6 +12,8 @@ use serde_json::{Map, Value};
 use crate::compile::{GraphSource, Workflow, apply_bindings};
 use crate::definition::InputType;
 use crate::diagnostic::{Code, Diagnostic};
+use crate::inputs::WorkflowInput;
+use crate::template;
 
 /// A problem with a job's inputs.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -195,16 +197,54 @@ impl Workflow {
                     ),
                     help: None,
                 })?;
-                serde_json::from_str::<Value>(&text).map_err(|e| InputError {
+                let graph = serde_json::from_str::<Value>(&text).map_err(|e| InputError {
                     input: None,
                     pointer: String::new(),
                     message: format!("the template rendered invalid JSON: {e}"),
                     help: None,
-                })?
+                })?;
+                self.check_text_stays_text(t, &ctx, &graph)?;
+                graph
             }
         };
         apply_bindings(&mut graph, &self.inputs, values);
         Ok(graph)
+    }
+
+    /// Renders again with every free-text value marked (see [`template::mark_text`]) and
+    /// insists the graph has the same shape: whatever a template does with escaping, no
+    /// input's text may add or change anything but the strings it was put in.
+    fn check_text_stays_text(
+        &self,
+        t: &template::TemplateSet,
+        ctx: &Map<String, Value>,
+        graph: &Value,
+    ) -> Result<(), InputError> {
+        let marked = mark_free_text(&self.inputs, ctx);
+        if &marked == ctx {
+            return Ok(());
+        }
+        let shape = t
+            .render(&marked)
+            .ok()
+            .and_then(|text| serde_json::from_str::<Value>(&text).ok());
+        let problem = match &shape {
+            Some(shape) => template::same_shape(shape, graph).err(),
+            None => Some("/".to_owned()),
+        };
+        match problem {
+            None => Ok(()),
+            Some(at) => Err(InputError {
+                input: None,
+                pointer: String::new(),
+                message: format!(
+                    "the text of an input changed the graph's structure (at `{at}`), so the graph was not rendered"
+                ),
+                help: Some(
+                    "the template lets text out of its JSON string (for example `replace` on escaped output); keep every `{{ value }}` a JSON literal".into(),
+                ),
+            }),
+        }
     }
 
     /// Every input a graph node takes from this workflow, by `(node, input)`: used to map
@@ -221,8 +261,56 @@ impl Workflow {
     }
 }
 
+/// `ctx` with the free text of every input replaced by [`template::mark_text`]: strings of
+/// string and file inputs, and strings inside arrays and objects that are not enum or model
+/// values (those come from a fixed list).
+pub(crate) fn mark_free_text(
+    inputs: &[WorkflowInput],
+    ctx: &Map<String, Value>,
+) -> Map<String, Value> {
+    let mut out = ctx.clone();
+    for (k, v) in out.iter_mut() {
+        map_free_text(
+            inputs.iter().find(|i| &i.name == k),
+            v,
+            &template::mark_text,
+        );
+    }
+    out
+}
+
+/// Replaces every free-text string of `v` (a value of `input`) with `f` of it.
+pub(crate) fn map_free_text(
+    input: Option<&WorkflowInput>,
+    v: &mut Value,
+    f: &dyn Fn(&str) -> String,
+) {
+    match v {
+        Value::String(s)
+            if !input.is_some_and(|i| matches!(i.ty, InputType::Enum | InputType::Model)) =>
+        {
+            *s = f(s);
+        }
+        Value::Array(items) => {
+            let item = input.and_then(|i| i.items.as_deref());
+            for x in items {
+                map_free_text(item, x, f);
+            }
+        }
+        Value::Object(fields) => {
+            for (k, x) in fields.iter_mut() {
+                let p = input
+                    .and_then(|i| i.properties.as_ref())
+                    .and_then(|ps| ps.iter().find(|p| &p.name == k));
+                map_free_text(p, x, f);
+            }
+        }
+        _ => {}
+    }
+}
+
 /// Fills defaults of object fields, also inside arrays, so templates see every field.
-fn fill_defaults(input: &crate::inputs::WorkflowInput, value: &mut Value) {
+fn fill_defaults(input: &WorkflowInput, value: &mut Value) {
     match value {
         Value::Array(items) => {
             if let Some(item) = &input.items {

@@ -9,7 +9,7 @@
 use std::collections::BTreeMap;
 use std::io;
 use std::ops::Range;
-use std::path::{Component, Path, PathBuf};
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 /// Largest file the filesystem loader reads. Workflow graphs with embedded images reach a few
@@ -156,20 +156,7 @@ fn escape_error(path: &Path) -> io::Error {
 /// Resolves `.` and `..` lexically. `None` when the path is absolute or climbs above its
 /// starting point, which a repo-relative path must never do.
 pub fn normalize(path: &Path) -> Option<PathBuf> {
-    let mut out = PathBuf::new();
-    for c in path.components() {
-        match c {
-            Component::Normal(p) => out.push(p),
-            Component::CurDir => {}
-            Component::ParentDir => {
-                if !out.pop() {
-                    return None;
-                }
-            }
-            Component::RootDir | Component::Prefix(_) => return None,
-        }
-    }
-    Some(out)
+    crate::fsutil::contained(path)
 }
 
 /// Identifies one file of a [`SourceMap`].

@@ -60,7 +60,47 @@ fn base_env() -> Environment<'static> {
     env.set_auto_escape_callback(|_| AutoEscape::Json);
     env.set_undefined_behavior(UndefinedBehavior::Strict);
     env.set_fuel(Some(FUEL));
+    // minijinja names the undefined variable (`height` is undefined) only in debug mode,
+    // which defaults to on in debug builds and off in release ones; users run release
+    // binaries and must see the same messages as the tests.
+    env.set_debug(true);
+    // `safe` would print an input's text without JSON escaping, so a crafted value could add
+    // nodes; graph templates have no use for it.
+    env.add_filter(
+        "safe",
+        |_: minijinja::Value| -> Result<minijinja::Value, minijinja::Error> {
+            Err(minijinja::Error::new(
+                minijinja::ErrorKind::InvalidOperation,
+                "the `safe` filter is not allowed in graph templates: it would let an input's text out of its JSON string",
+            ))
+        },
+    );
     env
+}
+
+/// Refuses `{% autoescape %}` blocks: turning JSON escaping off would let input text change
+/// the graph. (The other ways out of escaping are caught by [`same_shape`] after rendering.)
+fn forbid_escape_bypass(name: &str, text: &str) -> Result<(), RenderError> {
+    let mut from = 0;
+    while let Some(i) = text[from..].find("{%") {
+        let start = from + i;
+        let tag = text[start + 2..]
+            .trim_start_matches(['-', '+', '~'])
+            .trim_start();
+        if tag.starts_with("autoescape") {
+            let end = text[start..]
+                .find("%}")
+                .map_or(text.len(), |j| start + j + 2);
+            return Err(RenderError {
+                template: Some(name.to_owned()),
+                span: Some(start..end),
+                line: Some(text[..start].matches('\n').count() + 1),
+                message: "`autoescape` blocks are not allowed in graph templates: every value must stay a JSON literal".into(),
+            });
+        }
+        from = start + 2;
+    }
+    Ok(())
 }
 
 impl TemplateSet {
@@ -92,11 +132,18 @@ impl TemplateSet {
                     None => return Ok(None),
                 },
             };
+            if let Err(e) = forbid_escape_bypass(name, &text) {
+                return Err(minijinja::Error::new(
+                    minijinja::ErrorKind::InvalidOperation,
+                    format!("in `{name}`: {}", e.message),
+                ));
+            }
             if let Ok(mut m) = seen.lock() {
                 m.insert(name.to_owned(), text.clone());
             }
             Ok(Some(text))
         });
+        forbid_escape_bypass(main_name, main_text)?;
         env.add_template_owned(main_name.to_owned(), main_text.to_owned())
             .map_err(convert)?;
         if let Ok(mut m) = read.lock() {
@@ -139,6 +186,68 @@ impl TemplateSet {
         tmpl.render(minijinja::Value::from(Serde(ctx)))
             .map_err(convert)
     }
+}
+
+/// What free text is replaced with to learn where a template puts it: the same number of
+/// characters, the first a private-use mark, so an empty string stays empty.
+pub fn mark_text(s: &str) -> String {
+    let n = s.chars().count();
+    if n == 0 {
+        String::new()
+    } else {
+        std::iter::once(TEXT_MARK)
+            .chain(std::iter::repeat_n('x', n - 1))
+            .collect()
+    }
+}
+
+/// The character [`mark_text`] starts with.
+pub const TEXT_MARK: char = '\u{E000}';
+
+/// Checks that `real` (rendered with the job's text) has the shape of `marked` (rendered with
+/// every free-text value replaced by [`mark_text`]): the same keys, array lengths and values
+/// everywhere, except that a string holding a mark may be any string. So text lands only
+/// inside the JSON strings the template put it in: it cannot add a node, an input or a link,
+/// nor change a value elsewhere. The error is the JSON pointer of the first difference.
+pub fn same_shape(marked: &Value, real: &Value) -> Result<(), String> {
+    fn walk(marked: &Value, real: &Value, at: &mut String) -> Result<(), String> {
+        match (marked, real) {
+            (Value::Object(a), Value::Object(b)) => {
+                if let Some(k) = a
+                    .keys()
+                    .find(|k| !b.contains_key(*k))
+                    .or_else(|| b.keys().find(|k| !a.contains_key(*k)))
+                {
+                    return Err(format!("{at}/{}", crate::json_spans::escape_token(k)));
+                }
+                for (k, v) in a {
+                    let len = at.len();
+                    at.push('/');
+                    at.push_str(&crate::json_spans::escape_token(k));
+                    walk(v, &b[k], at)?;
+                    at.truncate(len);
+                }
+                Ok(())
+            }
+            (Value::Array(a), Value::Array(b)) if a.len() == b.len() => {
+                for (i, (x, y)) in a.iter().zip(b).enumerate() {
+                    let len = at.len();
+                    at.push_str(&format!("/{i}"));
+                    walk(x, y, at)?;
+                    at.truncate(len);
+                }
+                Ok(())
+            }
+            (Value::String(a), Value::String(_)) if a.contains(TEXT_MARK) => Ok(()),
+            (a, b) if a == b => Ok(()),
+            _ => Err(if at.is_empty() {
+                "/".into()
+            } else {
+                at.clone()
+            }),
+        }
+    }
+    walk(marked, real, &mut String::new())
 }
 
 fn convert(outer: minijinja::Error) -> RenderError {
@@ -205,7 +314,9 @@ mod tests {
             .err()
             .unwrap_or_else(|| panic!("expected an error"));
         assert_eq!(e.template.as_deref(), Some("main.j2"));
-        assert!(e.message.contains("undefined"), "{}", e.message);
+        // Named in every build: minijinja only names it with debug info, which release
+        // builds turn off unless asked.
+        assert!(e.message.contains("`nope` is undefined"), "{}", e.message);
     }
 
     #[test]

@@ -9,7 +9,7 @@ use serde_json::Value;
 
 use crate::{catalogue_text, repo_root, shared};
 
-fn comfyc(dir: &Path, args: &[&str]) -> Output {
+pub(crate) fn comfyc(dir: &Path, args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_comfyc"))
         .args(args)
         .current_dir(dir)
@@ -18,7 +18,7 @@ fn comfyc(dir: &Path, args: &[&str]) -> Output {
         .unwrap_or_else(|e| panic!("running comfyc: {e}"))
 }
 
-fn text(o: &[u8]) -> String {
+pub(crate) fn text(o: &[u8]) -> String {
     String::from_utf8_lossy(o).into_owned()
 }
 
@@ -37,7 +37,7 @@ fn copy_dir(from: &Path, to: &Path) {
     }
 }
 
-fn examples_copy() -> tempfile::TempDir {
+pub(crate) fn examples_copy() -> tempfile::TempDir {
     let tmp = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
     copy_dir(&repo_root().join("examples"), tmp.path());
     tmp

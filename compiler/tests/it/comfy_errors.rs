@@ -80,7 +80,7 @@ fn every_recorded_rejection_has_a_matching_diagnostic() {
         let ours: Vec<&str> = c
             .diagnostics
             .iter()
-            .filter_map(|d| d.code.comfy_error_type())
+            .filter_map(|d| d.comfy_error_type)
             .collect();
         for t in &expected {
             assert!(
@@ -113,4 +113,116 @@ fn the_recorded_successful_prompt_checks_clean() {
     let c = compile_mem(loader);
     assert!(c.diagnostics.is_empty(), "{}", rendered(&c));
     assert_eq!(c.workflows.len(), 1);
+}
+
+/// The verdicts a real ComfyUI 0.3.64 gave on single-error mutations of graphs its own front
+/// end wrote (issue 10's corpus run), replayed on the recorded successful prompt and on the
+/// examples' txt2img graph. `None`: ComfyUI accepts the prompt at submit time.
+#[test]
+fn server_verdicts_on_the_cases_where_comfyc_used_to_disagree() {
+    let rec: Value = serde_json::from_str(
+        &std::fs::read_to_string(shared().join("comfyui/prompt_request_success.json"))
+            .unwrap_or_default(),
+    )
+    .unwrap_or_default();
+    let small = rec["prompt"].clone();
+    let txt2img: Value = serde_json::from_str(
+        &std::fs::read_to_string(crate::repo_root().join("examples/workflows/txt2img.api.json"))
+            .unwrap_or_default(),
+    )
+    .unwrap_or_default();
+    let with = |base: &Value, pointer: &str, v: Value| {
+        let mut g = base.clone();
+        *g.pointer_mut(pointer)
+            .unwrap_or_else(|| panic!("no {pointer}")) = v;
+        g
+    };
+    let mut unreachable = small.clone();
+    unreachable["4"] =
+        serde_json::json!({"class_type": "ImageBlur", "inputs": {"blur_radius": 3, "sigma": 1.0}});
+    let mut wrong_type_unreachable = small.clone();
+    wrong_type_unreachable["4"] =
+        serde_json::json!({"class_type": "ImageInvert", "inputs": {"image": ["1", 0]}});
+    wrong_type_unreachable["5"] = serde_json::json!({"class_type": "EmptyImage", "inputs": {"width": "wide", "height": 48, "batch_size": 1, "color": 0}});
+    let combo = serde_json::json!({
+        "1": {"class_type": "CaseConverter", "inputs": {"string": "a", "mode": "upper"}},
+        "2": {"class_type": "PreviewAny", "inputs": {"source": ["1", 0]}}
+    });
+    let cases: Vec<(&str, Value, Option<&str>)> = vec![
+        (
+            "seed 2^64",
+            with(
+                &txt2img,
+                "/3/inputs/seed",
+                serde_json::json!(18446744073709551616.0),
+            ),
+            Some("value_bigger_than_max"),
+        ),
+        (
+            "seed 2^64 - 1",
+            with(&txt2img, "/3/inputs/seed", Value::from(u64::MAX)),
+            None,
+        ),
+        (
+            "link to a missing node below the output",
+            with(&small, "/2/inputs/image", serde_json::json!(["99", 0])),
+            Some("exception_during_inner_validation"),
+        ),
+        (
+            "link past the outputs below the output",
+            with(&small, "/2/inputs/image", serde_json::json!(["1", 5])),
+            Some("exception_during_inner_validation"),
+        ),
+        (
+            "link to a missing node on the output",
+            with(&small, "/3/inputs/images", serde_json::json!(["99", 0])),
+            Some("exception_during_validation"),
+        ),
+        ("an option of a `COMBO`-typed input", combo, None),
+        ("a missing input on a node nothing needs", unreachable, None),
+        (
+            "a wrong type on a node nothing needs",
+            wrong_type_unreachable,
+            None,
+        ),
+        (
+            "a cycle",
+            with(&small, "/2/inputs/image", serde_json::json!(["2", 0])),
+            Some("prompt_outputs_failed_validation"),
+        ),
+    ];
+    for (what, graph, expected) in cases {
+        let loader = repo()
+            .with(
+                "workflows/case.toml",
+                "[workflow]\ngraph = \"case.api.json\"\n",
+            )
+            .with(
+                "workflows/case.api.json",
+                serde_json::to_string_pretty(&graph).unwrap_or_default(),
+            );
+        let c = compile_mem(loader);
+        // What would make ComfyUI refuse the prompt: errors with a ComfyUI error type.
+        let refused: Vec<&str> = c
+            .diagnostics
+            .iter()
+            .filter(|d| d.is_error())
+            .filter_map(|d| d.comfy_error_type)
+            .collect();
+        match expected {
+            Some(t) => assert!(
+                refused.contains(&t)
+                    && refused
+                        .iter()
+                        .all(|r| *r == t || *r == "prompt_outputs_failed_validation"),
+                "{what}: ComfyUI answers `{t}`; comfyc gave {refused:?}:\n{}",
+                rendered(&c)
+            ),
+            None => assert!(
+                refused.is_empty(),
+                "{what}: ComfyUI accepts it; comfyc would refuse with {refused:?}:\n{}",
+                rendered(&c)
+            ),
+        }
+    }
 }

@@ -3,6 +3,7 @@
 mod build;
 mod catalogue;
 mod cli;
+mod cli_edges;
 mod comfy_errors;
 mod corpus;
 mod fixtures;
