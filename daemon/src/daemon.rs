@@ -202,30 +202,14 @@ impl Workflows {
         h.finish().max(1)
     }
 
-    /// `name` (highest version) or `name@version`.
+    /// `name` (highest version) or `name@version`, by the compiler's one version order.
     fn find(&self, spec: &str) -> Result<&Arc<Workflow>, String> {
-        if let Some(w) = self.by_id.get(spec) {
-            return Ok(w);
-        }
-        let mut matches: Vec<&Arc<Workflow>> =
-            self.by_id.values().filter(|w| w.name == spec).collect();
-        matches.sort_by(|a, b| {
-            version_key(a.version.as_deref()).cmp(&version_key(b.version.as_deref()))
-        });
-        matches.pop().ok_or_else(|| {
-            let known: Vec<&str> = self.by_id.keys().map(String::as_str).collect();
-            format!(
-                "no workflow `{spec}` in {}; known: {}",
-                self.dir.display(),
-                known.join(", ")
-            )
-        })
+        let w = comfyc::version::find_workflow(self.by_id.values().map(Arc::as_ref), spec)
+            .map_err(|e| format!("{e} (in {})", self.dir.display()))?;
+        self.by_id
+            .get(&w.id())
+            .ok_or_else(|| format!("no workflow `{spec}`"))
     }
-}
-
-fn version_key(v: Option<&str>) -> Vec<u64> {
-    v.map(|v| v.split('.').map(|p| p.parse().unwrap_or(0)).collect())
-        .unwrap_or_default()
 }
 
 /// A job of a file: the file's number in the index and the job's index in the file.

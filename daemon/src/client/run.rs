@@ -315,10 +315,7 @@ impl Client {
                         if follow.take_history(&entry, Instant::now()) {
                             break 'run;
                         }
-                    } else if let Ok(q) = self.queue().await
-                        && !q.contains(&prompt_id)
-                        && matches!(self.history(&prompt_id).await, Ok(None))
-                    {
+                    } else if matches!(self.gone(&prompt_id).await, Ok(true)) {
                         return Err(ClientError::Lost { prompt_id });
                     }
                     continue;
@@ -411,12 +408,28 @@ impl Client {
         {
             return Ok(true);
         }
-        if !self.queue().await?.contains(prompt_id) && self.history(prompt_id).await?.is_none() {
+        if self.gone(prompt_id).await? {
             return Err(ClientError::Lost {
                 prompt_id: prompt_id.to_owned(),
             });
         }
         Ok(false)
+    }
+
+    /// Whether ComfyUI has the prompt neither queued nor in its history, asked several times
+    /// over a second: a prompt that just finished can be in neither for a moment (it leaves
+    /// the queue before its history entry is written), and calling such a prompt lost would
+    /// submit it twice.
+    async fn gone(&self, prompt_id: &str) -> Result<bool, ClientError> {
+        for attempt in 0..5 {
+            if attempt > 0 {
+                tokio::time::sleep(Duration::from_millis(250)).await;
+            }
+            if self.queue().await?.contains(prompt_id) || self.history(prompt_id).await?.is_some() {
+                return Ok(false);
+            }
+        }
+        Ok(true)
     }
 
     /// Follows a prompt that was submitted earlier, by this process before a restart or by a
@@ -452,16 +465,10 @@ impl Client {
             {
                 break entry;
             }
-            if !self.queue().await?.contains(prompt_id) {
-                // It may have ended between the two questions.
-                match self.history(prompt_id).await? {
-                    Some(entry) if follow.take_history(&entry, Instant::now()) => break entry,
-                    _ => {
-                        return Err(ClientError::Lost {
-                            prompt_id: prompt_id.to_owned(),
-                        });
-                    }
-                }
+            if !self.queue().await?.contains(prompt_id) && self.gone(prompt_id).await? {
+                return Err(ClientError::Lost {
+                    prompt_id: prompt_id.to_owned(),
+                });
             }
             self.check_deadline(deadline, prompt_id, &opts).await?;
             tokio::time::sleep(poll).await;

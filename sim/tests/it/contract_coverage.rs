@@ -6,6 +6,10 @@ use crate::support::shared_dir;
 /// Recorded file → the test module replaying it, or why none does.
 const PLACED: &[(&str, &str)] = &[
     ("README.md", "documentation of the recordings"),
+    (
+        "NEWER.md",
+        "notes on the 2026 protocol (not recordings); the simulator mode for it is issue 10's",
+    ),
     ("api_system_stats.json", "contract_http"),
     ("embeddings.json", "contract_http"),
     ("errors", "contract_errors (every file in it)"),
