@@ -7,7 +7,7 @@
 //!
 //! Scenarios (all when none is named): `affinity` (1), `overhead` (2), `gap` (3),
 //! `starvation` (4), `shared` (5), `inbox` (6); numbers work too. `--quick` shrinks every size
-//! (under a minute on two cores in release); each size has its own flag (`--help`).
+//! (a run of a minute or so in release); each size has its own flag (`--help`).
 //! The daemon is `comfyd` beside this example's executable (`target/<profile>/comfyd`) unless
 //! `--comfyd PATH` says otherwise; temporary folders go under `$TMPDIR`.
 
@@ -28,7 +28,7 @@ use clap::Parser;
 struct Args {
     /// Scenarios to run: affinity, overhead, gap, starvation, shared, inbox (or 1-6) [default: all].
     scenarios: Vec<String>,
-    /// Small sizes everywhere, for a run of under a minute.
+    /// Small sizes everywhere, for a run of a minute or so.
     #[arg(long)]
     quick: bool,
     /// The comfyd binary [default: target/<profile>/comfyd beside this example].

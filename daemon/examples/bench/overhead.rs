@@ -46,6 +46,9 @@ pub async fn run(ctx: &Ctx, p: &Params) -> Res<Vec<Goal>> {
             Err(e) => table.failed_row(name, &e.to_string()),
         }
     }
+    table.note(
+        "comfyd's time runs from the drop of the job file(s) to the last in done/, any settle time included",
+    );
     table.print();
 
     let mut goals = Vec::new();

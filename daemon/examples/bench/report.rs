@@ -64,7 +64,7 @@ impl Table {
         };
         line(&self.head);
         let total: usize = width.iter().sum::<usize>() + 2 * cols;
-        println!("  {}", "-".repeat(total.saturating_sub(1)));
+        println!("  {}", "-".repeat(total.saturating_sub(2)));
         for row in &self.rows {
             line(row);
         }
