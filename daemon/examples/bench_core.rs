@@ -116,7 +116,7 @@ fn main() -> ExitCode {
         }
     };
     runtime.block_on(async {
-        // Dropping `run` on Ctrl-C kills the daemons and removes the temporary folder.
+        // Dropping `run` on SIGINT or SIGTERM kills the daemons and removes the temporary folder.
         tokio::select! {
             r = run(args) => match r {
                 Ok(()) => ExitCode::SUCCESS,
@@ -125,12 +125,27 @@ fn main() -> ExitCode {
                     ExitCode::FAILURE
                 }
             },
-            _ = tokio::signal::ctrl_c() => {
+            _ = interrupted() => {
                 eprintln!("interrupted: daemons stopped, temporary files removed");
                 ExitCode::from(130)
             }
         }
     })
+}
+
+/// Resolves on Ctrl-C or SIGTERM (as sent by `timeout` or a CI runner).
+async fn interrupted() {
+    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
+            return;
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
 }
 
 async fn run(args: Args) -> Res<()> {
