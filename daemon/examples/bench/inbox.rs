@@ -68,7 +68,12 @@ async fn one(ctx: &Ctx, p: &Params) -> Res<Vec<Goal>> {
     let done_at = samples.last().map(|s| s.0).unwrap_or_default();
     let first = crossing(&samples, 1).unwrap_or_default();
     let rate_all = p.files as f64 / done_at.as_secs_f64();
-    let rate_claiming = (p.files.saturating_sub(1)) as f64 / (done_at - first).as_secs_f64();
+    // From the first file in failed/ to the last: the daemon's start-up left out.
+    let rate_claiming = if done_at > first && p.files > 1 {
+        (p.files - 1) as f64 / (done_at - first).as_secs_f64()
+    } else {
+        rate_all
+    };
     let (lo, hi) = (p.files / 10, p.files * 9 / 10);
     let steady = match (crossing(&samples, lo.max(1)), crossing(&samples, hi.max(1))) {
         (Some(a), Some(b)) if b > a => Some((hi - lo) as f64 / (b - a).as_secs_f64()),
