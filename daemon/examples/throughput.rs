@@ -7,12 +7,11 @@
 //! Without COMFYUI_URL both run against an in-process simulator with zero execution time.
 //! The jobs are the examples' no-model `solid-color` workflow, 8×8, each with its own colour.
 
-use std::path::PathBuf;
-use std::sync::Arc;
-use std::time::{Duration, Instant};
+#[path = "bench/plain.rs"]
+mod plain;
 
-use comfyd::client::{Client, RunOptions};
-use serde_json::{Map, Value};
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -35,39 +34,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             (sim.url(), Some(sim))
         }
     };
-    let compiled = comfyc::compile(Arc::new(comfyc::FsLoader::new(root.join("examples"))));
-    let workflow = compiled.find("solid-color")?;
-    let client = Client::new(&url)?;
-    let inputs = |i: usize, salt: usize| -> Map<String, Value> {
-        let mut m = Map::new();
-        m.insert(
-            "color".into(),
-            ((i * 7919 + salt * 104_729) % 0xFF_FFFF).into(),
-        );
-        m.insert("width".into(), 8.into());
-        m.insert("height".into(), 8.into());
-        m
-    };
     let salt = std::process::id() as usize;
 
     // A plain loop: render, submit, wait, fetch, one job after the other.
-    let t = Instant::now();
-    for i in 0..jobs {
-        let r = workflow
-            .resolve(&inputs(i, salt), &mut || 0)
-            .map_err(|e| format!("{e:?}"))?;
-        let mut graph = workflow.render(&r.values).map_err(|e| e.message)?;
-        comfyd::runner::prefix_outputs(&mut graph, &format!("loop-{i}"));
-        let report = client
-            .run_prompt(&graph, &RunOptions::default(), &mut |_| {})
-            .await?;
-        for f in &report.files {
-            client
-                .download(&f.file, &tmp.path().join(format!("loop-{i}.png")))
-                .await?;
-        }
-    }
-    let plain = t.elapsed();
+    let plain = plain::plain_loop(&url, &root.join("examples"), jobs, salt, tmp.path()).await?;
 
     // The daemon: the same jobs as one JSONL file.
     let jobs_dir = tmp.path().join("jobs");
@@ -76,7 +46,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .map(|i| {
             format!(
                 "{}\n",
-                serde_json::json!({"workflow": "solid-color", "inputs": inputs(i, salt + 1)})
+                serde_json::json!({"workflow": "solid-color", "inputs": plain::solid_color_inputs(i, salt + 1)})
             )
         })
         .collect();
