@@ -122,3 +122,119 @@ async fn daemon_runs_single_and_batch_jobs_against_real_comfyui() {
     }
     assert_eq!(checked, 23);
 }
+
+/// Two real `comfyd` processes share a job directory in front of the real ComfyUI, and one is
+/// killed with SIGKILL while a prompt of it runs, then restarted: every job runs exactly once,
+/// counted in ComfyUI's own history (the restarted daemon adopts its prompts instead of
+/// submitting them again).
+#[tokio::test]
+#[ignore = "needs a real ComfyUI: scripts/real-comfyui runs these"]
+async fn two_daemons_and_a_kill_9_run_each_job_once_at_real_comfyui() {
+    use std::process::{Command, Stdio};
+    use std::time::{Duration, Instant};
+    let url = std::env::var("COMFYUI_URL").unwrap_or_else(|_| panic!("COMFYUI_URL is not set"));
+    let checkpoint = std::env::var("COMFYUI_TINY_CHECKPOINT")
+        .unwrap_or_else(|_| panic!("COMFYUI_TINY_CHECKPOINT is not set"));
+    let tmp = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let repo = tmp.path().join("repo");
+    common::copy_dir(
+        &std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../examples"),
+        &repo,
+    );
+    let config = std::fs::read_to_string(repo.join("comfyc.toml")).unwrap_or_default();
+    std::fs::write(
+        repo.join("comfyc.toml"),
+        format!("{config}\n[[models]]\nname = \"{checkpoint}\"\nfolder = \"checkpoints\"\n"),
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let jobs = tmp.path().join("jobs");
+    let outputs = tmp.path().join("outputs");
+    // A run-unique id prefix: the server's history holds other tests' prompts too.
+    let tag = format!("k9-{}", std::process::id());
+    let lines: String = (0..8)
+        .map(|i| format!("{{\"workflow\": \"txt2img\", \"id\": \"{tag}-{i}\", \"inputs\": {{\"prompt\": \"a mug\", \"checkpoint\": \"{checkpoint}\", \"width\": 64, \"height\": 64, \"steps\": 4, \"seed\": {}}}}}\n", 1000 + i))
+        .collect();
+    common::drop_job(&jobs, "k9.jsonl", &lines);
+    let daemon = |gpu: &str, until_idle: bool| {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_comfyd"));
+        c.args(["run", "--jobs"])
+            .arg(&jobs)
+            .arg("--workflows")
+            .arg(&repo)
+            .arg("--outputs")
+            .arg(&outputs)
+            .args(["--comfy-url", &url, "--gpu", gpu, "--lease-ttl", "3"])
+            .args(["--settle-ms", "0", "--min-free-mb", "0"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        if until_idle {
+            c.arg("--until-idle");
+        }
+        c.spawn().unwrap_or_else(|e| panic!("{e}"))
+    };
+    let client = Client::new(&url).unwrap_or_else(|e| panic!("{e}"));
+    let mut a = daemon("0", false);
+    let mut b = daemon("1", true);
+    // Kill A while one of the prompts runs at ComfyUI.
+    let t = Instant::now();
+    loop {
+        let q = client.queue().await.unwrap_or_else(|e| panic!("{e}"));
+        if !q.running.is_empty() || t.elapsed() > Duration::from_secs(60) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    a.kill().unwrap_or_else(|e| panic!("{e}"));
+    let _ = a.wait();
+    let mut a2 = daemon("0", true);
+    for child in [&mut b, &mut a2] {
+        let t = Instant::now();
+        loop {
+            if let Some(status) = child.try_wait().unwrap_or_else(|e| panic!("{e}")) {
+                assert!(status.success(), "{status:?}");
+                break;
+            }
+            if t.elapsed() > Duration::from_secs(240) {
+                let _ = child.kill();
+                panic!("a daemon did not finish in 240 s");
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    assert_eq!(
+        common::names(&jobs.join("done")),
+        ["k9.jsonl"],
+        "the file is done"
+    );
+    // Count at ComfyUI: every prompt in its history whose save prefix names one of our jobs.
+    let history: serde_json::Value = reqwest::get(format!("{url}/history?max_items=10000"))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"))
+        .json()
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let mut runs = std::collections::BTreeMap::<String, usize>::new();
+    for entry in history.as_object().into_iter().flat_map(|h| h.values()) {
+        let graph = &entry["prompt"][2];
+        for node in graph.as_object().into_iter().flat_map(|g| g.values()) {
+            if let Some(id) = node["inputs"]["filename_prefix"]
+                .as_str()
+                .and_then(|p| p.strip_prefix("comfyd/"))
+                .and_then(|p| p.split('/').next())
+                .filter(|id| id.starts_with(&tag))
+            {
+                *runs.entry(id.to_owned()).or_default() += 1;
+            }
+        }
+    }
+    for i in 0..8 {
+        let id = format!("{tag}-{i}");
+        assert_eq!(
+            runs.get(&id),
+            Some(&1),
+            "{id} ran {:?} times: {runs:?}",
+            runs.get(&id)
+        );
+        assert!(outputs.join(&id).join("manifest.json").is_file(), "{id}");
+    }
+}
