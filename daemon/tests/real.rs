@@ -29,6 +29,22 @@ pub async fn real_target() -> RealTarget {
 
 cases!(real_target, #[ignore = "needs a real ComfyUI: scripts/real-comfyui runs these"]);
 
+/// The examples copied under `dir`, with the tiny checkpoint declared.
+fn tiny_repo(dir: &std::path::Path, checkpoint: &str) -> std::path::PathBuf {
+    let repo = dir.join("repo");
+    common::copy_dir(
+        &std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../examples"),
+        &repo,
+    );
+    let config = std::fs::read_to_string(repo.join("comfyc.toml")).unwrap_or_default();
+    std::fs::write(
+        repo.join("comfyc.toml"),
+        format!("{config}\n[[models]]\nname = \"{checkpoint}\"\nfolder = \"checkpoints\"\n"),
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    repo
+}
+
 /// The daemon end to end against the real ComfyUI: a single job, a JSONL batch and a sweep of
 /// the no-model workflow, and SD 1.5 text-to-image with the tiny checkpoint; every manifest's
 /// hashes match the files it lists.
@@ -40,18 +56,7 @@ async fn daemon_runs_single_and_batch_jobs_against_real_comfyui() {
     let checkpoint = std::env::var("COMFYUI_TINY_CHECKPOINT")
         .unwrap_or_else(|_| panic!("COMFYUI_TINY_CHECKPOINT is not set"));
     let tmp = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
-    // The examples, with the tiny checkpoint declared.
-    let repo = tmp.path().join("repo");
-    common::copy_dir(
-        &std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../examples"),
-        &repo,
-    );
-    let config = std::fs::read_to_string(repo.join("comfyc.toml")).unwrap_or_default();
-    std::fs::write(
-        repo.join("comfyc.toml"),
-        format!("{config}\n[[models]]\nname = \"{checkpoint}\"\nfolder = \"checkpoints\"\n"),
-    )
-    .unwrap_or_else(|e| panic!("{e}"));
+    let repo = tiny_repo(tmp.path(), &checkpoint);
     let jobs = tmp.path().join("jobs");
     std::fs::create_dir_all(jobs.join("inbox")).unwrap_or_else(|e| panic!("{e}"));
     let put = |name: &str, text: String| {
@@ -136,17 +141,7 @@ async fn two_daemons_and_a_kill_9_run_each_job_once_at_real_comfyui() {
     let checkpoint = std::env::var("COMFYUI_TINY_CHECKPOINT")
         .unwrap_or_else(|_| panic!("COMFYUI_TINY_CHECKPOINT is not set"));
     let tmp = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
-    let repo = tmp.path().join("repo");
-    common::copy_dir(
-        &std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../examples"),
-        &repo,
-    );
-    let config = std::fs::read_to_string(repo.join("comfyc.toml")).unwrap_or_default();
-    std::fs::write(
-        repo.join("comfyc.toml"),
-        format!("{config}\n[[models]]\nname = \"{checkpoint}\"\nfolder = \"checkpoints\"\n"),
-    )
-    .unwrap_or_else(|e| panic!("{e}"));
+    let repo = tiny_repo(tmp.path(), &checkpoint);
     let jobs = tmp.path().join("jobs");
     let outputs = tmp.path().join("outputs");
     // A run-unique id prefix: the server's history holds other tests' prompts too.

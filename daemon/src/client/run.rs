@@ -115,6 +115,20 @@ struct Follow {
 }
 
 impl Follow {
+    fn new(prompt_id: &str) -> Self {
+        Follow {
+            prompt_id: prompt_id.to_owned(),
+            started: None,
+            ended: None,
+            outcome: None,
+            cached: Vec::new(),
+            executed: Vec::new(),
+            current: None,
+            nodes: Vec::new(),
+            event_files: Vec::new(),
+        }
+    }
+
     /// Takes one event; true when the prompt has ended.
     fn take(&mut self, event: &Event, now: Instant) -> bool {
         let mine = event.prompt_id().is_some_and(|p| p == self.prompt_id);
@@ -266,17 +280,7 @@ impl Client {
             .await?;
         let submitted_at = Instant::now();
         let prompt_id = submitted.prompt_id.clone();
-        let mut follow = Follow {
-            prompt_id: prompt_id.clone(),
-            started: None,
-            ended: None,
-            outcome: None,
-            cached: Vec::new(),
-            executed: Vec::new(),
-            current: None,
-            nodes: Vec::new(),
-            event_files: Vec::new(),
-        };
+        let mut follow = Follow::new(&prompt_id);
         let mut reconnects = 0u32;
 
         'run: loop {
@@ -444,17 +448,7 @@ impl Client {
     ) -> Result<RunReport, ClientError> {
         let t0 = Instant::now();
         let deadline = timeout.and_then(|t| t0.checked_add(t));
-        let mut follow = Follow {
-            prompt_id: prompt_id.to_owned(),
-            started: None,
-            ended: None,
-            outcome: None,
-            cached: Vec::new(),
-            executed: Vec::new(),
-            current: None,
-            nodes: Vec::new(),
-            event_files: Vec::new(),
-        };
+        let mut follow = Follow::new(prompt_id);
         let opts = RunOptions {
             timeout,
             ..RunOptions::default()
