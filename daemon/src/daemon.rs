@@ -241,6 +241,8 @@ struct FileEntry {
     /// pauses still gets every line run.
     last_len: usize,
     last_change: Instant,
+    /// Renamed into the inbox whole: it cannot grow, and needs no quiet period.
+    whole: bool,
 }
 
 /// How long a JSONL must keep its length before it is finished.
@@ -359,6 +361,10 @@ struct Wakes {
     queue: AtomicBool,
     workflows: AtomicBool,
     notify: Notify,
+    /// How inbox files arrived, as the watcher saw it: `false` renamed in whole, `true` created
+    /// or written in place (it may still be growing). Absent: not seen arrive (present at
+    /// start, or a file system without change events).
+    arrivals: Mutex<HashMap<PathBuf, bool>>,
 }
 
 /// An inbox entry seen with this size and time, since then (our clock).
@@ -373,6 +379,7 @@ struct Owner {
     settings: Settings,
     store: Arc<DirStore>,
     ctx: Arc<Context>,
+    wakes: Arc<Wakes>,
     workflows: Workflows,
     owner: String,
     host: String,
@@ -387,6 +394,8 @@ struct Owner {
     watched: HashMap<(u64, Slot), Watched>,
     settling: HashMap<PathBuf, Settling>,
     ready: VecDeque<PathBuf>,
+    /// Inbox files known to be whole (renamed in): no settling, no quiet period.
+    whole: HashSet<PathBuf>,
     cancels: HashMap<String, Instant>,
     pending_results: Vec<(u64, JobResult)>,
     taken: Vec<Taken>,
@@ -445,6 +454,7 @@ pub async fn run(
         .map_err(|e| DaemonError::Setup(format!("cannot watch the job directory: {e}")))?;
     let now = Instant::now();
     let mut o = Owner {
+        wakes: wakes.clone(),
         owner: settings.owner(),
         host: host(),
         workflows: Workflows::load(&settings.workflows),
@@ -461,6 +471,7 @@ pub async fn run(
         watched: HashMap::new(),
         settling: HashMap::new(),
         ready: VecDeque::new(),
+        whole: HashSet::new(),
         cancels: HashMap::new(),
         pending_results: Vec::new(),
         taken: Vec::new(),
@@ -696,6 +707,19 @@ impl Owner {
                 continue;
             }
             seen.insert(path.clone());
+            let arrival = self
+                .wakes
+                .arrivals
+                .lock()
+                .ok()
+                .and_then(|a| a.get(&path).copied());
+            if arrival == Some(false) {
+                // Renamed in whole, as files should be dropped: nothing to wait for.
+                self.settling.remove(&path);
+                self.whole.insert(path.clone());
+                self.ready.push_back(path);
+                continue;
+            }
             let modified = meta.modified().ok();
             let s = self.settling.entry(path.clone()).or_insert(Settling {
                 len: meta.len(),
@@ -713,11 +737,13 @@ impl Owner {
             if now.duration_since(s.since) < self.settings.settle {
                 continue;
             }
-            // A JSONL whose last line has no newline is still being written.
+            // A JSONL whose last line has no newline may still be being written: it waits
+            // until it has been still for longer.
             if lower.ends_with(".jsonl")
                 && meta.is_file()
                 && meta.len() > 0
                 && last_byte(&path) != Some(b'\n')
+                && now.duration_since(s.since) < JSONL_QUIET.max(self.settings.settle)
             {
                 continue;
             }
@@ -735,10 +761,14 @@ impl Owner {
 
     /// Takes one inbox file into the store and indexes its jobs.
     fn take_in(&mut self, path: &Path) {
+        let whole = self.whole.remove(path);
+        if let Ok(mut a) = self.wakes.arrivals.lock() {
+            a.remove(path);
+        }
         match self.store.intake(path) {
             Ok(Some(key)) => {
                 tracing::debug!(file = %key, "taken in");
-                self.index_file(key, true);
+                self.index_file(key, true, whole);
             }
             Ok(None) => {}
             Err(e) if store::is_no_space(&e) => {
@@ -770,14 +800,14 @@ impl Owner {
         }
         for key in keys {
             if !self.by_key.contains_key(&key) {
-                self.index_file(key, false);
+                self.index_file(key, false, false);
             }
         }
     }
 
     /// Parses a file of the store and puts its jobs where they belong: results are resolved,
     /// others' leases watched, our own orphans taken back, the rest waiting.
-    fn index_file(&mut self, key: FileKey, fresh: bool) {
+    fn index_file(&mut self, key: FileKey, fresh: bool, whole: bool) {
         let mut len = 0;
         let parsed = self
             .store
@@ -793,7 +823,7 @@ impl Owner {
                     message: format!("the file is not UTF-8 text: {e}"),
                 })
             })
-            .and_then(|text| job::parse(key.name(), &text));
+            .and_then(|text| job::parse_with(key.name(), &text, whole));
         let f = self.next_file;
         self.next_file += 1;
         let (parsed, refused) = match parsed {
@@ -816,6 +846,7 @@ impl Owner {
             }
         };
         let entry = FileEntry {
+            whole,
             last_len: len,
             key: key.clone(),
             parsed: Arc::new(parsed),
@@ -1241,9 +1272,11 @@ impl Owner {
     }
 
     fn take_over(&mut self, f: u64, slot: Slot, key: &FileKey, old: &Lease) {
-        let taken = self
-            .store
-            .take_over(key, slot, old.generation, &self.lease());
+        // The prompt record travels with the job from the first moment, so a daemon that takes
+        // it over from us (we may die before our first renewal) adopts it too.
+        let mut lease = self.lease();
+        lease.prompt = old.prompt.clone();
+        let taken = self.store.take_over(key, slot, old.generation, &lease);
         let held = match taken {
             Ok(Some(h)) => h,
             Ok(None) => return,
@@ -1261,15 +1294,21 @@ impl Owner {
             Slot::Job(i) => {
                 let job = self.files.get(&f).and_then(|e| e.parsed.job(i as usize));
                 let Some(job) = job else { return };
-                let mut lease = self.lease();
-                // The prompt record travels with the job, so a later takeover can adopt it too.
-                lease.prompt = old.prompt.clone();
+                // The old holder may have recorded a prompt after we read its lease and before
+                // our generation existed: its frozen lease says so now.
+                if let Ok(Some(frozen)) = self.store.lease_at(key, slot, old.generation)
+                    && frozen.prompt.is_some()
+                    && frozen.prompt != lease.prompt
+                {
+                    lease.prompt = frozen.prompt;
+                    let _ = self.store.write_lease(&held, &lease);
+                }
                 lease.generation = held.generation;
+                let adopt = lease.prompt.clone();
                 match self.workflows.find(&job.workflow) {
                     Ok(w) => {
                         let w = w.clone();
-                        self.taken
-                            .push((f, i, job, w, held, lease, old.prompt.clone()));
+                        self.taken.push((f, i, job, w, held, lease, adopt));
                     }
                     Err(msg) => {
                         self.fail(f, i, &job, Failure::new("unknown-workflow", msg));
@@ -1323,7 +1362,10 @@ impl Owner {
         let key = entry.key.clone();
         // A JSONL that grew while its jobs ran: index the new lines instead of finishing; one
         // that changed lately may still grow: look again once it has been quiet.
-        if entry.refused.is_none() && key.name().to_ascii_lowercase().ends_with(".jsonl") {
+        if entry.refused.is_none()
+            && !entry.whole
+            && key.name().to_ascii_lowercase().ends_with(".jsonl")
+        {
             let Ok(bytes) = self.store.read(&key, job::MAX_FILE_BYTES) else {
                 self.forget(f);
                 return;
@@ -1340,9 +1382,11 @@ impl Owner {
                 .files
                 .get(&f)
                 .map_or(JSONL_QUIET, |e| e.last_change.elapsed());
-            if !job::jsonl_incomplete(key.name(), &bytes)
+            // Quiet long enough: a last line without its newline is all there will be.
+            let complete = quiet_for >= JSONL_QUIET;
+            if (complete || !job::jsonl_incomplete(key.name(), &bytes))
                 && let Ok(text) = String::from_utf8(bytes)
-                && let Ok(p) = job::parse(key.name(), &text)
+                && let Ok(p) = job::parse_with(key.name(), &text, complete)
                 && p.len() > old_len
             {
                 self.grow(f, p);
@@ -1749,6 +1793,7 @@ fn watch_dirs(
         ) {
             return;
         }
+        note_arrival(&wakes, &event);
         for p in &event.paths {
             let flag = if p.starts_with(&workflows_dir) {
                 &wakes.workflows
@@ -1767,6 +1812,35 @@ fn watch_dirs(
         w.watch(workflows, notify::RecursiveMode::Recursive)?;
     }
     Ok(w)
+}
+
+/// Remembers whether an inbox file was renamed in whole or written in place.
+fn note_arrival(wakes: &Wakes, event: &notify::Event) {
+    use notify::EventKind::{Create, Modify, Remove};
+    use notify::event::{ModifyKind, RenameMode};
+    let Ok(mut arrivals) = wakes.arrivals.lock() else {
+        return;
+    };
+    match (&event.kind, event.paths.as_slice()) {
+        (Modify(ModifyKind::Name(RenameMode::To)), [to]) => {
+            arrivals.insert(to.clone(), false);
+        }
+        (Modify(ModifyKind::Name(RenameMode::Both)), [from, to]) => {
+            arrivals.remove(from);
+            arrivals.insert(to.clone(), false);
+        }
+        (Modify(ModifyKind::Name(RenameMode::From)) | Remove(_), paths) => {
+            for p in paths {
+                arrivals.remove(p);
+            }
+        }
+        (Create(_) | Modify(ModifyKind::Data(_) | ModifyKind::Any | ModifyKind::Other), paths) => {
+            for p in paths {
+                arrivals.insert(p.clone(), true);
+            }
+        }
+        _ => {}
+    }
 }
 
 /// Where a job file's error report is.

@@ -206,6 +206,12 @@ pub fn jsonl_incomplete(name: &str, bytes: &[u8]) -> bool {
 
 /// Parses a job file's text. `name` is the file name (its stem is the default id).
 pub fn parse(name: &str, text: &str) -> Result<Parsed, JobFileError> {
+    parse_with(name, text, false)
+}
+
+/// Like [`parse`]; with `complete`, a JSONL's last line counts even without its newline (the
+/// file is known to be whole: it was renamed in, or has not changed for a while).
+pub fn parse_with(name: &str, text: &str, complete: bool) -> Result<Parsed, JobFileError> {
     let (stem, ext) = match name.rsplit_once('.') {
         Some((s, e)) => (s, e.to_ascii_lowercase()),
         None => (name, String::new()),
@@ -232,8 +238,12 @@ pub fn parse(name: &str, text: &str) -> Result<Parsed, JobFileError> {
             expand(spec, stem, None, text.len(), &mut bytes, &mut out)?;
         }
         "jsonl" => {
-            // Only whole lines: a last line without its newline is still being written.
-            let whole = text.rfind('\n').map_or(0, |i| i + 1);
+            // Only whole lines: a last line without its newline may still be being written.
+            let whole = if complete {
+                text.len()
+            } else {
+                text.rfind('\n').map_or(0, |i| i + 1)
+            };
             out.parsed_len = whole;
             for (i, line) in text[..whole].lines().enumerate() {
                 let n = i + 1;

@@ -155,6 +155,8 @@ pub trait JobStore: Send + Sync {
     fn claim(&self, file: &FileKey, slot: Slot, lease: &Lease) -> io::Result<Claim>;
     /// The newest lease of a slot.
     fn lease(&self, file: &FileKey, slot: Slot) -> io::Result<Option<Lease>>;
+    /// The lease of one generation (an older one stays readable after a takeover).
+    fn lease_at(&self, file: &FileKey, slot: Slot, generation: u64) -> io::Result<Option<Lease>>;
     /// Takes a stale slot over from generation `from`: `Ok(None)` when someone else did first.
     fn take_over(
         &self,
@@ -439,6 +441,10 @@ impl JobStore for DirStore {
                 l.generation = g;
                 l
             }))
+    }
+
+    fn lease_at(&self, file: &FileKey, slot: Slot, generation: u64) -> io::Result<Option<Lease>> {
+        self.read_lease(&self.lease_path(file, slot, generation))
     }
 
     fn take_over(

@@ -99,7 +99,12 @@ impl Rig {
         };
         let child = cmd
             .args(&args)
-            .env("COMFYD_LOG", "warn")
+            // `COMFYD_FAULTS_LOG=comfyd=debug` makes the daemons say more (their logs are printed
+            // when a test fails).
+            .env(
+                "COMFYD_LOG",
+                std::env::var("COMFYD_FAULTS_LOG").unwrap_or_else(|_| "warn".into()),
+            )
             .env("NO_COLOR", "1")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
