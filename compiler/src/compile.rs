@@ -6,6 +6,7 @@
 //! error yields no [`Workflow`], the others still compile.
 
 use std::collections::{HashMap, HashSet};
+use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -20,7 +21,7 @@ use crate::definition::{Definition, InputDef, InputType, ModelDecl, RepoConfig};
 use crate::diagnostic::{Code, Diagnostic, Severity};
 use crate::graph::{Format, Graph, InputValue, classify, detect_format};
 use crate::inputs::{Resolve, WorkflowInput, binding_conflicts};
-use crate::json_spans::JsonSpans;
+use crate::json_spans::{JsonSpans, pointer};
 use crate::schema::{SchemaMeta, workflow_schema};
 use crate::source::{FileId, Loader, SourceMap, normalize};
 use crate::template::TemplateSet;
@@ -386,6 +387,9 @@ struct Unit<'a> {
     out: &'a mut Vec<Diagnostic>,
 }
 
+/// A converted node's span in the API text, with its UI node's span.
+type NodeOrigin = (Range<usize>, Range<usize>);
+
 /// A parsed graph with where it came from.
 struct Parsed {
     value: Value,
@@ -393,6 +397,8 @@ struct Parsed {
     spans: JsonSpans,
     base: String,
     file: FileId,
+    /// For a converted UI graph: each API node's span, with its UI node's span.
+    ui_nodes: Option<(FileId, Vec<NodeOrigin>)>,
 }
 
 impl Unit<'_> {
@@ -593,16 +599,47 @@ impl Unit<'_> {
                 return None;
             }
         };
-        if detect_format(&value) == Format::Ui {
-            self.out.push(
-                Diagnostic::new(Code::GraphShape, "this is a UI-format workflow (what ComfyUI's Save writes), not the API format")
-                    .primary(gfile, 0..1, "UI format")
-                    .help("export the API format from ComfyUI (Workflow → Export (API)) and point `graph` at that file"),
-            );
-            return None;
-        }
+        let mut unknown = Vec::new();
+        let mut origins = Vec::new();
+        let converted;
+        let ui_file = gfile;
+        let is_ui = detect_format(&value) == Format::Ui;
+        let (value, text, gfile) = if is_ui {
+            let ui_spans = JsonSpans::index(text);
+            let conv = self.convert_ui(gfile, &ui_spans, &value);
+            unknown = conv.unknown_nodes().map(str::to_owned).collect();
+            origins = conv
+                .origins
+                .iter()
+                .map(|(id, ptr)| (id.clone(), ui_spans.nearest(&format!("{ptr}/id"))))
+                .collect();
+            converted = serde_json::to_string_pretty(&conv.prompt).unwrap_or_default();
+            let name = format!("{} (converted)", self.sources.get(gfile).name());
+            let cfile = self.sources.add(name, converted.as_str());
+            (Value::Object(conv.prompt), converted.as_str(), cfile)
+        } else {
+            (value, text, gfile)
+        };
         let spans = JsonSpans::index(text);
-        let (graph, problems, base) = Graph::parse(&value);
+        let ui_nodes = is_ui.then(|| {
+            let map = origins
+                .into_iter()
+                .filter_map(|(id, ui)| {
+                    let ptr = pointer([id.as_str()]);
+                    let value = spans.value(&ptr)?;
+                    let start = spans.key(&ptr).map_or(value.start, |k| k.start);
+                    Some((start..value.end, ui))
+                })
+                .collect();
+            (ui_file, map)
+        });
+        let (mut graph, problems, base) = Graph::parse(&value);
+        // Nodes of classes the catalogue lacks were reported by the conversion; links to
+        // them are not reported again.
+        for id in unknown {
+            graph.nodes.shift_remove(&id);
+            graph.broken.insert(id);
+        }
         for p in problems {
             let mut d = Diagnostic::new(Code::GraphShape, p.message).primary(
                 gfile,
@@ -623,7 +660,22 @@ impl Unit<'_> {
             spans,
             base,
             file: gfile,
+            ui_nodes,
         })
+    }
+
+    /// Converts a UI-format graph, reporting its problems against the UI file.
+    fn convert_ui(
+        &mut self,
+        gfile: FileId,
+        spans: &JsonSpans,
+        value: &Value,
+    ) -> crate::ui::Conversion {
+        let conv = crate::ui::convert(value, self.catalogue);
+        for p in &conv.problems {
+            self.out.push(crate::ui::diagnostic(p, gfile, spans));
+        }
+        conv
     }
 
     fn check_graph(&mut self, parsed: &Parsed, inputs: &[WorkflowInput]) -> Vec<Diagnostic> {
@@ -631,7 +683,7 @@ impl Unit<'_> {
             .iter()
             .flat_map(|i| i.bindings.iter().map(|b| (b.node.clone(), b.input.clone())))
             .collect();
-        GraphCheck {
+        let mut diags = GraphCheck {
             graph: &parsed.graph,
             spans: &parsed.spans,
             base: &parsed.base,
@@ -640,7 +692,24 @@ impl Unit<'_> {
             bound: &bound,
             models: self.models,
         }
-        .run()
+        .run();
+        // Problems found in a converted graph also point at the node of the UI file.
+        if let Some((ui_file, map)) = &parsed.ui_nodes {
+            for d in &mut diags {
+                let Some(at) = d.labels.iter().find(|l| l.primary && l.file == parsed.file) else {
+                    continue;
+                };
+                if let Some((_, ui)) = map
+                    .iter()
+                    .find(|(api, _)| api.start <= at.span.start && at.span.end <= api.end)
+                {
+                    *d = d
+                        .clone()
+                        .secondary(*ui_file, ui.clone(), "this node in the UI file");
+                }
+            }
+        }
+        diags
     }
 
     #[allow(clippy::type_complexity)]

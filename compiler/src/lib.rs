@@ -24,6 +24,7 @@ pub mod render;
 pub mod schema;
 pub mod source;
 pub mod template;
+pub mod ui;
 
 pub use compile::{Compilation, Workflow, compile};
 pub use diagnostic::{Code, Diagnostic, Severity};

@@ -1,0 +1,281 @@
+//! UI-format conversion against the front end's own output: every corpus file converts
+//! without a panic, every file with a truth converts to exactly that graph, and every file
+//! with node types the catalogue lacks names exactly those types.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+
+use comfyc::catalogue::Catalogue;
+use serde_json::{Map, Value};
+
+use crate::shared;
+
+/// The recorded ComfyUI 0.3.64 catalogue, parsed once.
+pub fn recorded_catalogue() -> &'static Catalogue {
+    static CAT: OnceLock<Catalogue> = OnceLock::new();
+    CAT.get_or_init(|| {
+        let text = std::fs::read_to_string(shared().join("comfyui/object_info.json"))
+            .unwrap_or_else(|e| panic!("object_info.json: {e}"));
+        Catalogue::from_json(&text)
+            .unwrap_or_else(|e| panic!("{e}"))
+            .0
+    })
+}
+
+/// Front-end-only widgets ComfyUI ignores; the truths carry them, a converter need not.
+const FRONT_END_ONLY: &[&str] = &["audioUI", "preview"];
+
+/// A graph as compared: node id → (class, inputs without front-end-only widgets).
+fn comparable(prompt: &Map<String, Value>) -> BTreeMap<String, (Value, BTreeMap<String, Value>)> {
+    prompt
+        .iter()
+        .map(|(id, n)| {
+            let inputs = n
+                .get("inputs")
+                .and_then(Value::as_object)
+                .map(|m| {
+                    m.iter()
+                        .filter(|(k, _)| !FRONT_END_ONLY.contains(&k.as_str()))
+                        .map(|(k, v)| (k.clone(), v.clone()))
+                        .collect()
+                })
+                .unwrap_or_default();
+            (
+                id.clone(),
+                (n.get("class_type").cloned().unwrap_or(Value::Null), inputs),
+            )
+        })
+        .collect()
+}
+
+/// Differences between a converted graph and the truth, one line each (empty: equal).
+pub fn differences(got: &Map<String, Value>, truth: &Map<String, Value>) -> Vec<String> {
+    let (got, truth) = (comparable(got), comparable(truth));
+    let mut out = Vec::new();
+    for (id, (class, inputs)) in &truth {
+        let Some((gclass, ginputs)) = got.get(id) else {
+            out.push(format!("missing node {id} ({class})"));
+            continue;
+        };
+        if gclass != class {
+            out.push(format!("node {id}: class {gclass}, expected {class}"));
+        }
+        for (k, v) in inputs {
+            match ginputs.get(k) {
+                None => out.push(format!("node {id} ({class}): missing input {k} = {v}")),
+                Some(g) if g != v => {
+                    out.push(format!(
+                        "node {id} ({class}): input {k} = {g}, expected {v}"
+                    ));
+                }
+                _ => {}
+            }
+        }
+        for (k, g) in ginputs {
+            if !inputs.contains_key(k) {
+                out.push(format!("node {id} ({class}): extra input {k} = {g}"));
+            }
+        }
+    }
+    for (id, (class, _)) in &got {
+        if !truth.contains_key(id) {
+            out.push(format!("extra node {id} ({class})"));
+        }
+    }
+    out
+}
+
+/// Which features a UI file uses, for the per-feature match rates.
+fn features(doc: &Value) -> BTreeSet<&'static str> {
+    let mut f = BTreeSet::new();
+    let mut canvases: Vec<&Value> = vec![doc];
+    if let Some(list) = doc
+        .get("definitions")
+        .and_then(|d| d.get("subgraphs"))
+        .and_then(Value::as_array)
+        && !list.is_empty()
+    {
+        f.insert("subgraphs");
+        canvases.extend(list);
+    }
+    for c in canvases {
+        for n in c
+            .get("nodes")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+        {
+            match n.get("mode").and_then(Value::as_i64) {
+                Some(4) => {
+                    f.insert("bypass");
+                }
+                Some(2) => {
+                    f.insert("mute");
+                }
+                _ => {}
+            }
+            match n.get("type").and_then(Value::as_str) {
+                Some("PrimitiveNode") => {
+                    f.insert("primitives");
+                }
+                Some("Reroute") => {
+                    f.insert("reroutes");
+                }
+                _ => {}
+            }
+            if n.get("widgets_values_named").is_some() {
+                f.insert("named widgets");
+            }
+        }
+    }
+    f
+}
+
+/// Node types of a UI file that neither the catalogue nor the file's subgraphs define.
+pub fn expected_missing(doc: &Value, cat: &Catalogue) -> BTreeSet<String> {
+    let subgraphs: Vec<&Value> = doc
+        .get("definitions")
+        .and_then(|d| d.get("subgraphs"))
+        .and_then(Value::as_array)
+        .map(|l| l.iter().collect())
+        .unwrap_or_default();
+    let ids: BTreeSet<&str> = subgraphs
+        .iter()
+        .filter_map(|s| s.get("id").and_then(Value::as_str))
+        .collect();
+    std::iter::once(doc)
+        .chain(subgraphs)
+        .flat_map(|c| {
+            c.get("nodes")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+        })
+        .filter(|n| !matches!(n.get("mode").and_then(Value::as_i64), Some(2 | 4)))
+        .filter_map(|n| n.get("type").and_then(Value::as_str))
+        .filter(|t| {
+            !ids.contains(t)
+                && cat.get(t).is_none()
+                && !["Reroute", "PrimitiveNode", "Note", "MarkdownNote"].contains(t)
+        })
+        .map(str::to_owned)
+        .collect()
+}
+
+fn json_files(dir: &Path) -> Vec<PathBuf> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|e| e == "json"))
+        .collect();
+    files.sort();
+    files
+}
+
+/// Files whose truth the front end got wrong by its own rules, with why. Each must still
+/// differ, so the list cannot go stale.
+const FRONT_END_QUIRKS: &[(&str, &str)] = &[(
+    "template_qwen_image_illustration_lora.json",
+    "the front end shifts KSampler 76:3's promoted `steps`/`cfg` by one value (steps = the seed, \
+     above the node's maximum of 10000, so ComfyUI rejects its own output); the file holds \
+     steps 45 and cfg 3.5",
+)];
+
+#[test]
+fn corpus_converts_as_the_front_end_does() {
+    let cat = recorded_catalogue();
+    let sets = [
+        (
+            "era-0.3.64",
+            "corpus/era-0.3.64/workflows",
+            "corpus/era-0.3.64/truth",
+        ),
+        ("2026", "corpus/workflows", "corpus/truth"),
+    ];
+    let mut failures = Vec::new();
+    // feature → (matched, with truth)
+    let mut rates: BTreeMap<&str, (usize, usize)> = BTreeMap::new();
+    let (mut files_total, mut with_truth, mut matched) = (0, 0, 0);
+    for (set, dir, truth_dir) in sets {
+        for path in json_files(&shared().join(dir)) {
+            files_total += 1;
+            let name = path
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{e}"));
+            let doc: Value = serde_json::from_str(&text).unwrap_or_else(|e| panic!("{name}: {e}"));
+            let conv = comfyc::ui::convert(&doc, cat);
+            let missing: BTreeSet<String> = conv.missing_classes.keys().cloned().collect();
+            let expected = expected_missing(&doc, cat);
+            if missing != expected {
+                failures.push(format!(
+                    "{set}/{name}: missing classes {missing:?}, expected {expected:?}"
+                ));
+            }
+            let truth_path = shared().join(truth_dir).join(&name);
+            let Ok(truth_text) = std::fs::read_to_string(&truth_path) else {
+                continue;
+            };
+            with_truth += 1;
+            let truth: Map<String, Value> = serde_json::from_str(&truth_text)
+                .unwrap_or_else(|e| panic!("{}: {e}", truth_path.display()));
+            let diff = differences(&conv.prompt, &truth);
+            let feats = features(&doc);
+            for f in [
+                "subgraphs",
+                "bypass",
+                "mute",
+                "primitives",
+                "reroutes",
+                "named widgets",
+                "all",
+            ] {
+                if f == "all" || feats.contains(f) {
+                    let r = rates.entry(f).or_default();
+                    r.1 += 1;
+                    r.0 += usize::from(diff.is_empty());
+                }
+            }
+            assert!(
+                conv.missing_classes.is_empty(),
+                "{set}/{name} has a truth, so every class exists: {:?}",
+                conv.missing_classes
+            );
+            if let Some((_, why)) = FRONT_END_QUIRKS.iter().find(|(f, _)| *f == name) {
+                println!("{set}/{name}: not compared ({why})");
+                if diff.is_empty() {
+                    failures.push(format!(
+                        "{set}/{name} now matches: drop it from FRONT_END_QUIRKS"
+                    ));
+                }
+                continue;
+            }
+            if diff.is_empty() {
+                matched += 1;
+            } else {
+                failures.push(format!(
+                    "{set}/{name}: {} differences, first: {}",
+                    diff.len(),
+                    diff.iter().take(6).cloned().collect::<Vec<_>>().join("; ")
+                ));
+            }
+        }
+    }
+    println!(
+        "converted {files_total} files; {matched} of {with_truth} with a truth match it \
+         (rates below count the known front-end quirks as misses)"
+    );
+    for (f, (ok, n)) in &rates {
+        println!("  {f:<14} {ok:>3} / {n:<3} match");
+    }
+    assert!(files_total >= 634, "corpus has {files_total} files");
+    assert!(
+        failures.is_empty(),
+        "{} files differ:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
+}
