@@ -618,6 +618,8 @@ pub fn check_literal(spec: &InputSpec, v: &Value, models: &[ModelDecl]) -> Optio
             }
             Some(p)
         }
+        // Types the front end draws as widgets (a recorder, a webcam) take its value as is.
+        InputKind::Link { types } if types.iter().any(|t| crate::ui::is_widget_type(t)) => None,
         InputKind::Link { types } => Some(ValueProblem::new(
             Code::WrongType,
             format!(

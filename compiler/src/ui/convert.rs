@@ -23,28 +23,34 @@ const VIRTUAL: &[&str] = &["Reroute", "PrimitiveNode", "Note", "MarkdownNote"];
 /// `widgets_values_named` keys of front-end-only widgets.
 const PSEUDO_WIDGET: &[&str] = &["control_after_generate", "upload"];
 
-/// Widgets the front end adds to some node classes beyond the catalogue's inputs, and the
-/// value it submits for each. ComfyUI ignores them; they are kept to submit what it would.
-const FRONT_END_WIDGETS: &[(&str, &str, &str)] = &[
-    ("LoadAudio", "audioUI", ""),
-    ("SaveAudio", "audioUI", ""),
-    ("SaveAudioMP3", "audioUI", ""),
-    ("SaveAudioOpus", "audioUI", ""),
-    ("PreviewAudio", "audioUI", ""),
-    ("PreviewAny", "preview", ""),
-    ("Preview3D", "image", ""),
-    ("Preview3DAnimation", "image", ""),
-    ("SaveGLB", "image", ""),
-    ("LoadImageOutput", "refresh", "refresh"),
+/// Widgets the front end adds to some node classes beyond the catalogue's inputs, the value
+/// it submits for each (ComfyUI ignores them; they are kept to submit what it would), and
+/// how many values at most its saves store for them after the catalogue's widgets.
+const FRONT_END_WIDGETS: &[(&str, &str, &str, usize)] = &[
+    ("LoadAudio", "audioUI", "", 1),
+    ("SaveAudio", "audioUI", "", 0),
+    ("SaveAudioMP3", "audioUI", "", 0),
+    ("SaveAudioOpus", "audioUI", "", 0),
+    ("PreviewAudio", "audioUI", "", 0),
+    ("PreviewAny", "preview", "", 3),
+    ("Preview3D", "image", "", 1),
+    ("Preview3DAnimation", "image", "", 1),
+    ("SaveGLB", "image", "", 1),
+    ("LoadImageOutput", "refresh", "refresh", 2),
 ];
 /// Input types the catalogue lists as sockets but the front end draws as widgets.
 const WIDGET_TYPES: &[&str] = &["AUDIO_RECORD", "LOAD_3D", "LOAD_3D_ANIMATION", "WEBCAM"];
+
+/// Whether the front end draws an input of type `ty` as a widget (its value is a literal).
+pub fn is_widget_type(ty: &str) -> bool {
+    WIDGET_TYPES.contains(&ty)
+}
 
 /// Whether `class.input` is one the front end submits although the catalogue lacks it.
 pub fn is_front_end_widget(class: &str, input: &str) -> bool {
     FRONT_END_WIDGETS
         .iter()
-        .any(|(c, i, _)| *c == class && *i == input)
+        .any(|(c, i, _, _)| *c == class && *i == input)
 }
 
 /// Node modes, as the front end stores them.
@@ -439,7 +445,7 @@ impl<'g, 'a> Converter<'g, 'a> {
                 for (name, value) in self.widget_values(node, class) {
                     inputs.insert(name, value);
                 }
-                for (_, name, value) in FRONT_END_WIDGETS.iter().filter(|(c, _, _)| *c == node.ty) {
+                for (_, name, value, _) in FRONT_END_WIDGETS.iter().filter(|w| w.0 == node.ty) {
                     inputs.insert((*name).to_owned(), Value::String((*value).to_owned()));
                 }
             }
@@ -538,7 +544,18 @@ impl<'g, 'a> Converter<'g, 'a> {
                         out.push((w.name.clone(), normalize_number(&v)));
                     }
                 }
-                if values.len() != at && !values.is_empty() {
+                // Newer front ends store values of their own widgets after these: a few more
+                // are expected, fewer mean defaults were used.
+                let allowance = FRONT_END_WIDGETS
+                    .iter()
+                    .filter(|w| w.0 == class.name)
+                    .map(|w| w.3)
+                    .sum::<usize>()
+                    + widgets
+                        .iter()
+                        .filter(|w| w.upload.is_some() || !w.kind.is_widget())
+                        .count();
+                if (values.len() < at || values.len() > at + allowance) && !values.is_empty() {
                     let msg = format!(
                         "node `{}` ({}) has {} widget values where the catalogue's `{}` takes {at}",
                         node.id,
