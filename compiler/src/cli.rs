@@ -579,12 +579,93 @@ impl Ctx {
 
     fn import(
         &self,
-        _dir: Option<PathBuf>,
-        _file: &Path,
-        _name: Option<&str>,
-        _force: bool,
+        dir: Option<PathBuf>,
+        file: &Path,
+        name: Option<&str>,
+        force: bool,
     ) -> Result<ExitCode, Fatal> {
-        Err(Fatal::new("not yet"))
+        let text = std::fs::read_to_string(file)
+            .map_err(|e| Fatal::new(format!("cannot read `{}`: {e}", file.display())))?;
+        let cat = Self::catalogue_for(dir, file, None)?;
+        let shown = file.display().to_string();
+        let conv = comfyc::ui::convert_text(&shown, &text, &cat);
+        let (errors, warnings) = diagnostic::count(&conv.diagnostics);
+        if conv.graph.is_none() {
+            eprint!(
+                "{}",
+                diagnostic::render_all(&conv.diagnostics, &conv.sources, self.render)
+            );
+            return Ok(ExitCode::from(1));
+        }
+        let doc: Value = serde_json::from_str(&text).unwrap_or_default();
+        let stem = file
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let name = match name {
+            Some(n) => n.to_owned(),
+            None => stem
+                .chars()
+                .map(|c| {
+                    if c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.') {
+                        c
+                    } else {
+                        '_'
+                    }
+                })
+                .collect(),
+        };
+        let graph_file = file
+            .file_name()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let out = file.with_file_name(format!("{name}.toml"));
+        if out.exists() && !force {
+            return Err(Fatal::new(format!("`{}` exists", out.display()))
+                .help("pass --force to replace it, or --name to pick another name"));
+        }
+        let conversion = comfyc::ui::convert(&doc, &cat);
+        let imported = comfyc::ui::import::scaffold(&doc, &conversion, &cat, &name, &graph_file);
+        std::fs::write(&out, &imported.toml)
+            .map_err(|e| Fatal::new(format!("cannot write `{}`: {e}", out.display())))?;
+        if self.format == Format::Json {
+            let diagnostics: Vec<Value> = conv
+                .diagnostics
+                .iter()
+                .map(|d| diagnostic::to_json(d, &conv.sources))
+                .collect();
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&json!({
+                    "definition": out.display().to_string(),
+                    "lifted": imported.report,
+                    "errors": errors,
+                    "warnings": warnings,
+                    "diagnostics": diagnostics,
+                }))
+                .unwrap_or_default()
+            );
+        } else {
+            eprint!(
+                "{}",
+                diagnostic::render_all(&conv.diagnostics, &conv.sources, self.render)
+            );
+            for line in &imported.report {
+                println!("{line}");
+            }
+            eprintln!(
+                "wrote {} ({}); `comfyc check` checks it",
+                out.display(),
+                plural(imported.report.len(), "item")
+            );
+            if errors > 0 {
+                eprintln!(
+                    "the graph has {}: the definition will not compile until they are fixed",
+                    plural(errors, "error")
+                );
+            }
+        }
+        Ok(ExitCode::SUCCESS)
     }
 
     fn pull(&self, dir: Option<PathBuf>, args: &PullArgs) -> Result<ExitCode, Fatal> {

@@ -233,7 +233,7 @@ pub fn compile(loader: Arc<dyn Loader>) -> Compilation {
         let mut unit = Unit {
             loader: &loader,
             config: &c.config,
-            models: &models,
+            models: models.clone(),
             catalogue: &catalogue,
             model_inputs: &model_inputs,
             sources: &mut c.sources,
@@ -380,7 +380,8 @@ fn is_safe_name(s: &str) -> bool {
 struct Unit<'a> {
     loader: &'a Arc<dyn Loader>,
     config: &'a RepoConfig,
-    models: &'a [ModelDecl],
+    /// `comfyc.toml`'s models, then the definition's own.
+    models: Vec<ModelDecl>,
     catalogue: &'a Catalogue,
     model_inputs: &'a Arc<ModelInputs>,
     sources: &'a mut SourceMap,
@@ -420,6 +421,8 @@ impl Unit<'_> {
         };
         let file = self.sources.add(path.display().to_string(), text.as_str());
         let def: Definition = parse_toml(&text, file, self.out)?;
+        self.models
+            .extend(def.models.iter().map(|m| m.get_ref().clone()));
 
         let stem = path
             .file_stem()
@@ -690,7 +693,7 @@ impl Unit<'_> {
             file: parsed.file,
             catalogue: self.catalogue,
             bound: &bound,
-            models: self.models,
+            models: &self.models,
         }
         .run();
         // Problems found in a converted graph also point at the node of the UI file.
@@ -730,7 +733,7 @@ impl Unit<'_> {
             file,
             catalogue: self.catalogue,
             graph: Some(&parsed.graph),
-            models: self.models,
+            models: &self.models,
             template: false,
         };
         let inputs: Vec<WorkflowInput> = defs
@@ -774,11 +777,12 @@ impl Unit<'_> {
         };
         // Template variables first (they need no graph), then bindings against the graph the
         // defaults render.
+        let models = self.models.clone();
         let vars = Resolve {
             file,
             catalogue: self.catalogue,
             graph: None,
-            models: self.models,
+            models: &models,
             template: true,
         };
         let mut resolved: Vec<Option<WorkflowInput>> = defs

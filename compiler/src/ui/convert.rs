@@ -850,6 +850,43 @@ fn io_slots(v: Option<&Value>) -> Vec<IoSlot<'_>> {
         .unwrap_or_default()
 }
 
+/// The "control after generate" choice a UI node stores for its widget `input` (`randomize`,
+/// `fixed`, ...), where it has one.
+pub(crate) fn control_value<'v>(
+    node: &'v Value,
+    class: &NodeClass,
+    input: &str,
+) -> Option<&'v Value> {
+    let widgets: Vec<&InputSpec> = class.visible_inputs().filter(|i| is_widget(i)).collect();
+    if let Some(Value::Object(named)) = node.get("widgets_values_named") {
+        // The n-th control widget is `control_after_generate`, then `#1`, `#2`, ...
+        let nth = widgets
+            .iter()
+            .filter(|w| w.control_after_generate)
+            .position(|w| w.name == input)?;
+        let key = if nth == 0 {
+            "control_after_generate".to_owned()
+        } else {
+            format!("control_after_generate#{nth}")
+        };
+        if let Some(v) = named.get(&key) {
+            return Some(v);
+        }
+    }
+    let values = node.get("widgets_values")?.as_array()?;
+    let mut at = 0;
+    for w in widgets {
+        if w.name == input {
+            return w
+                .control_after_generate
+                .then(|| values.get(at + 1))
+                .flatten();
+        }
+        at += 1 + extra_values(w);
+    }
+    None
+}
+
 /// Whether the front end draws `input` as a widget with a stored value.
 fn is_widget(input: &InputSpec) -> bool {
     match &input.kind {

@@ -11,6 +11,7 @@
 //! malformed document.
 
 mod convert;
+pub mod import;
 
 pub use convert::{
     Conversion, UiProblem, UiProblemKind, convert, is_front_end_widget, is_widget_type,

@@ -279,3 +279,114 @@ fn corpus_converts_as_the_front_end_does() {
         failures.join("\n")
     );
 }
+
+/// Corpus files `comfyc import` is tried on: App Mode, subgraphs (nested, bypassed),
+/// primitives, named widgets, bypassed nodes, and the classic default.
+const IMPORTED: &[&str] = &[
+    "era-0.3.64/workflows/default.json",
+    "era-0.3.64/workflows/flux1_dev_uso_reference_image_gen.json",
+    "era-0.3.64/workflows/sdxl_refiner_prompt_example.json",
+    "era-0.3.64/workflows/video_wan_vace_flf2v.json",
+    "era-0.3.64/workflows/image_qwen_image_edit_2509.json",
+    "workflows/template_qwen_image_illustration_lora.json",
+    "workflows/template_sugar_coated_gummy_style_qwen.json",
+    "workflows/3d_hunyuan3d-v2.1.json",
+    "workflows/flux1_krea_dev.json",
+    "workflows/sdxl_simple_example.json",
+    "workflows/image_z_image_turbo.json",
+    "workflows/flux_kontext_dev_basic.json",
+];
+
+#[test]
+fn imported_definitions_check_and_render_back_to_the_graph() {
+    let cat = recorded_catalogue();
+    let catalogue_text = std::fs::read_to_string(shared().join("comfyui/object_info.json"))
+        .unwrap_or_else(|e| panic!("{e}"));
+    let mut app_mode = 0;
+    for rel in IMPORTED {
+        let path = shared().join("corpus").join(rel);
+        let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{rel}: {e}"));
+        let doc: Value = serde_json::from_str(&text).unwrap_or_else(|e| panic!("{rel}: {e}"));
+        let conv = comfyc::ui::convert(&doc, cat);
+        let imported = comfyc::ui::import::scaffold(&doc, &conv, cat, "w", "w.json");
+        let c = crate::compile_mem(
+            comfyc::MemLoader::new()
+                .with("comfyc.toml", "")
+                .with("nodes/object_info.json", catalogue_text.clone())
+                .with("workflows/w.json", text.clone())
+                .with("workflows/w.toml", imported.toml.clone()),
+        );
+        assert!(
+            !c.has_errors(),
+            "{rel}:\n{}\n{}",
+            imported.toml,
+            crate::rendered(&c)
+        );
+        let w = c.find("w").unwrap_or_else(|e| panic!("{rel}: {e}"));
+        assert_eq!(
+            w.default_graph,
+            Value::Object(conv.prompt.clone()),
+            "{rel}: the defaults render the converted graph"
+        );
+        // Rendering with the defaults, and the graph's own values for seeds and files (which
+        // have no default), gives the converted graph back.
+        let mut given = Map::new();
+        for i in w.inputs.iter().filter(|i| i.default.is_none()) {
+            let b = &i.bindings[0];
+            given.insert(
+                i.name.clone(),
+                conv.prompt[&b.node]["inputs"][&b.input].clone(),
+            );
+        }
+        let resolved = w
+            .resolve(&given, &mut || 0)
+            .unwrap_or_else(|e| panic!("{rel}: {e:?}"));
+        let rendered = w
+            .render(&resolved.values)
+            .unwrap_or_else(|e| panic!("{rel}: {e:?}"));
+        assert_eq!(
+            rendered,
+            Value::Object(conv.prompt.clone()),
+            "{rel}: rendered"
+        );
+        assert!(w.inputs.len() >= 3, "{rel}: only {:?}", imported.report);
+        assert!(!w.outputs.is_empty(), "{rel}: no output lifted");
+        // App Mode's choices come first, in the author's order.
+        if let Some(chosen) = doc
+            .pointer("/extra/linearData/inputs")
+            .and_then(Value::as_array)
+            && !chosen.is_empty()
+        {
+            app_mode += 1;
+            let first = chosen[0][1].as_str().unwrap_or_default();
+            assert_eq!(w.inputs[0].name, first, "{rel}");
+        }
+        // Seeds left on randomize are picked per job.
+        let seeds = w
+            .inputs
+            .iter()
+            .filter(|i| i.ty == comfyc::definition::InputType::Seed)
+            .count();
+        let declared = imported.toml.matches("[[models]]").count();
+        println!(
+            "{rel}: {} inputs ({seeds} seeds), {} outputs, {declared} models",
+            w.inputs.len(),
+            w.outputs.len()
+        );
+        if rel.ends_with("default.json") {
+            assert_eq!(seeds, 1, "the default workflow's seed is on randomize");
+            assert_eq!(declared, 1);
+            for name in [
+                "prompt",
+                "negative_prompt",
+                "steps",
+                "cfg",
+                "width",
+                "checkpoint",
+            ] {
+                assert!(w.input(name).is_some(), "default.json lacks `{name}`");
+            }
+        }
+    }
+    assert_eq!(app_mode, 2);
+}
