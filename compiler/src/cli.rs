@@ -485,12 +485,15 @@ impl Ctx {
             None => {
                 let start = match dir {
                     Some(d) => d,
-                    None => near
-                        .parent()
-                        .map(Path::to_path_buf)
-                        .unwrap_or_default()
-                        .canonicalize()
-                        .unwrap_or_default(),
+                    None => {
+                        let parent = near
+                            .parent()
+                            .filter(|p| !p.as_os_str().is_empty())
+                            .unwrap_or(Path::new("."));
+                        parent
+                            .canonicalize()
+                            .unwrap_or_else(|_| parent.to_path_buf())
+                    }
                 };
                 let root = find_repo(&start).ok_or_else(|| {
                     Fatal::new(format!(
