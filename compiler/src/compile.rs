@@ -83,25 +83,8 @@ pub struct Workflow {
     /// JSON Schema of the job inputs.
     pub schema: Value,
     pub(crate) validator: Arc<jsonschema::Validator>,
-    /// The catalogue's model inputs: class → `(input, models folder)`.
-    pub(crate) model_inputs: Arc<ModelInputs>,
-}
-
-/// Which inputs of which classes name model files, and their folder.
-pub type ModelInputs = std::collections::BTreeMap<String, Vec<(String, String)>>;
-
-fn model_inputs(catalogue: &Catalogue) -> ModelInputs {
-    catalogue
-        .classes()
-        .filter_map(|c| {
-            let inputs: Vec<(String, String)> = c
-                .inputs
-                .iter()
-                .filter_map(|i| i.model_folder.clone().map(|f| (i.name.clone(), f)))
-                .collect();
-            (!inputs.is_empty()).then(|| (c.name.clone(), inputs))
-        })
-        .collect()
+    /// The catalogue, for the model inputs of rendered graphs (shared, not copied).
+    pub(crate) catalogue: Catalogue,
 }
 
 impl Workflow {
@@ -124,8 +107,16 @@ impl Workflow {
             let Some(class) = node.get("class_type").and_then(Value::as_str) else {
                 continue;
             };
-            for (input, folder) in self.model_inputs.get(class).into_iter().flatten() {
-                if let Some(Value::String(name)) = node.get("inputs").and_then(|i| i.get(input)) {
+            let Some(class) = self.catalogue.get(class) else {
+                continue;
+            };
+            for spec in &class.inputs {
+                let Some(folder) = &spec.model_folder else {
+                    continue;
+                };
+                if let Some(Value::String(name)) =
+                    node.get("inputs").and_then(|i| i.get(&spec.name))
+                {
                     out.push((folder.clone(), name.clone()));
                 }
             }
@@ -228,14 +219,12 @@ pub fn compile(loader: Arc<dyn Loader>) -> Compilation {
         .map(|m| m.get_ref().clone())
         .collect();
     let mut seen: HashMap<String, PathBuf> = HashMap::new();
-    let model_inputs = Arc::new(model_inputs(&catalogue));
     for path in paths {
         let mut unit = Unit {
             loader: &loader,
             config: &c.config,
             models: models.clone(),
             catalogue: &catalogue,
-            model_inputs: &model_inputs,
             sources: &mut c.sources,
             out: &mut c.diagnostics,
         };
@@ -383,13 +372,9 @@ struct Unit<'a> {
     /// `comfyc.toml`'s models, then the definition's own.
     models: Vec<ModelDecl>,
     catalogue: &'a Catalogue,
-    model_inputs: &'a Arc<ModelInputs>,
     sources: &'a mut SourceMap,
     out: &'a mut Vec<Diagnostic>,
 }
-
-/// A converted node's span in the API text, with its UI node's span.
-type NodeOrigin = (Range<usize>, Range<usize>);
 
 /// A parsed graph with where it came from.
 struct Parsed {
@@ -398,8 +383,8 @@ struct Parsed {
     spans: JsonSpans,
     base: String,
     file: FileId,
-    /// For a converted UI graph: each API node's span, with its UI node's span.
-    ui_nodes: Option<(FileId, Vec<NodeOrigin>)>,
+    /// For a converted UI graph: the UI file, and each API node's JSON pointer there.
+    ui_nodes: Option<(FileId, Vec<(String, String)>)>,
 }
 
 impl Unit<'_> {
@@ -572,7 +557,7 @@ impl Unit<'_> {
             hash,
             schema,
             validator,
-            model_inputs: self.model_inputs.clone(),
+            catalogue: self.catalogue.clone(),
         })
     }
 
@@ -608,13 +593,12 @@ impl Unit<'_> {
         let ui_file = gfile;
         let is_ui = detect_format(&value) == Format::Ui;
         let (value, text, gfile) = if is_ui {
-            let ui_spans = JsonSpans::index(text);
-            let conv = self.convert_ui(gfile, &ui_spans, &value);
+            let conv = self.convert_ui(gfile, text, &value);
             unknown = conv.unknown_nodes().map(str::to_owned).collect();
             origins = conv
                 .origins
                 .iter()
-                .map(|(id, ptr)| (id.clone(), ui_spans.nearest(&format!("{ptr}/id"))))
+                .map(|(id, ptr)| (id.clone(), format!("{ptr}/id")))
                 .collect();
             converted = serde_json::to_string_pretty(&conv.prompt).unwrap_or_default();
             let name = format!("{} (converted)", self.sources.get(gfile).name());
@@ -624,18 +608,6 @@ impl Unit<'_> {
             (value, text, gfile)
         };
         let spans = JsonSpans::index(text);
-        let ui_nodes = is_ui.then(|| {
-            let map = origins
-                .into_iter()
-                .filter_map(|(id, ui)| {
-                    let ptr = pointer([id.as_str()]);
-                    let value = spans.value(&ptr)?;
-                    let start = spans.key(&ptr).map_or(value.start, |k| k.start);
-                    Some((start..value.end, ui))
-                })
-                .collect();
-            (ui_file, map)
-        });
         let (mut graph, problems, base) = Graph::parse(&value);
         // Nodes of classes the catalogue lacks were reported by the conversion; links to
         // them are not reported again.
@@ -643,6 +615,7 @@ impl Unit<'_> {
             graph.nodes.shift_remove(&id);
             graph.broken.insert(id);
         }
+        let ui_nodes = is_ui.then_some((ui_file, origins));
         for p in problems {
             let mut d = Diagnostic::new(Code::GraphShape, p.message).primary(
                 gfile,
@@ -668,15 +641,15 @@ impl Unit<'_> {
     }
 
     /// Converts a UI-format graph, reporting its problems against the UI file.
-    fn convert_ui(
-        &mut self,
-        gfile: FileId,
-        spans: &JsonSpans,
-        value: &Value,
-    ) -> crate::ui::Conversion {
+    fn convert_ui(&mut self, gfile: FileId, text: &str, value: &Value) -> crate::ui::Conversion {
         let conv = crate::ui::convert(value, self.catalogue);
-        for p in &conv.problems {
-            self.out.push(crate::ui::diagnostic(p, gfile, spans));
+        // Spans of a UI file are costly (every position of every node): only for problems.
+        if !conv.problems.is_empty() {
+            let spans =
+                JsonSpans::index_only(text, conv.problems.iter().map(|p| p.pointer.as_str()));
+            for p in &conv.problems {
+                self.out.push(crate::ui::diagnostic(p, gfile, &spans));
+            }
         }
         conv
     }
@@ -697,12 +670,27 @@ impl Unit<'_> {
         }
         .run();
         // Problems found in a converted graph also point at the node of the UI file.
-        if let Some((ui_file, map)) = &parsed.ui_nodes {
+        if let Some((ui_file, origins)) = &parsed.ui_nodes
+            && !diags.is_empty()
+        {
+            let ui_spans = JsonSpans::index_only(
+                self.sources.get(*ui_file).text(),
+                origins.iter().map(|(_, ui)| ui.as_str()),
+            );
+            let nodes: Vec<(Range<usize>, Range<usize>)> = origins
+                .iter()
+                .filter_map(|(id, ui)| {
+                    let ptr = pointer([id.as_str()]);
+                    let value = parsed.spans.value(&ptr)?;
+                    let start = parsed.spans.key(&ptr).map_or(value.start, |k| k.start);
+                    Some((start..value.end, ui_spans.nearest(ui)))
+                })
+                .collect();
             for d in &mut diags {
                 let Some(at) = d.labels.iter().find(|l| l.primary && l.file == parsed.file) else {
                     continue;
                 };
-                if let Some((_, ui)) = map
+                if let Some((_, ui)) = nodes
                     .iter()
                     .find(|(api, _)| api.start <= at.span.start && at.span.end <= api.end)
                 {

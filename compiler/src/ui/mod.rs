@@ -79,8 +79,8 @@ pub fn convert_text(
         );
         return out;
     }
-    let spans = JsonSpans::index(text);
     let conv = convert(&value, catalogue);
+    let spans = JsonSpans::index_only(text, conv.problems.iter().map(|p| p.pointer.as_str()));
     out.diagnostics
         .extend(conv.problems.iter().map(|p| diagnostic(p, file, &spans)));
     out.graph = Some(conv.prompt);
