@@ -38,6 +38,11 @@ const FRONT_END_WIDGETS: &[(&str, &str, &str, usize)] = &[
     ("SaveGLB", "image", "", 1),
     ("LoadImageOutput", "refresh", "refresh", 2),
 ];
+/// Display names the front end gives classes the server names none.
+const FRONT_END_TITLES: &[(&str, &str)] = &[
+    ("ImageScaleToTotalPixels", "Scale Image to Total Pixels"),
+    ("ImageBlur", "Image Blur"),
+];
 /// Input types the catalogue lists as sockets but the front end draws as widgets.
 const WIDGET_TYPES: &[&str] = &["AUDIO_RECORD", "LOAD_3D", "LOAD_3D_ANIMATION", "WEBCAM"];
 
@@ -508,6 +513,12 @@ impl<'g, 'a> Converter<'g, 'a> {
             .title
             .map(str::to_owned)
             .or_else(|| class.and_then(|c| c.display_name.clone()))
+            .or_else(|| {
+                FRONT_END_TITLES
+                    .iter()
+                    .find(|(c, _)| *c == node.ty)
+                    .map(|(_, t)| (*t).to_owned())
+            })
             .unwrap_or_else(|| node.ty.to_owned());
         let mut api = Map::new();
         api.insert("inputs".into(), Value::Object(inputs));
