@@ -973,3 +973,103 @@ fn whole(f: f64) -> Option<Value> {
     }
     None
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn catalogue() -> Catalogue {
+        let text = json!({
+            "Load": {"input": {"required": {}}, "output": ["IMAGE"]},
+            "Blur": {"input": {"required": {"image": ["IMAGE"], "radius": ["INT", {"default": 1}]}},
+                     "input_order": {"required": ["image", "radius"]}, "output": ["IMAGE"]},
+            "Seeded": {"input": {"required": {"seed": ["INT", {"control_after_generate": true}],
+                                              "ratio": ["FLOAT", {"default": 0.5}]}},
+                       "input_order": {"required": ["seed", "ratio"]}, "output": ["IMAGE"]},
+            "Save": {"input": {"required": {"images": ["IMAGE"], "prefix": ["STRING", {}]}},
+                     "input_order": {"required": ["images", "prefix"]}, "output": [], "output_node": true}
+        });
+        Catalogue::from_json(&text.to_string())
+            .map(|(c, _)| c)
+            .unwrap_or_default()
+    }
+
+    fn node(id: u64, ty: &str, mode: u64, inputs: Value, widgets: Value) -> Value {
+        json!({"id": id, "type": ty, "mode": mode, "inputs": inputs,
+               "outputs": [{"name": "IMAGE", "type": "IMAGE"}], "widgets_values": widgets})
+    }
+
+    #[test]
+    fn widgets_by_position_links_through_reroutes_bypass_and_mute() {
+        let doc = json!({
+            "nodes": [
+                node(1, "Load", 0, json!([]), json!([])),
+                node(2, "Reroute", 0, json!([{"name": "", "type": "*", "link": 1}]), json!([])),
+                node(3, "Blur", 4, json!([{"name": "image", "type": "IMAGE", "link": 2}]), json!([5])),
+                node(4, "Seeded", 0, json!([]), json!([12345, "randomize", 2.0])),
+                node(5, "Save", 0, json!([{"name": "images", "type": "IMAGE", "link": 3}]), json!(["a"])),
+                node(6, "Blur", 2, json!([{"name": "image", "type": "IMAGE", "link": 4}]), json!([7])),
+                node(7, "Save", 0, json!([{"name": "images", "type": "IMAGE", "link": 5},
+                                          {"name": "prefix", "type": "STRING", "widget": {"name": "prefix"}, "link": 9}]),
+                     json!(["b"])),
+                node(8, "Save", 0, json!([{"name": "images", "type": "IMAGE", "link": 6}]), json!(["c"]))
+            ],
+            "links": [[1, 1, 0, 2, 0, "IMAGE"], [2, 2, 0, 3, 0, "IMAGE"], [3, 3, 0, 5, 0, "IMAGE"],
+                      [4, 4, 0, 6, 0, "IMAGE"], [5, 6, 0, 7, 0, "IMAGE"], [6, 4, 0, 8, 0, "IMAGE"]]
+        });
+        let c = convert(&doc, &catalogue());
+        let p = &c.prompt;
+        // The reroute and the bypassed blur are bridged: the save reads the loader.
+        assert_eq!(p["5"]["inputs"]["images"], json!(["1", 0]));
+        assert!(!p.contains_key("2") && !p.contains_key("3") && !p.contains_key("6"));
+        // The seed's control value is skipped; a whole float loses its decimal point.
+        assert_eq!(p["4"]["inputs"], json!({"seed": 12345, "ratio": 2}));
+        // A link to a muted node is dropped; link 9 is not in the table: reported, not fatal.
+        assert_eq!(p["7"]["inputs"], json!({"prefix": "b"}));
+        assert_eq!(p["8"]["inputs"]["images"], json!(["4", 0]));
+        assert_eq!(c.problems.len(), 1, "{:?}", c.problems);
+        assert_eq!(c.problems[0].kind, UiProblemKind::MissingLink);
+        assert_eq!(c.problems[0].pointer, "/nodes/6/inputs/1/link");
+        assert_eq!(p["1"]["_meta"]["title"], "Load");
+    }
+
+    #[test]
+    fn subgraphs_flatten_with_promoted_values_and_primitives_push_theirs() {
+        let inner = json!({
+            "id": "sg-1", "name": "inner",
+            "inputs": [{"name": "image", "type": "IMAGE", "linkIds": [10]},
+                       {"name": "radius", "type": "INT", "linkIds": [11]}],
+            "outputs": [{"name": "IMAGE", "type": "IMAGE", "linkIds": [12]}],
+            "nodes": [node(3, "Blur", 0, json!([{"name": "image", "type": "IMAGE", "link": 10},
+                                                 {"name": "radius", "type": "INT", "widget": {"name": "radius"}, "link": 11}]),
+                           json!([1]))],
+            "links": [{"id": 10, "origin_id": -10, "origin_slot": 0, "target_id": 3, "target_slot": 0},
+                      {"id": 11, "origin_id": -10, "origin_slot": 1, "target_id": 3, "target_slot": 1},
+                      {"id": 12, "origin_id": 3, "origin_slot": 0, "target_id": -20, "target_slot": 0}]
+        });
+        let doc = json!({
+            "nodes": [
+                node(1, "Load", 0, json!([]), json!([])),
+                node(9, "sg-1", 0, json!([{"name": "image", "type": "IMAGE", "link": 1}]), json!([8])),
+                node(5, "Save", 0, json!([{"name": "images", "type": "IMAGE", "link": 2},
+                                          {"name": "prefix", "type": "STRING", "widget": {"name": "prefix"}, "link": 3}]),
+                     json!(["stale"])),
+                node(6, "PrimitiveNode", 0, json!([]), json!(["from-primitive"])),
+                node(7, "Widgety", 0, json!([]), json!([]))
+            ],
+            "links": [[1, 1, 0, 9, 0, "IMAGE"], [2, 9, 0, 5, 0, "IMAGE"], [3, 6, 0, 5, 1, "STRING"]],
+            "definitions": {"subgraphs": [inner]}
+        });
+        let c = convert(&doc, &catalogue());
+        let p = &c.prompt;
+        assert_eq!(p["9:3"]["inputs"], json!({"radius": 8, "image": ["1", 0]}));
+        assert_eq!(p["5"]["inputs"]["images"], json!(["9:3", 0]));
+        assert_eq!(p["5"]["inputs"]["prefix"], "from-primitive");
+        // The unknown class is reported once and kept, so links to it stay.
+        assert_eq!(c.missing_classes.keys().collect::<Vec<_>>(), ["Widgety"]);
+        assert_eq!(c.unknown_nodes().collect::<Vec<_>>(), ["7"]);
+        // Integer-like ids first, ascending, as a JavaScript object lists them.
+        assert_eq!(p.keys().collect::<Vec<_>>(), ["1", "5", "7", "9:3"]);
+    }
+}
