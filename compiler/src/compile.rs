@@ -8,7 +8,7 @@
 use std::collections::{HashMap, HashSet};
 use std::ops::Range;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use serde::Serialize;
 use serde_json::{Map, Value};
@@ -82,7 +82,8 @@ pub struct Workflow {
     pub hash: String,
     /// JSON Schema of the job inputs.
     pub schema: Value,
-    pub(crate) validator: Arc<jsonschema::Validator>,
+    /// Built on first use: `check` and `build` never validate job inputs.
+    pub(crate) validator: Arc<OnceLock<Result<jsonschema::Validator, String>>>,
     /// The catalogue, for the model inputs of rendered graphs (shared, not copied).
     pub(crate) catalogue: Catalogue,
 }
@@ -523,19 +524,6 @@ impl Unit<'_> {
             },
             &inputs,
         );
-        let validator = match jsonschema::validator_for(&schema) {
-            Ok(v) => Arc::new(v),
-            Err(e) => {
-                self.out.push(
-                    Diagnostic::new(
-                        Code::InputInvalid,
-                        format!("the input schema of `{name}` does not compile: {e}"),
-                    )
-                    .primary(file, 0..0, "here"),
-                );
-                return None;
-            }
-        };
         Some(Workflow {
             name,
             version,
@@ -556,7 +544,7 @@ impl Unit<'_> {
             default_graph,
             hash,
             schema,
-            validator,
+            validator: Arc::default(),
             catalogue: self.catalogue.clone(),
         })
     }
