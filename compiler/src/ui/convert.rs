@@ -463,14 +463,25 @@ impl<'g, 'a> Converter<'g, 'a> {
                     .or_default();
                 *count += 1;
                 if *count == 1 {
-                    let msg = format!("node type `{}` is not in the node catalogue", node.ty);
                     let ptr = format!("{}/type", node.pointer);
-                    self.problem(
-                        UiProblemKind::UnknownClass,
-                        &ptr,
-                        msg,
-                        Some("it comes from a custom node pack or a newer ComfyUI: install it, then save the catalogue again with `comfyc nodes pull`"),
-                    );
+                    // Group nodes (before subgraphs) are named `workflow>NAME`.
+                    let (msg, help) = if node.ty.starts_with("workflow>")
+                        || node.ty.starts_with("workflow/")
+                    {
+                        (
+                            format!(
+                                "node type `{}` is a legacy group node, which comfyc does not convert",
+                                node.ty
+                            ),
+                            "in ComfyUI, convert the group node to a subgraph (or ungroup it) and save again",
+                        )
+                    } else {
+                        (
+                            format!("node type `{}` is not in the node catalogue", node.ty),
+                            "it comes from a custom node pack or a newer ComfyUI: install it, then save the catalogue again with `comfyc nodes pull`",
+                        )
+                    };
+                    self.problem(UiProblemKind::UnknownClass, &ptr, msg, Some(help));
                 }
                 // Without the catalogue only named values can be placed.
                 if let Some(Value::Object(named)) = node.raw.get("widgets_values_named") {
@@ -1032,6 +1043,28 @@ mod tests {
         assert_eq!(c.problems[0].kind, UiProblemKind::MissingLink);
         assert_eq!(c.problems[0].pointer, "/nodes/6/inputs/1/link");
         assert_eq!(p["1"]["_meta"]["title"], "Load");
+    }
+
+    #[test]
+    fn legacy_group_nodes_and_garbage_are_reported() {
+        let doc = json!({
+            "nodes": [node(1, "workflow>faces", 0, json!([]), json!([1, 2])), 5, {"id": 2}],
+            "links": [[1, 1, 0, 2, 0, "IMAGE"], "x", null]
+        });
+        let c = convert(&doc, &catalogue());
+        let messages: Vec<&str> = c.problems.iter().map(|p| p.message.as_str()).collect();
+        assert!(
+            messages[3].contains("`workflow>faces` is a legacy group node"),
+            "{messages:?}"
+        );
+        assert_eq!(c.problems.len(), 4, "{messages:?}");
+        assert!(convert(&json!([1]), &catalogue()).prompt.is_empty());
+        assert!(
+            convert(&json!({"nodes": 3, "links": {}}), &catalogue())
+                .problems
+                .len()
+                == 1
+        );
     }
 
     #[test]
