@@ -410,3 +410,101 @@ fn imported_definitions_check_and_render_back_to_the_graph() {
     }
     assert_eq!(app_mode, 2);
 }
+
+/// Every JSON pointer of `v`, depth first.
+fn pointers(v: &Value, at: String, out: &mut Vec<String>) {
+    match v {
+        Value::Object(m) => {
+            for (k, c) in m {
+                pointers(
+                    c,
+                    format!("{at}/{}", k.replace('~', "~0").replace('/', "~1")),
+                    out,
+                );
+            }
+        }
+        Value::Array(a) => {
+            for (i, c) in a.iter().enumerate() {
+                pointers(c, format!("{at}/{i}"), out);
+            }
+        }
+        _ => {}
+    }
+    out.push(at);
+}
+
+#[test]
+fn damaged_workflows_are_reported_not_crashed_on() {
+    let cat = recorded_catalogue();
+    for rel in [
+        "era-0.3.64/workflows/flux1_dev_uso_reference_image_gen.json",
+        "workflows/video_wan2_2_14B_s2v.json",
+        "workflows/template_qwen_image_illustration_lora.json",
+    ] {
+        let text = std::fs::read_to_string(shared().join("corpus").join(rel))
+            .unwrap_or_else(|e| panic!("{rel}: {e}"));
+        let doc: Value = serde_json::from_str(&text).unwrap_or_else(|e| panic!("{rel}: {e}"));
+        let mut all = Vec::new();
+        pointers(&doc, String::new(), &mut all);
+        let step = (all.len() / 300).max(1);
+        let replacements = [
+            Value::Null,
+            serde_json::json!(-10),
+            serde_json::json!("232"),
+            serde_json::json!([]),
+            serde_json::json!({}),
+        ];
+        for (n, ptr) in all.iter().step_by(step).enumerate() {
+            let mut damaged = doc.clone();
+            if let Some(slot) = damaged.pointer_mut(ptr) {
+                *slot = replacements[n % replacements.len()].clone();
+            }
+            let conv = comfyc::ui::convert(&damaged, cat);
+            // Every problem points at something the damaged document has (or an ancestor).
+            for p in &conv.problems {
+                let mut at = p.pointer.as_str();
+                while damaged.pointer(at).is_none() {
+                    at = &at[..at.rfind('/').unwrap_or(0)];
+                }
+                assert!(!p.message.is_empty(), "{rel} {ptr}");
+            }
+        }
+    }
+    // A subgraph that contains itself is reported, not followed forever.
+    let looped = serde_json::json!({
+        "nodes": [{"id": 1, "type": "sg", "mode": 0, "inputs": [], "outputs": []}],
+        "links": [],
+        "definitions": {"subgraphs": [{"id": "sg", "inputs": [], "outputs": [], "links": [],
+            "nodes": [{"id": 2, "type": "sg", "mode": 0, "inputs": [], "outputs": []}]}]}
+    });
+    let conv = comfyc::ui::convert(&looped, cat);
+    assert!(conv.prompt.is_empty());
+    // So is a reroute that feeds itself.
+    let circle = serde_json::json!({
+        "nodes": [
+            {"id": 3, "type": "Reroute", "mode": 0, "inputs": [{"name": "", "type": "*", "link": 5}], "outputs": []},
+            {"id": 4, "type": "SaveImage", "mode": 0, "inputs": [{"name": "images", "type": "IMAGE", "link": 6}],
+             "outputs": [], "widgets_values": ["x"]}
+        ],
+        "links": [[5, 3, 0, 3, 0, "*"], [6, 3, 0, 4, 0, "IMAGE"]]
+    });
+    let c = comfyc::ui::convert(&circle, cat);
+    assert_eq!(
+        c.prompt["4"]["inputs"],
+        serde_json::json!({"filename_prefix": "x"})
+    );
+    assert!(
+        c.problems
+            .iter()
+            .any(|p| p.message.contains("round in circles")),
+        "{:?}",
+        c.problems
+    );
+    assert!(
+        conv.problems
+            .iter()
+            .any(|p| p.message.contains("contains itself")),
+        "{:?}",
+        conv.problems
+    );
+}
