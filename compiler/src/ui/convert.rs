@@ -445,9 +445,12 @@ impl<'g, 'a> Converter<'g, 'a> {
         let id = format!("{}{}", self.frames[frame].prefix, node.id);
         let class = self.catalogue.get(node.ty);
         let mut inputs = Map::new();
+        // The node's widget values in order, for promoted widgets the instance has no value for.
+        let mut own_values = Vec::new();
         match class {
             Some(class) => {
                 for (name, value) in self.widget_values(node, class) {
+                    own_values.push(value.clone());
                     inputs.insert(name, value);
                 }
                 for (_, name, value, _) in FRONT_END_WIDGETS.iter().filter(|w| w.0 == node.ty) {
@@ -493,6 +496,8 @@ impl<'g, 'a> Converter<'g, 'a> {
                 }
             }
         }
+        // Widget sockets fed straight from the subgraph's inputs, in slot order.
+        let mut promoted = 0;
         for si in 0..node.inputs.len() {
             let slot = &g.nodes[ni].inputs[si];
             let Some(link) = slot.link.clone() else {
@@ -508,12 +513,25 @@ impl<'g, 'a> Converter<'g, 'a> {
             let name = slot.widget.unwrap_or(slot.name).to_owned();
             let want = slot.ty.to_owned();
             let ptr = format!("{}/inputs/{si}/link", g.nodes[ni].pointer);
+            let from_subgraph_input =
+                slot.widget.is_some() && g.links.get(&link).is_some_and(|l| l.origin == "-10");
+            let ordinal = promoted;
+            promoted += usize::from(from_subgraph_input);
             match self.trace_link(frame, &link, &want, &ptr, 0) {
                 Some(Source::Link(from, slot)) => {
                     inputs.insert(name, Value::Array(vec![from.into(), slot.into()]));
                 }
                 Some(Source::Value(v)) => {
                     inputs.insert(name, normalize_number(&v));
+                }
+                None if from_subgraph_input && self.frames[frame].parent.is_some() => {
+                    // The instance holds no value for this promoted widget. The front end
+                    // (1.27) then takes the inner node's widget values in order, the n-th
+                    // for its n-th promoted widget: the widget's own value when the promoted
+                    // widgets come first, a neighbour's otherwise.
+                    if let Some(v) = own_values.get(ordinal) {
+                        inputs.insert(name, v.clone());
+                    }
                 }
                 None => {}
             }

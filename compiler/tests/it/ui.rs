@@ -174,15 +174,6 @@ fn json_files(dir: &Path) -> Vec<PathBuf> {
     files
 }
 
-/// Files whose truth the front end got wrong by its own rules, with why. Each must still
-/// differ, so the list cannot go stale.
-const FRONT_END_QUIRKS: &[(&str, &str)] = &[(
-    "template_qwen_image_illustration_lora.json",
-    "the front end shifts KSampler 76:3's promoted `steps`/`cfg` by one value (steps = the seed, \
-     above the node's maximum of 10000, so ComfyUI rejects its own output); the file holds \
-     steps 45 and cfg 3.5",
-)];
-
 #[test]
 fn corpus_converts_as_the_front_end_does() {
     let cat = recorded_catalogue();
@@ -260,15 +251,6 @@ fn corpus_converts_as_the_front_end_does() {
                 "{set}/{name} has a truth, so every class exists: {:?}",
                 conv.missing_classes
             );
-            if let Some((_, why)) = FRONT_END_QUIRKS.iter().find(|(f, _)| *f == name) {
-                println!("{set}/{name}: not compared ({why})");
-                if diff.is_empty() {
-                    failures.push(format!(
-                        "{set}/{name} now matches: drop it from FRONT_END_QUIRKS"
-                    ));
-                }
-                continue;
-            }
             if diff.is_empty() {
                 matched += 1;
             } else {
@@ -280,10 +262,7 @@ fn corpus_converts_as_the_front_end_does() {
             }
         }
     }
-    println!(
-        "converted {files_total} files; {matched} of {with_truth} with a truth match it \
-         (rates below count the known front-end quirks as misses)"
-    );
+    println!("converted {files_total} files; {matched} of {with_truth} with a truth match it");
     for (f, (ok, n)) in &rates {
         println!("  {f:<14} {ok:>3} / {n:<3} match");
     }
@@ -308,7 +287,6 @@ const IMPORTED: &[&str] = &[
     "era-0.3.64/workflows/sdxl_refiner_prompt_example.json",
     "era-0.3.64/workflows/video_wan_vace_flf2v.json",
     "era-0.3.64/workflows/image_qwen_image_edit_2509.json",
-    "workflows/template_qwen_image_illustration_lora.json",
     "workflows/template_sugar_coated_gummy_style_qwen.json",
     "workflows/3d_hunyuan3d-v2.1.json",
     "workflows/flux1_krea_dev.json",
@@ -408,7 +386,7 @@ fn imported_definitions_check_and_render_back_to_the_graph() {
             }
         }
     }
-    assert_eq!(app_mode, 2);
+    assert_eq!(app_mode, 1);
 }
 
 /// Every JSON pointer of `v`, depth first.
@@ -507,4 +485,37 @@ fn damaged_workflows_are_reported_not_crashed_on() {
         "{:?}",
         conv.problems
     );
+}
+
+/// An instance that stores no values for its promoted widgets: the front end (1.27) gives the
+/// inner node's n-th widget value to its n-th promoted widget, so a KSampler whose `steps` and
+/// `cfg` are promoted gets the seed as steps. The graph converts to exactly that, and the
+/// check rejects it as ComfyUI would, pointing at the node in the UI file.
+#[test]
+fn promoted_widgets_without_instance_values_take_the_front_ends_values() {
+    let rel = "workflows/template_qwen_image_illustration_lora.json";
+    let text = std::fs::read_to_string(shared().join("corpus").join(rel))
+        .unwrap_or_else(|e| panic!("{rel}: {e}"));
+    let doc: Value = serde_json::from_str(&text).unwrap_or_else(|e| panic!("{rel}: {e}"));
+    let conv = comfyc::ui::convert(&doc, recorded_catalogue());
+    let ks = &conv.prompt["76:3"]["inputs"];
+    assert_eq!(ks["seed"], ks["steps"]);
+    assert_eq!(ks["cfg"], 45);
+    let catalogue_text = std::fs::read_to_string(shared().join("comfyui/object_info.json"))
+        .unwrap_or_else(|e| panic!("{e}"));
+    let c = crate::compile_mem(
+        comfyc::MemLoader::new()
+            .with("comfyc.toml", "")
+            .with("nodes/object_info.json", catalogue_text)
+            .with("workflows/w.json", text)
+            .with("workflows/w.toml", "[workflow]\ngraph = \"w.json\"\n"),
+    );
+    let rendered = crate::rendered(&c);
+    assert!(
+        rendered.contains(
+            "input `steps` of node `76:3` (KSampler) is 1124798614324697, above its maximum 10000"
+        ),
+        "{rendered}"
+    );
+    assert!(rendered.contains("this node in the UI file"), "{rendered}");
 }
