@@ -15,7 +15,10 @@
 //! - hidden inputs: a bare string (`"PROMPT"`) or a one-element list.
 
 use std::collections::BTreeMap;
+use std::ops::Range;
+use std::sync::{Arc, OnceLock};
 
+use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
 
@@ -168,11 +171,27 @@ impl NodeClass {
     }
 }
 
-/// A parsed snapshot of `GET /object_info`.
+/// A snapshot of `GET /object_info`, read lazily: loading finds where each class's spec is
+/// in the text, and a class is parsed the first time it is asked for. A check of a few
+/// graphs reads a few dozen of the hundreds of classes, and most commands never need the
+/// snapshot's hash. Clones share one snapshot.
 #[derive(Debug, Clone, Default)]
 pub struct Catalogue {
-    classes: BTreeMap<String, NodeClass>,
-    hash: String,
+    inner: Arc<Snapshot>,
+}
+
+#[derive(Debug, Default)]
+struct Snapshot {
+    text: String,
+    classes: BTreeMap<String, Entry>,
+    hash: OnceLock<String>,
+}
+
+#[derive(Debug)]
+struct Entry {
+    /// Byte range of the class's spec in the snapshot text.
+    span: Range<usize>,
+    class: OnceLock<NodeClass>,
 }
 
 /// A problem with one class of a snapshot; the rest still loads.
@@ -183,59 +202,96 @@ pub struct CatalogueIssue {
 }
 
 impl Catalogue {
-    /// Parses a snapshot. Classes that cannot be understood are skipped and reported; a
+    /// Reads a snapshot. Classes that cannot be understood are skipped and reported; a
     /// document that is not a JSON object is an error.
     pub fn from_json(text: &str) -> Result<(Self, Vec<CatalogueIssue>), String> {
-        let value: Value = serde_json::from_str(text).map_err(|e| e.to_string())?;
-        Self::from_value(&value)
+        let raw: BTreeMap<String, &RawValue> = match serde_json::from_str(text) {
+            Ok(r) => r,
+            Err(e) if e.is_data() => {
+                return Err(
+                    "an `/object_info` snapshot is a JSON object of node classes".to_owned(),
+                );
+            }
+            Err(e) => return Err(e.to_string()),
+        };
+        let mut classes = BTreeMap::new();
+        let mut issues = Vec::new();
+        let base = text.as_ptr() as usize;
+        for (name, spec) in raw {
+            let spec_text = spec.get();
+            if !spec_text.starts_with('{') {
+                issues.push(CatalogueIssue {
+                    class: name,
+                    message: "not an object".into(),
+                });
+                continue;
+            }
+            // The raw value borrows from `text`: its offset is where it starts there.
+            let start = spec_text.as_ptr() as usize - base;
+            classes.insert(
+                name,
+                Entry {
+                    span: start..start + spec_text.len(),
+                    class: OnceLock::new(),
+                },
+            );
+        }
+        let inner = Snapshot {
+            text: text.to_owned(),
+            classes,
+            hash: OnceLock::new(),
+        };
+        Ok((
+            Self {
+                inner: Arc::new(inner),
+            },
+            issues,
+        ))
     }
 
     pub fn from_value(value: &Value) -> Result<(Self, Vec<CatalogueIssue>), String> {
-        let obj = value.as_object().ok_or_else(|| {
-            "an `/object_info` snapshot is a JSON object of node classes".to_owned()
-        })?;
-        let mut classes = BTreeMap::new();
-        let mut issues = Vec::new();
-        for (name, v) in obj {
-            match parse_class(name, v) {
-                Ok(c) => {
-                    classes.insert(name.clone(), c);
-                }
-                Err(message) => issues.push(CatalogueIssue {
-                    class: name.clone(),
-                    message,
-                }),
-            }
-        }
-        let hash = content_hash(value);
-        Ok((Self { classes, hash }, issues))
+        Self::from_json(&value.to_string())
     }
 
     pub fn get(&self, class: &str) -> Option<&NodeClass> {
-        self.classes.get(class)
+        let (name, entry) = self.inner.classes.get_key_value(class)?;
+        Some(entry.class.get_or_init(|| {
+            let spec: Value =
+                serde_json::from_str(&self.inner.text[entry.span.clone()]).unwrap_or(Value::Null);
+            parse_class(name, &spec)
+        }))
     }
 
     pub fn len(&self) -> usize {
-        self.classes.len()
+        self.inner.classes.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.classes.is_empty()
+        self.inner.classes.is_empty()
     }
 
+    /// Class names, sorted.
+    pub fn names(&self) -> impl Iterator<Item = &str> {
+        self.inner.classes.keys().map(String::as_str)
+    }
+
+    /// Every class, sorted by name (parses those not yet parsed).
     pub fn classes(&self) -> impl Iterator<Item = &NodeClass> {
-        self.classes.values()
+        self.inner.classes.keys().filter_map(|n| self.get(n))
     }
 
     /// `sha256:` of the snapshot's canonical form (sorted keys, compact), so formatting does
-    /// not change it.
+    /// not change it. Computed on first use.
     pub fn hash(&self) -> &str {
-        &self.hash
+        self.inner.hash.get_or_init(|| {
+            let value: Value = serde_json::from_str(&self.inner.text).unwrap_or(Value::Null);
+            content_hash(&value)
+        })
     }
 
     /// Class names close to `name`, for "did you mean" help.
     pub fn similar(&self, name: &str) -> Option<&str> {
-        closest(name, self.classes.keys().map(String::as_str))
+        closest(name, self.names())
     }
 }
 
@@ -270,8 +326,9 @@ pub fn content_hash(value: &Value) -> String {
     format!("sha256:{}", hex::encode(Sha256::digest(&bytes)))
 }
 
-fn parse_class(name: &str, v: &Value) -> Result<NodeClass, String> {
-    let obj = v.as_object().ok_or("not an object")?;
+fn parse_class(name: &str, v: &Value) -> NodeClass {
+    let empty = Map::new();
+    let obj = v.as_object().unwrap_or(&empty);
     let input = obj.get("input").and_then(Value::as_object);
     let order = obj.get("input_order").and_then(Value::as_object);
     let mut inputs = Vec::new();
@@ -354,7 +411,7 @@ fn parse_class(name: &str, v: &Value) -> Result<NodeClass, String> {
             }
         })
         .collect();
-    Ok(NodeClass {
+    NodeClass {
         name: name.to_owned(),
         display_name: obj
             .get("display_name")
@@ -375,7 +432,7 @@ fn parse_class(name: &str, v: &Value) -> Result<NodeClass, String> {
             .unwrap_or(false),
         inputs,
         outputs,
-    })
+    }
 }
 
 fn parse_input(
@@ -617,6 +674,26 @@ mod tests {
         assert!(matches!(&n.inputs[7].kind, InputKind::Hidden { what } if what == "UNIQUE_ID"));
         assert_eq!(n.outputs[1].ty, "COMBO");
         assert!(n.outputs[1].is_list);
+    }
+
+    #[test]
+    fn classes_are_read_when_asked_for() {
+        let text = r#"{"B": {"input": {"required": {"x": ["INT"]}}, "output": ["INT"]}, "A": 5}"#;
+        let (cat, issues) = Catalogue::from_json(text).unwrap_or_default();
+        assert_eq!(
+            issues,
+            [CatalogueIssue {
+                class: "A".into(),
+                message: "not an object".into()
+            }]
+        );
+        assert_eq!(cat.len(), 1);
+        assert_eq!(cat.get("B").map(|c| c.inputs.len()), Some(1));
+        assert!(cat.get("A").is_none());
+        let value: Value = serde_json::from_str(text).unwrap_or_default();
+        assert_eq!(cat.hash(), content_hash(&value));
+        assert!(Catalogue::from_json("[1, 2]").is_err());
+        assert!(Catalogue::from_json("{").is_err());
     }
 
     #[test]

@@ -187,7 +187,8 @@ impl GraphCheck<'_> {
             }
         }
         for name in node.inputs.keys() {
-            if class.input(name).is_none() {
+            // The front end submits a few widgets of its own (`audioUI`, ...); not a typo.
+            if class.input(name).is_none() && !crate::ui::is_front_end_widget(&class.name, name) {
                 let mut d = Diagnostic::new(
                     Code::UnknownInput,
                     format!(
@@ -726,6 +727,8 @@ pub fn check_literal(spec: &InputSpec, v: &Value, models: &[ModelDecl]) -> Optio
             }
             Some(p)
         }
+        // Types the front end draws as widgets (a recorder, a webcam) take its value as is.
+        InputKind::Link { types } if types.iter().any(|t| crate::ui::is_widget_type(t)) => None,
         InputKind::Link { types } => Some(ValueProblem::new(
             Code::WrongType,
             format!(

@@ -116,6 +116,34 @@ enum Command {
         #[arg(long)]
         graph_only: bool,
     },
+    /// Convert a UI-format workflow (what ComfyUI's Save writes) into the API format.
+    ///
+    /// Prints the graph ComfyUI's front end would submit for it, converted with the
+    /// repository's node catalogue; problems (node types the catalogue lacks, broken links,
+    /// widget counts that do not match) go to stderr.
+    Convert {
+        /// The UI-format workflow file.
+        file: PathBuf,
+        /// Node catalogue to convert with (default: the repository's).
+        #[arg(long, value_name = "FILE")]
+        catalogue: Option<PathBuf>,
+    },
+    /// Write a definition for a UI-format workflow, beside it.
+    ///
+    /// Lifts the usual parameters into typed inputs bound to their nodes: the inputs chosen
+    /// in App Mode first, then prompts, seeds (those left on `randomize` become `seed`
+    /// inputs), steps, cfg, sampler, scheduler, denoise, size, batch size, loaded images and
+    /// model choices. Model files the loaders name become `[[models]]`. Prints what it lifted.
+    Import {
+        /// The UI-format workflow file.
+        file: PathBuf,
+        /// Workflow name (default: the file's stem); the definition is written as NAME.toml.
+        #[arg(long)]
+        name: Option<String>,
+        /// Replace NAME.toml if it exists.
+        #[arg(long)]
+        force: bool,
+    },
     /// Work with the node catalogue snapshot.
     #[command(subcommand)]
     Nodes(NodesCommand),
@@ -231,6 +259,8 @@ pub fn main() -> ExitCode {
             .and_then(|d| ctx.render(&d, &name, inputs.as_deref(), line, &set, graph_only)),
         Command::Completions { shell } => completions(shell),
         Command::Man { out: dir } => man(dir.as_deref()),
+        Command::Convert { file, catalogue } => ctx.convert(cli.dir, &file, catalogue.as_deref()),
+        Command::Import { file, name, force } => ctx.import(cli.dir, &file, name.as_deref(), force),
         Command::Nodes(NodesCommand::Pull(args)) => ctx.pull(cli.dir, &args),
         Command::Nodes(NodesCommand::Diff(args)) => {
             let dir = args.dir.clone().or(cli.dir);
@@ -258,6 +288,14 @@ pub fn main() -> ExitCode {
             ExitCode::from(2)
         }
     }
+}
+
+/// The nearest directory from `start` upward that holds a `comfyc.toml`.
+fn find_repo(start: &Path) -> Option<PathBuf> {
+    start
+        .ancestors()
+        .find(|d| d.join(CONFIG_FILE).is_file())
+        .map(Path::to_path_buf)
 }
 
 /// The repository directory: given, or found upward from the current directory.
@@ -592,6 +630,197 @@ impl Ctx {
             out(&text)?;
         }
         Ok(exit(!broken.is_empty()))
+    }
+
+    /// The catalogue given, or the one of the repository holding `near` (or `dir`).
+    fn catalogue_for(
+        dir: Option<PathBuf>,
+        near: &Path,
+        given: Option<&Path>,
+    ) -> Result<Catalogue, Fatal> {
+        let path = match given {
+            Some(p) => p.to_path_buf(),
+            None => {
+                let start = match dir {
+                    Some(d) => d,
+                    None => {
+                        let parent = near
+                            .parent()
+                            .filter(|p| !p.as_os_str().is_empty())
+                            .unwrap_or(Path::new("."));
+                        parent
+                            .canonicalize()
+                            .unwrap_or_else(|_| parent.to_path_buf())
+                    }
+                };
+                let root = find_repo(&start).ok_or_else(|| {
+                    Fatal::new(format!(
+                        "no `{CONFIG_FILE}` in `{}` or any parent directory, so no node catalogue",
+                        start.display()
+                    ))
+                    .help("pass `--catalogue nodes/object_info.json`, or run inside a workflow repository")
+                })?;
+                let text = std::fs::read_to_string(root.join(CONFIG_FILE)).map_err(|e| {
+                    Fatal::new(format!(
+                        "cannot read `{}`: {e}",
+                        root.join(CONFIG_FILE).display()
+                    ))
+                })?;
+                let config: comfyc::definition::RepoConfig =
+                    toml::from_str(&text).map_err(|e| {
+                        Fatal::new(format!(
+                            "`{}` is not valid: {}",
+                            root.join(CONFIG_FILE).display(),
+                            e.message()
+                        ))
+                        .help("`comfyc check` shows where")
+                    })?;
+                root.join(config.catalogue)
+            }
+        };
+        let text = std::fs::read_to_string(&path).map_err(|e| {
+            Fatal::new(format!(
+                "cannot read the node catalogue `{}`: {e}",
+                path.display()
+            ))
+        })?;
+        Catalogue::from_json(&text).map(|(c, _)| c).map_err(|e| {
+            Fatal::new(format!(
+                "the node catalogue `{}` is not valid: {e}",
+                path.display()
+            ))
+        })
+    }
+
+    fn convert(
+        &self,
+        dir: Option<PathBuf>,
+        file: &Path,
+        catalogue: Option<&Path>,
+    ) -> Result<ExitCode, Fatal> {
+        let text = std::fs::read_to_string(file)
+            .map_err(|e| Fatal::new(format!("cannot read `{}`: {e}", file.display())))?;
+        let cat = Self::catalogue_for(dir, file, catalogue)?;
+        let conv = comfyc::ui::convert_text(&file.display().to_string(), &text, &cat);
+        let (errors, warnings) = diagnostic::count(&conv.diagnostics);
+        let graph = conv.graph.map(Value::Object);
+        if self.format == Format::Json {
+            let diagnostics: Vec<Value> = conv
+                .diagnostics
+                .iter()
+                .map(|d| diagnostic::to_json(d, &conv.sources))
+                .collect();
+            out_json(&json!({
+                "graph": graph,
+                "errors": errors,
+                "warnings": warnings,
+                "diagnostics": diagnostics,
+            }))?;
+        } else {
+            let shown = diagnostic::render_all(&conv.diagnostics, &conv.sources, self.render);
+            if !shown.is_empty() {
+                say(shown.trim_end_matches('\n'));
+            }
+            if let Some(g) = &graph {
+                out_json(g)?;
+                say(&format!(
+                    "converted {}: {}, {}",
+                    plural(g.as_object().map_or(0, Map::len), "node"),
+                    plural(errors, "error"),
+                    plural(warnings, "warning")
+                ));
+            }
+        }
+        Ok(exit(errors > 0 || graph.is_none()))
+    }
+
+    fn import(
+        &self,
+        dir: Option<PathBuf>,
+        file: &Path,
+        name: Option<&str>,
+        force: bool,
+    ) -> Result<ExitCode, Fatal> {
+        let text = std::fs::read_to_string(file)
+            .map_err(|e| Fatal::new(format!("cannot read `{}`: {e}", file.display())))?;
+        let cat = Self::catalogue_for(dir, file, None)?;
+        let shown = file.display().to_string();
+        let conv = comfyc::ui::convert_text(&shown, &text, &cat);
+        let (errors, warnings) = diagnostic::count(&conv.diagnostics);
+        if conv.graph.is_none() {
+            let shown = diagnostic::render_all(&conv.diagnostics, &conv.sources, self.render);
+            if !shown.is_empty() {
+                say(shown.trim_end_matches('\n'));
+            }
+            return Ok(ExitCode::from(1));
+        }
+        let doc: Value = serde_json::from_str(&text).unwrap_or_default();
+        let stem = file
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let name = match name {
+            Some(n) => n.to_owned(),
+            None => stem
+                .chars()
+                .map(|c| {
+                    if c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.') {
+                        c
+                    } else {
+                        '_'
+                    }
+                })
+                .collect(),
+        };
+        let graph_file = file
+            .file_name()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let out = file.with_file_name(format!("{name}.toml"));
+        if out.exists() && !force {
+            return Err(Fatal::new(format!("`{}` exists", out.display()))
+                .help("pass --force to replace it, or --name to pick another name"));
+        }
+        let conversion = comfyc::ui::convert(&doc, &cat);
+        let imported = comfyc::ui::import::scaffold(&doc, &conversion, &cat, &name, &graph_file);
+        std::fs::write(&out, &imported.toml)
+            .map_err(|e| Fatal::new(format!("cannot write `{}`: {e}", out.display())))?;
+        if self.format == Format::Json {
+            let diagnostics: Vec<Value> = conv
+                .diagnostics
+                .iter()
+                .map(|d| diagnostic::to_json(d, &conv.sources))
+                .collect();
+            out_json(&json!({
+                "definition": out.display().to_string(),
+                "lifted": imported.report,
+                "errors": errors,
+                "warnings": warnings,
+                "diagnostics": diagnostics,
+            }))?;
+        } else {
+            let shown = diagnostic::render_all(&conv.diagnostics, &conv.sources, self.render);
+            if !shown.is_empty() {
+                say(shown.trim_end_matches('\n'));
+            }
+            let mut lifted = imported.report.join("\n");
+            lifted.push('\n');
+            if !imported.report.is_empty() {
+                self::out(&lifted)?;
+            }
+            say(&format!(
+                "wrote {} ({}); `comfyc check` checks it",
+                out.display(),
+                plural(imported.report.len(), "item")
+            ));
+            if errors > 0 {
+                say(&format!(
+                    "the graph has {}: the definition will not compile until they are fixed",
+                    plural(errors, "error")
+                ));
+            }
+        }
+        Ok(ExitCode::SUCCESS)
     }
 
     fn pull(&self, dir: Option<PathBuf>, args: &PullArgs) -> Result<ExitCode, Fatal> {

@@ -6,8 +6,9 @@
 //! error yields no [`Workflow`], the others still compile.
 
 use std::collections::{HashMap, HashSet};
+use std::ops::Range;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use serde::Serialize;
 use serde_json::{Map, Value};
@@ -20,7 +21,7 @@ use crate::definition::{Definition, InputDef, InputType, ModelDecl, RepoConfig};
 use crate::diagnostic::{Code, Diagnostic, Severity};
 use crate::graph::{Format, Graph, InputValue, classify, detect_format};
 use crate::inputs::{Resolve, WorkflowInput, binding_conflicts};
-use crate::json_spans::JsonSpans;
+use crate::json_spans::{JsonSpans, pointer};
 use crate::schema::{SchemaMeta, workflow_schema};
 use crate::source::{FileId, Loader, SourceMap, normalize};
 use crate::template::TemplateSet;
@@ -81,26 +82,10 @@ pub struct Workflow {
     pub hash: String,
     /// JSON Schema of the job inputs.
     pub schema: Value,
-    pub(crate) validator: Arc<jsonschema::Validator>,
-    /// The catalogue's model inputs: class → `(input, models folder)`.
-    pub(crate) model_inputs: Arc<ModelInputs>,
-}
-
-/// Which inputs of which classes name model files, and their folder.
-pub type ModelInputs = std::collections::BTreeMap<String, Vec<(String, String)>>;
-
-fn model_inputs(catalogue: &Catalogue) -> ModelInputs {
-    catalogue
-        .classes()
-        .filter_map(|c| {
-            let inputs: Vec<(String, String)> = c
-                .inputs
-                .iter()
-                .filter_map(|i| i.model_folder.clone().map(|f| (i.name.clone(), f)))
-                .collect();
-            (!inputs.is_empty()).then(|| (c.name.clone(), inputs))
-        })
-        .collect()
+    /// Built on first use: `check` and `build` never validate job inputs.
+    pub(crate) validator: Arc<OnceLock<Result<jsonschema::Validator, String>>>,
+    /// The catalogue, for the model inputs of rendered graphs (shared, not copied).
+    pub(crate) catalogue: Catalogue,
 }
 
 impl Workflow {
@@ -123,8 +108,16 @@ impl Workflow {
             let Some(class) = node.get("class_type").and_then(Value::as_str) else {
                 continue;
             };
-            for (input, folder) in self.model_inputs.get(class).into_iter().flatten() {
-                if let Some(Value::String(name)) = node.get("inputs").and_then(|i| i.get(input)) {
+            let Some(class) = self.catalogue.get(class) else {
+                continue;
+            };
+            for spec in &class.inputs {
+                let Some(folder) = &spec.model_folder else {
+                    continue;
+                };
+                if let Some(Value::String(name)) =
+                    node.get("inputs").and_then(|i| i.get(&spec.name))
+                {
                     out.push((folder.clone(), name.clone()));
                 }
             }
@@ -207,16 +200,14 @@ pub fn compile(loader: Arc<dyn Loader>) -> Compilation {
         .map(|m| m.get_ref().clone())
         .collect();
     let mut seen: HashMap<String, PathBuf> = HashMap::new();
-    let model_inputs = Arc::new(model_inputs(&catalogue));
     for path in paths {
         let errors_before = c.diagnostics.iter().filter(|d| d.is_error()).count();
         let first_diagnostic = c.diagnostics.len();
         let mut unit = Unit {
             loader: &loader,
             config: &c.config,
-            models: &models,
+            models: models.clone(),
             catalogue: &catalogue,
-            model_inputs: &model_inputs,
             sources: &mut c.sources,
             out: &mut c.diagnostics,
         };
@@ -375,9 +366,9 @@ fn is_safe_name(s: &str) -> bool {
 struct Unit<'a> {
     loader: &'a Arc<dyn Loader>,
     config: &'a RepoConfig,
-    models: &'a [ModelDecl],
+    /// `comfyc.toml`'s models, then the definition's own.
+    models: Vec<ModelDecl>,
     catalogue: &'a Catalogue,
-    model_inputs: &'a Arc<ModelInputs>,
     sources: &'a mut SourceMap,
     out: &'a mut Vec<Diagnostic>,
 }
@@ -389,6 +380,8 @@ struct Parsed {
     spans: JsonSpans,
     base: String,
     file: FileId,
+    /// For a converted UI graph: the UI file, and each API node's JSON pointer there.
+    ui_nodes: Option<(FileId, Vec<(String, String)>)>,
 }
 
 impl Unit<'_> {
@@ -410,6 +403,8 @@ impl Unit<'_> {
         };
         let file = self.sources.add(path.display().to_string(), text.as_str());
         let def: Definition = parse_toml(&text, file, self.out)?;
+        self.models
+            .extend(def.models.iter().map(|m| m.get_ref().clone()));
 
         let stem = path
             .file_stem()
@@ -525,19 +520,6 @@ impl Unit<'_> {
             },
             &inputs,
         );
-        let validator = match jsonschema::validator_for(&schema) {
-            Ok(v) => Arc::new(v),
-            Err(e) => {
-                self.out.push(
-                    Diagnostic::new(
-                        Code::InputInvalid,
-                        format!("the input schema of `{name}` does not compile: {e}"),
-                    )
-                    .primary(file, 0..0, "here"),
-                );
-                return None;
-            }
-        };
         Some(Workflow {
             name,
             version,
@@ -558,8 +540,8 @@ impl Unit<'_> {
             default_graph,
             hash,
             schema,
-            validator,
-            model_inputs: self.model_inputs.clone(),
+            validator: Arc::default(),
+            catalogue: self.catalogue.clone(),
         })
     }
 
@@ -589,16 +571,35 @@ impl Unit<'_> {
                 return None;
             }
         };
-        if detect_format(&value) == Format::Ui {
-            self.out.push(
-                Diagnostic::new(Code::GraphShape, "this is a UI-format workflow (what ComfyUI's Save writes), not the API format")
-                    .primary(gfile, 0..1, "UI format")
-                    .help("export the API format from ComfyUI (Workflow → Export (API)) and point `graph` at that file"),
-            );
-            return None;
-        }
+        let mut unknown = Vec::new();
+        let mut origins = Vec::new();
+        let converted;
+        let ui_file = gfile;
+        let is_ui = detect_format(&value) == Format::Ui;
+        let (value, text, gfile) = if is_ui {
+            let conv = self.convert_ui(gfile, text, &value);
+            unknown = conv.unknown_nodes().map(str::to_owned).collect();
+            origins = conv
+                .origins
+                .iter()
+                .map(|(id, ptr)| (id.clone(), format!("{ptr}/id")))
+                .collect();
+            converted = serde_json::to_string_pretty(&conv.prompt).unwrap_or_default();
+            let name = format!("{} (converted)", self.sources.get(gfile).name());
+            let cfile = self.sources.add(name, converted.as_str());
+            (Value::Object(conv.prompt), converted.as_str(), cfile)
+        } else {
+            (value, text, gfile)
+        };
         let spans = JsonSpans::index(text);
-        let (graph, problems, base) = Graph::parse(&value);
+        let (mut graph, problems, base) = Graph::parse(&value);
+        // Nodes of classes the catalogue lacks were reported by the conversion; links to
+        // them are not reported again.
+        for id in unknown {
+            graph.nodes.shift_remove(&id);
+            graph.broken.insert(id);
+        }
+        let ui_nodes = is_ui.then_some((ui_file, origins));
         for p in problems {
             let mut d = Diagnostic::new(Code::GraphShape, p.message).primary(
                 gfile,
@@ -619,7 +620,22 @@ impl Unit<'_> {
             spans,
             base,
             file: gfile,
+            ui_nodes,
         })
+    }
+
+    /// Converts a UI-format graph, reporting its problems against the UI file.
+    fn convert_ui(&mut self, gfile: FileId, text: &str, value: &Value) -> crate::ui::Conversion {
+        let conv = crate::ui::convert(value, self.catalogue);
+        // Spans of a UI file are costly (every position of every node): only for problems.
+        if !conv.problems.is_empty() {
+            let spans =
+                JsonSpans::index_only(text, conv.problems.iter().map(|p| p.pointer.as_str()));
+            for p in &conv.problems {
+                self.out.push(crate::ui::diagnostic(p, gfile, &spans));
+            }
+        }
+        conv
     }
 
     fn check_graph(&mut self, parsed: &Parsed, inputs: &[WorkflowInput]) -> Vec<Diagnostic> {
@@ -627,16 +643,48 @@ impl Unit<'_> {
             .iter()
             .flat_map(|i| i.bindings.iter().map(|b| (b.node.clone(), b.input.clone())))
             .collect();
-        GraphCheck {
+        let mut diags = GraphCheck {
             graph: &parsed.graph,
             spans: &parsed.spans,
             base: &parsed.base,
             file: parsed.file,
             catalogue: self.catalogue,
             bound: &bound,
-            models: self.models,
+            models: &self.models,
         }
-        .run()
+        .run();
+        // Problems found in a converted graph also point at the node of the UI file.
+        if let Some((ui_file, origins)) = &parsed.ui_nodes
+            && !diags.is_empty()
+        {
+            let ui_spans = JsonSpans::index_only(
+                self.sources.get(*ui_file).text(),
+                origins.iter().map(|(_, ui)| ui.as_str()),
+            );
+            let nodes: Vec<(Range<usize>, Range<usize>)> = origins
+                .iter()
+                .filter_map(|(id, ui)| {
+                    let ptr = pointer([id.as_str()]);
+                    let value = parsed.spans.value(&ptr)?;
+                    let start = parsed.spans.key(&ptr).map_or(value.start, |k| k.start);
+                    Some((start..value.end, ui_spans.nearest(ui)))
+                })
+                .collect();
+            for d in &mut diags {
+                let Some(at) = d.labels.iter().find(|l| l.primary && l.file == parsed.file) else {
+                    continue;
+                };
+                if let Some((_, ui)) = nodes
+                    .iter()
+                    .find(|(api, _)| api.start <= at.span.start && at.span.end <= api.end)
+                {
+                    *d = d
+                        .clone()
+                        .secondary(*ui_file, ui.clone(), "this node in the UI file");
+                }
+            }
+        }
+        diags
     }
 
     #[allow(clippy::type_complexity)]
@@ -657,7 +705,7 @@ impl Unit<'_> {
             file,
             catalogue: self.catalogue,
             graph: Some(&parsed.graph),
-            models: self.models,
+            models: &self.models,
             template: false,
         };
         let inputs: Vec<WorkflowInput> = defs
@@ -701,11 +749,12 @@ impl Unit<'_> {
         };
         // Template variables first (they need no graph), then bindings against the graph the
         // defaults render.
+        let models = self.models.clone();
         let vars = Resolve {
             file,
             catalogue: self.catalogue,
             graph: None,
-            models: self.models,
+            models: &models,
             template: true,
         };
         let mut resolved: Vec<Option<WorkflowInput>> = defs

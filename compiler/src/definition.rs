@@ -25,6 +25,11 @@ pub struct Definition {
     #[serde(default)]
     #[schemars(with = "IndexMap<String, OutputDef>")]
     pub outputs: IndexMap<Spanned<String>, OutputDef>,
+    /// Model files this workflow needs, as under `[[models]]` in `comfyc.toml` (`comfyc
+    /// import` writes them from the model lists a saved workflow's loaders carry).
+    #[serde(default)]
+    #[schemars(with = "Vec<ModelDecl>")]
+    pub models: Vec<Spanned<ModelDecl>>,
 }
 
 /// The `[workflow]` table.

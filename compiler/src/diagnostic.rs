@@ -99,6 +99,9 @@ codes! {
     InvalidDefault = "invalid-default", Error, None;
     InputInvalid = "input-invalid", Error, None;
     OutputNotOutputNode = "output-not-output-node", Error, None;
+    // UI-format graphs (converted as the front end does).
+    UiBrokenLink = "ui-broken-link", Warning, None;
+    UiWidgetCount = "ui-widget-count", Warning, None;
     // Lints.
     PartnerNode = "partner-node", Warning, None;
     HardcodedSeed = "hardcoded-seed", Warning, None;

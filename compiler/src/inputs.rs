@@ -884,9 +884,15 @@ impl Resolve<'_> {
             ""
         };
         let schema = crate::schema::input_schema(input);
-        let problems: Vec<String> = match jsonschema::validator_for(&schema) {
-            Ok(v) => v.iter_errors(&value).map(|e| e.to_string()).collect(),
-            Err(_) => Vec::new(),
+        // Compiling a validator costs more than the rest of a definition's check; most
+        // defaults are plainly valid, and only the others need its exact message.
+        let problems: Vec<String> = if crate::schema::surely_valid(&schema, &value) {
+            Vec::new()
+        } else {
+            match jsonschema::validator_for(&schema) {
+                Ok(v) => v.iter_errors(&value).map(|e| e.to_string()).collect(),
+                Err(_) => Vec::new(),
+            }
         };
         if let Some(p) = problems.first() {
             out.push(

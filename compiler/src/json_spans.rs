@@ -8,7 +8,7 @@
 //!
 //! The scanner never panics: on text that is not valid JSON it stops and keeps what it found.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::ops::Range;
 
 /// Spans of one JSON document.
@@ -27,6 +27,36 @@ impl JsonSpans {
             text,
             i: 0,
             out: JsonSpans::default(),
+            only: None,
+        };
+        s.ws();
+        let _ = s.value(String::new(), 0);
+        s.out
+    }
+
+    /// Like [`JsonSpans::index`], recording only `wanted` pointers and their ancestors: for
+    /// large documents (UI-format workflows) where a few spans are needed.
+    pub fn index_only<'p>(text: &str, wanted: impl IntoIterator<Item = &'p str>) -> Self {
+        let mut prefixes = HashSet::new();
+        for w in wanted {
+            let mut p = w;
+            loop {
+                if !prefixes.insert(p.to_owned()) {
+                    break;
+                }
+                match p.rfind('/') {
+                    Some(i) => p = &p[..i],
+                    None => break,
+                }
+            }
+        }
+        prefixes.insert(String::new());
+        let mut s = Scanner {
+            b: text.as_bytes(),
+            text,
+            i: 0,
+            out: JsonSpans::default(),
+            only: Some(prefixes),
         };
         s.ws();
         let _ = s.value(String::new(), 0);
@@ -83,6 +113,8 @@ struct Scanner<'a> {
     text: &'a str,
     i: usize,
     out: JsonSpans,
+    /// Pointers to record (with their ancestors); `None` records every one.
+    only: Option<HashSet<String>>,
 }
 
 impl Scanner<'_> {
@@ -105,6 +137,9 @@ impl Scanner<'_> {
             return None;
         }
         let start = self.i;
+        if self.only.as_ref().is_some_and(|o| !o.contains(&ptr)) {
+            return self.skip();
+        }
         match self.peek()? {
             b'{' => {
                 self.i += 1;
@@ -188,6 +223,45 @@ impl Scanner<'_> {
         Some(())
     }
 
+    /// Moves past one value without recording anything.
+    fn skip(&mut self) -> Option<()> {
+        let mut depth = 0usize;
+        loop {
+            match self.peek()? {
+                b'"' => {
+                    self.i += 1;
+                    loop {
+                        match self.peek()? {
+                            b'\\' => self.i += 2,
+                            b'"' => {
+                                self.i += 1;
+                                break;
+                            }
+                            _ => self.i += 1,
+                        }
+                    }
+                }
+                b'{' | b'[' => {
+                    depth += 1;
+                    self.i += 1;
+                }
+                b'}' | b']' => {
+                    if depth == 0 {
+                        return Some(());
+                    }
+                    depth -= 1;
+                    self.i += 1;
+                }
+                b',' if depth == 0 => return Some(()),
+                _ => self.i += 1,
+            }
+            if depth == 0 && matches!(self.b.get(self.i.wrapping_sub(1)), Some(b'"' | b'}' | b']'))
+            {
+                return Some(());
+            }
+        }
+    }
+
     /// Scans a string literal and returns its decoded value.
     fn string(&mut self) -> Option<String> {
         if self.peek()? != b'"' {
@@ -221,6 +295,22 @@ impl Scanner<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn indexes_only_what_is_wanted() {
+        let text = r#"{"nodes": [{"id": 1, "pos": [1, 2], "t": "a,]}"}, {"id": 2, "x": {"y": [3]}}], "links": [[1, 2]], "z": 7}"#;
+        let all = JsonSpans::index(text);
+        let some = JsonSpans::index_only(text, ["/nodes/1/id", "/z"]);
+        for p in ["/nodes/1/id", "/nodes/1", "/nodes", "", "/z"] {
+            assert_eq!(some.value(p), all.value(p), "{p}");
+        }
+        assert_eq!(some.value("/nodes/0/id"), None);
+        assert_eq!(some.value("/links/0"), None);
+        assert_eq!(
+            some.nearest("/nodes/1/id/x"),
+            all.value("/nodes/1/id").unwrap_or(0..0)
+        );
+    }
 
     #[test]
     fn indexes_values_and_keys() {

@@ -27,6 +27,7 @@ pub mod render;
 pub mod schema;
 pub mod source;
 pub mod template;
+pub mod ui;
 pub mod version;
 
 pub use compile::{Compilation, Workflow, compile};

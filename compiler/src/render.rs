@@ -49,8 +49,26 @@ pub struct Resolved {
 impl Workflow {
     /// Validates job inputs against the schema; every problem, each naming its input.
     pub fn validate(&self, inputs: &Map<String, Value>) -> Vec<InputError> {
+        // Compiling the validator costs more than a render; plainly valid inputs need none.
+        if crate::schema::surely_valid_inputs(&self.schema, inputs) {
+            return Vec::new();
+        }
         let instance = Value::Object(inputs.clone());
-        self.validator
+        let validator = match self
+            .validator
+            .get_or_init(|| jsonschema::validator_for(&self.schema).map_err(|e| e.to_string()))
+        {
+            Ok(v) => v,
+            Err(e) => {
+                return vec![InputError {
+                    message: format!("the input schema of `{}` does not compile: {e}", self.name),
+                    input: None,
+                    pointer: String::new(),
+                    help: None,
+                }];
+            }
+        };
+        validator
             .iter_errors(&instance)
             .flat_map(|e| {
                 let pointer = e.instance_path().as_str().to_owned();

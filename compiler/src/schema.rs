@@ -14,6 +14,111 @@ use crate::inputs::WorkflowInput;
 pub const DRAFT: &str = "https://json-schema.org/draft/2020-12/schema";
 
 /// The schema of one input value.
+/// Whether `value` certainly satisfies the input schema `schema`, judged without compiling
+/// it: scalar types, ranges, lengths and string options. `false` means "not sure": the caller
+/// asks a real validator.
+pub fn surely_valid(schema: &Value, value: &Value) -> bool {
+    let Some(s) = schema.as_object() else {
+        return false;
+    };
+    for (key, rule) in s {
+        let ok = match key.as_str() {
+            "title" | "description" | "contentMediaType" | "default" => true,
+            k if k.starts_with("x-") => true,
+            "type" => match (rule.as_str(), value) {
+                (Some("string"), Value::String(_)) | (Some("boolean"), Value::Bool(_)) => true,
+                (Some("number"), Value::Number(_)) => true,
+                (Some("integer"), Value::Number(n)) => n.is_i64() || n.is_u64(),
+                _ => false,
+            },
+            "minimum" | "maximum" => match (rule, value) {
+                (Value::Number(r), Value::Number(v)) => {
+                    let below = compare(v, r) == Some(std::cmp::Ordering::Less);
+                    let above = compare(v, r) == Some(std::cmp::Ordering::Greater);
+                    compare(v, r).is_some() && if key == "minimum" { !below } else { !above }
+                }
+                _ => false,
+            },
+            "minLength" | "maxLength" => match (rule.as_u64(), value) {
+                (Some(n), Value::String(v)) => {
+                    let len = v.chars().count() as u64;
+                    if key == "minLength" {
+                        len >= n
+                    } else {
+                        len <= n
+                    }
+                }
+                _ => false,
+            },
+            // Integers only: a float remainder would need the validator's own rounding.
+            "multipleOf" => match (rule.as_i64(), value.as_i64()) {
+                (Some(m), Some(v)) if m > 0 => v % m == 0,
+                _ => false,
+            },
+            "enum" => match (rule, value) {
+                (Value::Array(options), Value::String(_)) => {
+                    options.iter().all(Value::is_string) && options.contains(value)
+                }
+                _ => false,
+            },
+            _ => false,
+        };
+        if !ok {
+            return false;
+        }
+    }
+    true
+}
+
+/// Whether job inputs certainly satisfy a workflow schema (see [`workflow_schema`]), judged as
+/// [`surely_valid`] judges each input; `false` means "ask the validator".
+pub fn surely_valid_inputs(schema: &Value, inputs: &Map<String, Value>) -> bool {
+    let Some(s) = schema.as_object() else {
+        return false;
+    };
+    let understood = s.keys().all(|k| {
+        matches!(
+            k.as_str(),
+            "$schema"
+                | "$id"
+                | "title"
+                | "description"
+                | "type"
+                | "properties"
+                | "required"
+                | "additionalProperties"
+        ) || k.starts_with("x-")
+    });
+    let (Some(props), Some(required)) = (
+        s.get("properties").and_then(Value::as_object),
+        s.get("required").and_then(Value::as_array),
+    ) else {
+        return false;
+    };
+    understood
+        && s.get("type") == Some(&Value::from("object"))
+        && s.get("additionalProperties") == Some(&Value::Bool(false))
+        && required
+            .iter()
+            .all(|r| r.as_str().is_some_and(|r| inputs.contains_key(r)))
+        && inputs
+            .iter()
+            .all(|(k, v)| props.get(k).is_some_and(|p| surely_valid(p, v)))
+}
+
+/// Two JSON numbers compared exactly where both are integers, else as floats.
+fn compare(a: &serde_json::Number, b: &serde_json::Number) -> Option<std::cmp::Ordering> {
+    let int = |n: &serde_json::Number| {
+        n.as_i64()
+            .map(i128::from)
+            .or_else(|| n.as_u64().map(i128::from))
+    };
+    match (int(a), int(b)) {
+        (Some(x), Some(y)) => Some(x.cmp(&y)),
+        _ => a.as_f64()?.partial_cmp(&b.as_f64()?),
+    }
+}
+
 pub fn input_schema(input: &WorkflowInput) -> Value {
     let mut s = Map::new();
     if let Some(t) = &input.title {
@@ -152,4 +257,43 @@ pub fn workflow_schema(meta: &SchemaMeta<'_>, inputs: &[WorkflowInput]) -> Value
         json!({"workflow": meta.name, "version": meta.version, "hash": meta.hash}),
     );
     Value::Object(s)
+}
+
+#[cfg(test)]
+mod surely_valid_tests {
+    use super::surely_valid;
+    use serde_json::json;
+
+    #[test]
+    fn sure_only_when_every_keyword_is_understood_and_met() {
+        let int =
+            json!({"type": "integer", "minimum": 1, "maximum": 10, "title": "t", "x-step": 1});
+        assert!(surely_valid(&int, &json!(5)));
+        assert!(surely_valid(&int, &json!(10)));
+        assert!(!surely_valid(&int, &json!(11)));
+        assert!(!surely_valid(&int, &json!(2.5)));
+        assert!(!surely_valid(&int, &json!("5")));
+        let big = json!({"type": "integer", "maximum": 18446744073709551615_u64});
+        assert!(surely_valid(&big, &json!(18446744073709551615_u64)));
+        let num = json!({"type": "number", "minimum": 0.5});
+        assert!(surely_valid(&num, &json!(1)));
+        assert!(!surely_valid(&num, &json!(0.25)));
+        let s = json!({"type": "string", "minLength": 1, "maxLength": 3, "enum": ["ab", "é"]});
+        assert!(surely_valid(&s, &json!("é")));
+        assert!(!surely_valid(&s, &json!("abc")));
+        assert!(!surely_valid(&s, &json!("")));
+        // Keywords it does not judge leave it unsure.
+        assert!(!surely_valid(
+            &json!({"type": "string", "pattern": "a"}),
+            &json!("a")
+        ));
+        let multiple = json!({"type": "integer", "multipleOf": 8});
+        assert!(surely_valid(&multiple, &json!(512)));
+        assert!(!surely_valid(&multiple, &json!(500)));
+        assert!(!surely_valid(
+            &json!({"type": "number", "multipleOf": 0.5}),
+            &json!(1.5)
+        ));
+        assert!(!surely_valid(&json!({"enum": [1, 2]}), &json!(1)));
+    }
 }

@@ -400,3 +400,90 @@ fn nodes_pull_failures_are_clear() {
     );
     assert!(!Path::new(out).exists());
 }
+
+#[test]
+fn convert_prints_the_front_ends_graph_and_import_writes_a_definition_that_checks() {
+    let tmp = examples_copy();
+    let wf = tmp.path().join("workflows");
+    let corpus = shared().join("corpus/era-0.3.64");
+    std::fs::copy(
+        corpus.join("workflows/default.json"),
+        wf.join("default.json"),
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+
+    // convert: the graph on stdout equals the front end's own output.
+    let o = comfyc(&wf, &["convert", "default.json"]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o.stderr));
+    let got: serde_json::Map<String, Value> =
+        serde_json::from_slice(&o.stdout).unwrap_or_else(|e| panic!("{e}"));
+    let truth: serde_json::Map<String, Value> = serde_json::from_str(
+        &std::fs::read_to_string(corpus.join("truth/default.json")).unwrap_or_default(),
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(crate::ui::differences(&got, &truth), Vec::<String>::new());
+    assert_eq!(text(&o.stderr), "converted 7 nodes: 0 errors, 0 warnings\n");
+
+    // A node type the catalogue lacks is an error naming it; the rest still converts.
+    let g = std::fs::read_to_string(wf.join("default.json")).unwrap_or_default();
+    std::fs::write(
+        wf.join("custom.json"),
+        g.replace(
+            "\"type\": \"VAEDecode\"",
+            "\"type\": \"VAEDecodeTiledPlus\"",
+        ),
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let o = comfyc(&wf, &["convert", "custom.json", "--format", "json"]);
+    assert_eq!(o.status.code(), Some(1));
+    let v: Value = serde_json::from_slice(&o.stdout).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(v["errors"], 1);
+    assert_eq!(v["diagnostics"][0]["code"], "unknown-class");
+    assert!(
+        v["diagnostics"][0]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("`VAEDecodeTiledPlus`")),
+        "{v}"
+    );
+    assert_eq!(v["graph"]["3"]["class_type"], "KSampler");
+    std::fs::remove_file(wf.join("custom.json")).unwrap_or_else(|e| panic!("{e}"));
+
+    // import: writes sd15.toml beside the graph; the repository still checks clean of errors.
+    let o = comfyc(&wf, &["import", "default.json", "--name", "sd15"]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o.stderr));
+    let report = text(&o.stdout);
+    assert!(report.contains("input `seed` ← 3.seed"), "{report}");
+    assert!(
+        report.contains("model `v1-5-pruned-emaonly-fp16.safetensors`"),
+        "{report}"
+    );
+    let def = std::fs::read_to_string(wf.join("sd15.toml")).unwrap_or_default();
+    assert!(def.contains("graph = \"default.json\""), "{def}");
+    let o = comfyc(&wf, &["import", "default.json", "--name", "sd15"]);
+    assert_eq!(
+        o.status.code(),
+        Some(2),
+        "an existing definition is not replaced"
+    );
+    let o = comfyc(tmp.path(), &["check"]);
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "{}{}",
+        text(&o.stdout),
+        text(&o.stderr)
+    );
+    assert!(
+        text(&o.stdout).ends_with("checked 6 workflows: 0 errors, 0 warnings\n"),
+        "{}",
+        text(&o.stdout)
+    );
+    let o = comfyc(
+        tmp.path(),
+        &["render", "sd15", "--graph-only", "--set", "seed=7"],
+    );
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o.stderr));
+    let g: Value = serde_json::from_slice(&o.stdout).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(g["3"]["inputs"]["seed"], 7);
+    assert_eq!(g["6"]["inputs"]["text"], truth["6"]["inputs"]["text"]);
+}

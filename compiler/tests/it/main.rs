@@ -8,6 +8,7 @@ mod comfy_errors;
 mod corpus;
 mod fixtures;
 mod property;
+mod ui;
 
 use std::path::PathBuf;
 use std::sync::{Arc, OnceLock};
