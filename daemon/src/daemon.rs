@@ -60,6 +60,11 @@ pub struct Settings {
     pub min_free_bytes: u64,
     /// Classes, weights, aging and model affinity.
     pub policy: scheduler::Policy,
+    /// Inbox files one scan keeps track of; the rest wait for the next scan.
+    pub scan_limit: usize,
+    /// Files indexed at once (taken in and not finished) before more are taken in: bounds
+    /// memory when the inbox holds hundreds of thousands.
+    pub open_files: usize,
 }
 
 impl Settings {
@@ -89,6 +94,8 @@ impl Settings {
             cancel_expiry: Duration::from_secs(600),
             min_free_bytes: 64 << 20,
             policy: crate::config::FileConfig::default().policy(),
+            scan_limit: 4096,
+            open_files: 1024,
         }
     }
 
@@ -393,6 +400,9 @@ struct Owner {
     held: HashMap<JobRef, Arc<HeldJob>>,
     watched: HashMap<(u64, Slot), Watched>,
     settling: HashMap<PathBuf, Settling>,
+    last_inbox_scan: Instant,
+    /// The last scan stopped at its limit: there is more in the inbox.
+    inbox_more: bool,
     ready: VecDeque<PathBuf>,
     /// Inbox files known to be whole (renamed in): no settling, no quiet period.
     whole: HashSet<PathBuf>,
@@ -416,6 +426,13 @@ struct Owner {
 }
 
 type Running = futures_util::stream::FuturesUnordered<BoxFuture<'static, (JobRef, End)>>;
+
+/// Shortest time between two scans of `inbox/` prompted by change events (a writer filling
+/// the inbox raises an event per file).
+const INBOX_RESCAN: Duration = Duration::from_millis(100);
+
+/// Shortest time between two reads of `queue/` prompted by change events.
+const QUEUE_RESCAN: Duration = Duration::from_millis(500);
 
 /// Synchronous work (intake, fast failures) done per turn of the loop before it looks at
 /// events again, so a huge inbox never starves running jobs.
@@ -470,6 +487,8 @@ pub async fn run(
         held: HashMap::new(),
         watched: HashMap::new(),
         settling: HashMap::new(),
+        last_inbox_scan: now,
+        inbox_more: false,
         ready: VecDeque::new(),
         whole: HashSet::new(),
         cancels: HashMap::new(),
@@ -533,12 +552,14 @@ pub async fn run(
         }
         // While files found by the last scan wait for intake, another scan would only find
         // them again (our own intake renames raise inbox events too).
-        if o.ready.is_empty() && wakes.inbox.swap(false, Ordering::AcqRel) {
+        if o.ready.is_empty()
+            && o.last_inbox_scan.elapsed() >= INBOX_RESCAN
+            && (o.inbox_more | wakes.inbox.swap(false, Ordering::AcqRel))
+        {
             o.scan_inbox();
         }
-        if wakes.queue.swap(false, Ordering::AcqRel)
-            && o.last_rescan.elapsed() >= Duration::from_millis(500)
-        {
+        // At most twice a second; a flag set meanwhile waits for its turn, it is not lost.
+        if o.last_rescan.elapsed() >= QUEUE_RESCAN && wakes.queue.swap(false, Ordering::AcqRel) {
             o.rescan_queue();
         }
         o.timers();
@@ -570,7 +591,12 @@ impl Owner {
     /// budget cut short.
     fn turn(&mut self, running: &mut Running) -> bool {
         let mut budget = TURN_BUDGET;
-        while budget > 0 {
+        // Half the turn at most for intake, and only while the index is small: a huge inbox
+        // is taken in as fast as its jobs end, never all at once into memory.
+        while budget > TURN_BUDGET / 2
+            && self.files.len() < self.settings.open_files
+            && !self.stopping
+        {
             let Some(path) = self.ready.pop_front() else {
                 break;
             };
@@ -588,7 +614,14 @@ impl Owner {
                 budget = self.fill(running, budget);
             }
         }
+        // More to do right away: the budget ran out, files wait for intake while the index has
+        // room, files wait to be finished, or the inbox holds more than the last scan took.
         budget == 0
+            || (!self.ready.is_empty()
+                && self.files.len() < self.settings.open_files
+                && !self.stopping)
+            || !self.to_finish.is_empty()
+            || (self.inbox_more && self.ready.is_empty())
     }
 
     fn idle(&self) -> bool {
@@ -623,7 +656,11 @@ impl Owner {
         if !self.cancels.is_empty() || !self.pending_results.is_empty() || !self.space_ok {
             next = next.min(Duration::from_secs(1));
         }
-        if running || self.status_dirty {
+        if running
+            || self.status_dirty
+            || self.wakes.queue.load(Ordering::Acquire)
+            || self.wakes.inbox.load(Ordering::Acquire)
+        {
             next = next.min(Duration::from_millis(250));
         }
         next.max(Duration::from_millis(5))
@@ -642,7 +679,10 @@ impl Owner {
         if self.last_rescan.elapsed() >= ttl / 2 {
             self.rescan_queue();
         }
-        if !self.settling.is_empty() && self.ready.is_empty() {
+        if !self.settling.is_empty()
+            && self.ready.is_empty()
+            && self.last_inbox_scan.elapsed() >= INBOX_RESCAN
+        {
             self.scan_inbox();
         }
         if !self.pending_results.is_empty() {
@@ -674,9 +714,16 @@ impl Owner {
             return;
         };
         let now = Instant::now();
+        self.last_inbox_scan = now;
+        self.inbox_more = false;
         let mut seen = HashSet::new();
         let queued: HashSet<PathBuf> = self.ready.iter().cloned().collect();
         for entry in rd.filter_map(Result::ok) {
+            // Files this scan keeps track of (waiting for intake or settling).
+            if self.ready.len() + seen.len() >= self.settings.scan_limit.max(1) {
+                self.inbox_more = true;
+                break;
+            }
             let path = entry.path();
             let Some(name) = path.file_name().map(|n| n.to_owned()) else {
                 continue;

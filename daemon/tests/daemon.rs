@@ -387,6 +387,68 @@ async fn two_daemons_on_one_directory_run_each_job_once() {
 }
 
 #[tokio::test]
+async fn two_daemons_share_the_jobs_of_one_jsonl() {
+    // One file, taken in by one daemon: the other still gets its share of the jobs.
+    let rig = Rig::new(Timing {
+        node_ms: 20,
+        ..Timing::default()
+    })
+    .await;
+    let lines: String = (0..30)
+        .map(|i| format!("{{\"workflow\": \"solid-color\", \"id\": \"s{i:02}\", \"inputs\": {{\"color\": {i}}}}}\n"))
+        .collect();
+    rig.drop_job("shared.jsonl", &lines);
+    let mut a = rig.settings();
+    a.gpu = 0;
+    let mut b = rig.settings();
+    b.gpu = 1;
+    let (sa, sb) = tokio::join!(rig.run(a), rig.run(b));
+    assert_eq!(sa.jobs_done + sb.jobs_done, 30, "{sa:?} {sb:?}");
+    assert!(
+        sa.jobs_done >= 5 && sb.jobs_done >= 5,
+        "both daemons ran jobs of the file: {sa:?} {sb:?}"
+    );
+    assert_eq!(
+        sa.files_done + sb.files_done,
+        1,
+        "one of them finished the file"
+    );
+    assert_eq!(rig.in_folder("done"), ["shared.jsonl"]);
+    let subs = rig.sim.submitted_prefixes();
+    assert_eq!(subs.len(), 30, "each job submitted once");
+}
+
+#[tokio::test]
+async fn an_inbox_larger_than_a_scan_written_in_place_is_taken_in_whole() {
+    // Files written straight into the inbox (no rename) must settle; more of them than one
+    // scan tracks, and than the index holds at once.
+    let rig = Rig::new(Timing::default()).await;
+    let inbox = rig.jobs().join("inbox");
+    std::fs::create_dir_all(&inbox).unwrap_or_else(|e| panic!("{e}"));
+    for i in 0..130 {
+        std::fs::write(
+            inbox.join(format!("x{i:03}.toml")),
+            "workflow = \"no-such-workflow\"\n",
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+    }
+    let mut settings = rig.settings();
+    settings.settle = Duration::from_millis(100);
+    settings.scan_limit = 40;
+    settings.open_files = 25;
+    let s = rig.run(settings).await;
+    assert_eq!((s.files_failed, s.jobs_failed), (130, 130), "{s:?}");
+    assert_eq!(
+        rig.in_folder("failed").len(),
+        260,
+        "each file with its report"
+    );
+    assert!(rig.in_folder("queue").is_empty() && rig.in_folder("inbox").is_empty());
+    let r = rig.error_report("x007.toml");
+    assert_eq!(r["failures"][0]["kind"], "unknown-workflow", "{r:#}");
+}
+
+#[tokio::test]
 async fn a_stale_lease_is_taken_over_and_finished_jobs_are_not_run_again() {
     use comfyd::store::{Claim, DirStore, JobResult, JobStore, Lease, Slot};
     let rig = Rig::new(Timing::default()).await;
