@@ -1819,8 +1819,10 @@ fn last_byte(path: &Path) -> Option<u8> {
     Some(b[0])
 }
 
-/// Watches the inbox, the queue (files other daemons take in) and the workflows; each event
-/// sets its flag and wakes the owner. Flags cannot overflow, so no wake-up is ever lost.
+/// Watches the inbox and the workflows; each event sets its flag and wakes the owner. Flags
+/// cannot overflow, so no wake-up is ever lost. The queue is not watched: our own intake and
+/// finishing would wake us for every file; what other daemons take in is seen when it leaves
+/// the inbox, and on a timer (a network file system sends no events at all).
 fn watch_dirs(
     store: &DirStore,
     workflows: &Path,
@@ -1828,7 +1830,6 @@ fn watch_dirs(
 ) -> notify::Result<notify::RecommendedWatcher> {
     use notify::Watcher;
     let workflows_dir = workflows.to_path_buf();
-    let queue_dir = store.queue();
     let mut w = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
         let Ok(event) = res else { return };
         // Reading a folder or file raises access events, our own scans included: waking on
@@ -1842,19 +1843,18 @@ fn watch_dirs(
         }
         note_arrival(&wakes, &event);
         for p in &event.paths {
-            let flag = if p.starts_with(&workflows_dir) {
-                &wakes.workflows
-            } else if p.starts_with(&queue_dir) {
-                &wakes.queue
+            if p.starts_with(&workflows_dir) {
+                wakes.workflows.store(true, Ordering::Release);
             } else {
-                &wakes.inbox
-            };
-            flag.store(true, Ordering::Release);
+                // A file arriving in or leaving the inbox; one that left may have been taken in
+                // by another daemon, whose jobs are then in the queue for us too.
+                wakes.inbox.store(true, Ordering::Release);
+                wakes.queue.store(true, Ordering::Release);
+            }
         }
         wakes.notify.notify_one();
     })?;
     w.watch(&store.inbox(), notify::RecursiveMode::NonRecursive)?;
-    w.watch(&store.queue(), notify::RecursiveMode::NonRecursive)?;
     if workflows.is_dir() {
         w.watch(workflows, notify::RecursiveMode::Recursive)?;
     }
