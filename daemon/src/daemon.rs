@@ -1,6 +1,6 @@
 //! The daemon: one owner task that holds the state and makes every decision.
 //!
-//! Event sources only wake it: the inbox, queue and workflow watches set flags and notify (so
+//! Event sources only wake it: the inbox and workflow watches set flags and notify (so
 //! wake-ups are coalesced, never dropped), jobs in flight report their end, timers renew leases
 //! and look at other daemons' leases, and the shutdown signal starts the two-phase stop. The
 //! owner takes dropped files into the job store ([`crate::store`]), keeps an index of every job
