@@ -469,6 +469,8 @@ pub async fn run(
     let wakes = Arc::new(Wakes::default());
     let _watcher = watch_dirs(&store, &settings.workflows, wakes.clone())
         .map_err(|e| DaemonError::Setup(format!("cannot watch the job directory: {e}")))?;
+    let _workflows_watch = watch_workflows(&settings.workflows, wakes.clone())
+        .map_err(|e| DaemonError::Setup(format!("cannot watch the workflows: {e}")))?;
     let now = Instant::now();
     let mut o = Owner {
         wakes: wakes.clone(),
@@ -1855,10 +1857,82 @@ fn watch_dirs(
         wakes.notify.notify_one();
     })?;
     w.watch(&store.inbox(), notify::RecursiveMode::NonRecursive)?;
+    #[cfg(not(target_os = "linux"))]
     if workflows.is_dir() {
         w.watch(workflows, notify::RecursiveMode::Recursive)?;
     }
     Ok(w)
+}
+
+/// Watches the workflow repository for changes only (created, written, moved, deleted), so
+/// another process reading it wakes nothing; the task ends when the guard is dropped.
+#[cfg(target_os = "linux")]
+fn watch_workflows(dir: &Path, wakes: Arc<Wakes>) -> std::io::Result<Option<AbortOnDrop>> {
+    use futures_util::StreamExt;
+    use inotify::{EventMask, Inotify, WatchMask};
+    if !dir.is_dir() {
+        return Ok(None);
+    }
+    let mask = WatchMask::CREATE
+        | WatchMask::DELETE
+        | WatchMask::MODIFY
+        | WatchMask::CLOSE_WRITE
+        | WatchMask::MOVED_FROM
+        | WatchMask::MOVED_TO
+        | WatchMask::DELETE_SELF
+        | WatchMask::MOVE_SELF;
+    let inotify = Inotify::init()?;
+    let mut watches = inotify.watches();
+    watch_tree(&mut watches, dir, mask)?;
+    let mut events = inotify.into_event_stream([0u8; 4096])?;
+    let root = dir.to_path_buf();
+    let task = tokio::spawn(async move {
+        while let Some(event) = events.next().await {
+            let Ok(event) = event else { break };
+            // A new folder: watch it (and anything made in it before the watch existed).
+            if event.mask.contains(EventMask::ISDIR)
+                && event
+                    .mask
+                    .intersects(EventMask::CREATE | EventMask::MOVED_TO)
+            {
+                let _ = watch_tree(&mut watches, &root, mask);
+            }
+            wakes.workflows.store(true, Ordering::Release);
+            wakes.notify.notify_one();
+        }
+    });
+    Ok(Some(AbortOnDrop(task)))
+}
+
+#[cfg(not(target_os = "linux"))]
+fn watch_workflows(_dir: &Path, _wakes: Arc<Wakes>) -> std::io::Result<Option<AbortOnDrop>> {
+    // Watched by `notify` with the inbox.
+    Ok(None)
+}
+
+/// Adds a watch for `dir` and every folder below it (symbolic links are not followed).
+#[cfg(target_os = "linux")]
+fn watch_tree(
+    watches: &mut inotify::Watches,
+    dir: &Path,
+    mask: inotify::WatchMask,
+) -> std::io::Result<()> {
+    watches.add(dir, mask)?;
+    for entry in std::fs::read_dir(dir)?.flatten() {
+        if entry.file_type().is_ok_and(|t| t.is_dir()) {
+            let _ = watch_tree(watches, &entry.path(), mask);
+        }
+    }
+    Ok(())
+}
+
+/// Ends a task when dropped.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 /// Remembers whether an inbox file was renamed in whole or written in place.

@@ -232,6 +232,19 @@ async fn an_idle_daemon_sleeps_instead_of_polling() {
     let before = cpu_seconds(d.id());
     tokio::time::sleep(Duration::from_secs(3)).await;
     let used = cpu_seconds(d.id()) - before;
+    // Reading the workflow repository (an editor, `git status`, CI) wakes nothing: the watch
+    // asks for changes only.
+    let switches = context_switches(d.id());
+    for _ in 0..50 {
+        for e in std::fs::read_dir(examples().join("workflows"))
+            .unwrap_or_else(|e| panic!("{e}"))
+            .flatten()
+        {
+            let _ = std::fs::read(e.path());
+        }
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let woke = context_switches(d.id()) - switches;
     // A job dropped now is still noticed at once (by the watcher, not a poll).
     drop_job(&jobs, "late.toml", "workflow = \"solid-color\"\n");
     wait_until("the late job is done", Duration::from_secs(10), || {
@@ -241,4 +254,29 @@ async fn an_idle_daemon_sleeps_instead_of_polling() {
     signal(&d, "-TERM");
     let _ = wait_exit(&mut d, Duration::from_secs(30)).await;
     assert!(used < 0.6, "an idle daemon used {used:.2} s of CPU in 3 s");
+    assert!(
+        woke < 25,
+        "reading the workflows 50 times woke the daemon's threads {woke} times"
+    );
+}
+
+/// Context switches of all of a process's threads, from /proc.
+fn context_switches(pid: u32) -> u64 {
+    let mut n = 0;
+    for task in std::fs::read_dir(format!("/proc/{pid}/task"))
+        .into_iter()
+        .flatten()
+        .flatten()
+    {
+        let status = std::fs::read_to_string(task.path().join("status")).unwrap_or_default();
+        for line in status.lines() {
+            if let Some(v) = line
+                .strip_prefix("voluntary_ctxt_switches:")
+                .or_else(|| line.strip_prefix("nonvoluntary_ctxt_switches:"))
+            {
+                n += v.trim().parse::<u64>().unwrap_or(0);
+            }
+        }
+    }
+    n
 }
