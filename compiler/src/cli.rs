@@ -703,13 +703,9 @@ impl Ctx {
         let cat = Self::catalogue_for(dir, file, catalogue)?;
         let conv = comfyc::ui::convert_text(&file.display().to_string(), &text, &cat);
         let (errors, warnings) = diagnostic::count(&conv.diagnostics);
-        let graph = conv.graph.map(Value::Object);
+        let graph = conv.graph.clone().map(Value::Object);
         if self.format == Format::Json {
-            let diagnostics: Vec<Value> = conv
-                .diagnostics
-                .iter()
-                .map(|d| diagnostic::to_json(d, &conv.sources))
-                .collect();
+            let diagnostics = conversion_json(&conv);
             out_json(&json!({
                 "graph": graph,
                 "errors": errors,
@@ -717,10 +713,7 @@ impl Ctx {
                 "diagnostics": diagnostics,
             }))?;
         } else {
-            let shown = diagnostic::render_all(&conv.diagnostics, &conv.sources, self.render);
-            if !shown.is_empty() {
-                say(shown.trim_end_matches('\n'));
-            }
+            self.say_conversion(&conv);
             if let Some(g) = &graph {
                 out_json(g)?;
                 say(&format!(
@@ -732,6 +725,14 @@ impl Ctx {
             }
         }
         Ok(exit(errors > 0 || graph.is_none()))
+    }
+
+    /// A conversion's diagnostics on stderr, for people.
+    fn say_conversion(&self, conv: &comfyc::ui::FileConversion) {
+        let shown = diagnostic::render_all(&conv.diagnostics, &conv.sources, self.render);
+        if !shown.is_empty() {
+            say(shown.trim_end_matches('\n'));
+        }
     }
 
     fn import(
@@ -748,10 +749,7 @@ impl Ctx {
         let conv = comfyc::ui::convert_text(&shown, &text, &cat);
         let (errors, warnings) = diagnostic::count(&conv.diagnostics);
         if conv.graph.is_none() {
-            let shown = diagnostic::render_all(&conv.diagnostics, &conv.sources, self.render);
-            if !shown.is_empty() {
-                say(shown.trim_end_matches('\n'));
-            }
+            self.say_conversion(&conv);
             return Ok(ExitCode::from(1));
         }
         let doc: Value = serde_json::from_str(&text).unwrap_or_default();
@@ -786,11 +784,7 @@ impl Ctx {
         std::fs::write(&out, &imported.toml)
             .map_err(|e| Fatal::new(format!("cannot write `{}`: {e}", out.display())))?;
         if self.format == Format::Json {
-            let diagnostics: Vec<Value> = conv
-                .diagnostics
-                .iter()
-                .map(|d| diagnostic::to_json(d, &conv.sources))
-                .collect();
+            let diagnostics = conversion_json(&conv);
             out_json(&json!({
                 "definition": out.display().to_string(),
                 "lifted": imported.report,
@@ -799,10 +793,7 @@ impl Ctx {
                 "diagnostics": diagnostics,
             }))?;
         } else {
-            let shown = diagnostic::render_all(&conv.diagnostics, &conv.sources, self.render);
-            if !shown.is_empty() {
-                say(shown.trim_end_matches('\n'));
-            }
+            self.say_conversion(&conv);
             let mut lifted = imported.report.join("\n");
             lifted.push('\n');
             if !imported.report.is_empty() {
@@ -1030,6 +1021,14 @@ fn out(text: &str) -> Result<(), Fatal> {
 
 /// Prints a JSON document on stdout: every command formats its JSON the same way (pretty,
 /// two-space indent, one trailing newline).
+/// A conversion's diagnostics as JSON.
+fn conversion_json(conv: &comfyc::ui::FileConversion) -> Vec<Value> {
+    conv.diagnostics
+        .iter()
+        .map(|d| diagnostic::to_json(d, &conv.sources))
+        .collect()
+}
+
 fn out_json(value: &Value) -> Result<(), Fatal> {
     let mut text = serde_json::to_string_pretty(value).unwrap_or_default();
     text.push('\n');

@@ -67,7 +67,7 @@ enum Command {
         /// A comfyd.toml with these settings (flags win over it).
         #[arg(long, value_name = "FILE")]
         config: Option<PathBuf>,
-        /// The job directory (inbox/, running/, done/, failed/ are created in it).
+        /// The job directory (inbox/, queue/, done/, failed/, status/ are created in it).
         #[arg(long, value_name = "DIR")]
         jobs: Option<PathBuf>,
         /// The workflow repository (with its comfyc.toml).
@@ -100,7 +100,7 @@ enum Command {
         #[arg(long, value_name = "SECONDS")]
         job_timeout: Option<u64>,
         /// Seconds the running job gets to finish after SIGTERM/SIGINT before it is
-        /// interrupted and handed back [default: 30].
+        /// interrupted and let go for any daemon to run later [default: 30].
         #[arg(long, value_name = "SECONDS")]
         grace: Option<u64>,
         /// Seconds after which a silent daemon's lease is stale and its jobs are taken over

@@ -29,6 +29,12 @@ pub async fn real_target() -> RealTarget {
 
 cases!(real_target, #[ignore = "needs a real ComfyUI: scripts/real-comfyui runs these"]);
 
+/// The real lane's ComfyUI and its tiny checkpoint (set by `scripts/real-comfyui`).
+fn lane_env() -> (String, String) {
+    let var = |name: &str| std::env::var(name).unwrap_or_else(|_| panic!("{name} is not set"));
+    (var("COMFYUI_URL"), var("COMFYUI_TINY_CHECKPOINT"))
+}
+
 /// The examples copied under `dir`, with the tiny checkpoint declared.
 fn tiny_repo(dir: &std::path::Path, checkpoint: &str) -> std::path::PathBuf {
     let repo = dir.join("repo");
@@ -52,9 +58,7 @@ fn tiny_repo(dir: &std::path::Path, checkpoint: &str) -> std::path::PathBuf {
 #[ignore = "needs a real ComfyUI: scripts/real-comfyui runs these"]
 async fn daemon_runs_single_and_batch_jobs_against_real_comfyui() {
     use sha2::Digest;
-    let url = std::env::var("COMFYUI_URL").unwrap_or_else(|_| panic!("COMFYUI_URL is not set"));
-    let checkpoint = std::env::var("COMFYUI_TINY_CHECKPOINT")
-        .unwrap_or_else(|_| panic!("COMFYUI_TINY_CHECKPOINT is not set"));
+    let (url, checkpoint) = lane_env();
     let tmp = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
     let repo = tiny_repo(tmp.path(), &checkpoint);
     let jobs = tmp.path().join("jobs");
@@ -137,9 +141,7 @@ async fn daemon_runs_single_and_batch_jobs_against_real_comfyui() {
 async fn two_daemons_and_a_kill_9_run_each_job_once_at_real_comfyui() {
     use std::process::{Command, Stdio};
     use std::time::{Duration, Instant};
-    let url = std::env::var("COMFYUI_URL").unwrap_or_else(|_| panic!("COMFYUI_URL is not set"));
-    let checkpoint = std::env::var("COMFYUI_TINY_CHECKPOINT")
-        .unwrap_or_else(|_| panic!("COMFYUI_TINY_CHECKPOINT is not set"));
+    let (url, checkpoint) = lane_env();
     let tmp = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
     let repo = tiny_repo(tmp.path(), &checkpoint);
     let jobs = tmp.path().join("jobs");
