@@ -1153,6 +1153,7 @@ impl Owner {
                     adopt,
                     phase: &h.phase,
                     prompt: &h.prompt,
+                    interventions: Default::default(),
                 },
             )
             .await;

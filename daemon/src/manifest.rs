@@ -30,6 +30,29 @@ pub struct Manifest {
     pub outputs: Vec<OutputInfo>,
     /// Outputs that are not files (text, numbers), by node.
     pub data: Vec<DataOutput>,
+    /// What the daemon did for this job besides running it: ComfyUI's memory freed before it,
+    /// an out-of-memory retry, ComfyUI restarted under it. Empty when nothing was needed.
+    #[serde(default)]
+    pub interventions: Vec<Intervention>,
+}
+
+/// One thing the daemon did about ComfyUI's memory or process while a job was its to run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct Intervention {
+    /// `free` (`POST /free` before the job), `oom-retry` (out of memory: freed, run again),
+    /// `comfyui-restart` (the supervised ComfyUI was started again under the job).
+    pub kind: String,
+    /// When it happened, in milliseconds since the Unix epoch.
+    pub at_ms: u64,
+    /// Why, in words: "model set changed and 1.2 GiB free is under the 2 GiB threshold".
+    pub reason: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vram_free_before_bytes: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vram_free_after_bytes: Option<u64>,
+    /// Whether it worked: memory came back, ComfyUI answered again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ok: Option<bool>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
@@ -73,6 +96,28 @@ pub struct GpuInfo {
     pub vram_total_bytes: Option<u64>,
     /// Free VRAM before the job was submitted.
     pub vram_free_before_bytes: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub driver_version: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cuda_version: Option<String>,
+    /// Used VRAM (the whole device, every process) before the job was submitted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vram_used_before_bytes: Option<u64>,
+    /// Highest used VRAM sampled while the job executed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vram_peak_used_bytes: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vram_used_after_bytes: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vram_free_after_bytes: Option<u64>,
+    /// GPU utilisation while the job executed, percent: the mean and the highest sample.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub utilization_mean_percent: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub utilization_peak_percent: Option<u32>,
+    /// How many samples the peak and utilisation come from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub samples: Option<u32>,
 }
 
 /// Times in milliseconds since the Unix epoch, durations in milliseconds.

@@ -19,8 +19,8 @@ use crate::client::{
 use crate::fsutil::write_atomic;
 use crate::job::Job;
 use crate::manifest::{
-    self, ComfyInfo, DataOutput, GpuInfo, JobInfo, Manifest, NodeTiming, OutputInfo, Timings,
-    WorkflowInfo,
+    self, ComfyInfo, DataOutput, GpuInfo, Intervention, JobInfo, Manifest, NodeTiming, OutputInfo,
+    Timings, WorkflowInfo,
 };
 use crate::report::Progress;
 use crate::retry::{self, Decision, Problem, Tried};
@@ -123,6 +123,7 @@ impl Context {
                         source: "system_stats".into(),
                         vram_total_bytes: dev.map(|d| d.vram_total),
                         vram_free_before_bytes: dev.map(|d| d.vram_free),
+                        ..GpuInfo::default()
                     },
                 };
                 if let Ok(mut g) = self.server.lock() {
@@ -161,6 +162,17 @@ pub struct JobRun<'a> {
     pub phase: &'a Mutex<&'static str>,
     /// The prompt in flight and the ComfyUI it went to, for cancel and shutdown.
     pub prompt: &'a Mutex<Option<(String, Client)>>,
+    /// What was done about ComfyUI's memory or process for this job, for its manifest.
+    pub interventions: Mutex<Vec<Intervention>>,
+}
+
+impl JobRun<'_> {
+    /// Notes an intervention for the job's manifest.
+    pub fn note(&self, i: Intervention) {
+        if let Ok(mut v) = self.interventions.lock() {
+            v.push(i);
+        }
+    }
 }
 
 /// How a job ended.
@@ -385,7 +397,15 @@ async fn execute(
             (Decision::Retry { free: true, .. }, _) => {
                 tracing::warn!(job = %job.id, "out of memory; freeing ComfyUI's memory and retrying once");
                 tried.oom += 1;
-                let _ = ctx.client.free(true, true).await;
+                let freed = ctx.client.free(true, true).await;
+                run.note(Intervention {
+                    kind: "oom-retry".into(),
+                    at_ms: now_ms(),
+                    reason: "ComfyUI ran out of memory executing the prompt".into(),
+                    vram_free_before_bytes: None,
+                    vram_free_after_bytes: None,
+                    ok: Some(freed.is_ok()),
+                });
             }
             (Decision::Retry { after, .. }, result) => {
                 if let Err(e) = &result {
@@ -622,6 +642,11 @@ async fn write_outputs(
                 value: value.clone(),
             })
             .collect(),
+        interventions: run
+            .interventions
+            .lock()
+            .map(|v| v.clone())
+            .unwrap_or_default(),
     };
     let text = serde_json::to_vec_pretty(&m).unwrap_or_default();
     // The fencing check right before the write that makes the job done.
