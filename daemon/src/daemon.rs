@@ -65,6 +65,10 @@ pub struct Settings {
     /// Files indexed at once (taken in and not finished) before more are taken in: bounds
     /// memory when the inbox holds hundreds of thousands.
     pub open_files: usize,
+    /// The GPU read through NVML (see [`crate::gpu`]); none: figures from `/system_stats`.
+    pub probe: Option<Arc<dyn crate::gpu::Gpu>>,
+    /// When to free ComfyUI's memory before a job.
+    pub memory: crate::memory::Policy,
 }
 
 impl Settings {
@@ -96,6 +100,8 @@ impl Settings {
             policy: crate::config::FileConfig::default().policy(),
             scan_limit: 4096,
             open_files: 1024,
+            probe: None,
+            memory: crate::memory::Policy::default(),
         }
     }
 
@@ -460,11 +466,13 @@ pub async fn run(
         unreachable_patience: settings.unreachable_patience,
         progress: Arc::default(),
         hub: Some(crate::client::Hub::start(client.clone())),
+        probe: settings.probe.clone(),
+        memory: settings.memory.clone(),
+        last_models: Arc::default(),
+        sample_every: Duration::from_millis(100),
     });
     if ctx.refresh_server().await.version.is_none() {
         tracing::warn!("ComfyUI is not answering yet; jobs will wait for it");
-    } else {
-        tracing::info!("no NVML here; GPU figures come from ComfyUI's /system_stats");
     }
     let wakes = Arc::new(Wakes::default());
     let _watcher = watch_dirs(&store, &settings.workflows, wakes.clone())
@@ -1138,6 +1146,7 @@ impl Owner {
         let ctx = self.ctx.clone();
         let cancel_file = self.store.inbox().join(format!("{}.cancel", job.id));
         let hash = self.workflows.catalogue_hash.clone();
+        let models = self.workflows.model_key(&workflow, &job);
         running.push(Box::pin(async move {
             let cancelled = || h.cancel.load(Ordering::Relaxed) || cancel_file.exists();
             let end = runner::run(
@@ -1153,7 +1162,9 @@ impl Owner {
                     adopt,
                     phase: &h.phase,
                     prompt: &h.prompt,
+                    models,
                     interventions: Default::default(),
+                    measured: Default::default(),
                 },
             )
             .await;

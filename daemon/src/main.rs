@@ -82,9 +82,16 @@ enum Command {
         /// The ComfyUI server of this GPU [default: http://127.0.0.1:8188].
         #[arg(long)]
         comfy_url: Option<String>,
-        /// The GPU index this daemon serves [default: 0].
-        #[arg(long)]
-        gpu: Option<u32>,
+        /// The GPU this daemon serves: its index, as ComfyUI's `--cuda-device` takes it, or its
+        /// UUID (`GPU-...`, from `nvidia-smi -L`) [default: 0]. VRAM is read through NVML when
+        /// the NVIDIA driver is there; otherwise from ComfyUI's /system_stats, and the log says so.
+        #[arg(long, value_name = "N|UUID")]
+        gpu: Option<String>,
+        /// Before a job whose models differ from the last job's, free ComfyUI's memory
+        /// (POST /free) when less VRAM than this is free: a share (`25%`, the default), a size
+        /// (`6GiB`, `6000MB`), or `off`.
+        #[arg(long, value_name = "SHARE|SIZE|off")]
+        free_below: Option<String>,
         /// Run against a built-in ComfyUI simulator: `--sim` always, `--sim=auto` only when
         /// no ComfyUI answers at --comfy-url. Outputs are then placeholder images.
         #[arg(long, value_enum, num_args = 0..=1, default_missing_value = "always", default_value = "never")]
@@ -134,6 +141,18 @@ enum Command {
         #[arg(long, default_value = "http://127.0.0.1:8188")]
         comfy_url: String,
     },
+    /// Show the GPU as NVML reads it: name, UUID, driver, CUDA version, memory and load.
+    ///
+    /// Exits 1, saying why, when NVML cannot be read (no NVIDIA driver, no such GPU): then
+    /// `comfyd run` takes its VRAM figures from ComfyUI's /system_stats instead.
+    Gpu {
+        /// The GPU: index or UUID.
+        #[arg(long, value_name = "N|UUID", default_value = "0")]
+        gpu: String,
+        /// `human` or `json`.
+        #[arg(long, value_enum, default_value_t = Format::Human)]
+        format: Format,
+    },
     /// Show how many jobs wait, run, are done or failed, and what each daemon is doing.
     Status {
         /// The job directory.
@@ -161,6 +180,7 @@ fn main() -> ExitCode {
     }
     match cli.command {
         Command::Status { jobs, format } => status(&jobs, format),
+        Command::Gpu { gpu, format } => show_gpu(&gpu, format),
         Command::Demo {
             workflows,
             jobs_from,
@@ -180,6 +200,7 @@ fn main() -> ExitCode {
             inputs,
             comfy_url,
             gpu,
+            free_below,
             sim,
             until_idle,
             pipeline,
@@ -218,7 +239,24 @@ fn main() -> ExitCode {
                 settings.outputs = o;
             }
             settings.inputs = inputs.or(file.inputs);
-            settings.gpu = gpu.or(file.gpu).unwrap_or(0);
+            let selector = match gpu
+                .or(file.gpu.as_ref().map(|g| g.text()))
+                .map_or(Ok(comfyd::gpu::Selector::Index(0)), |t| {
+                    comfyd::gpu::Selector::parse(&t)
+                }) {
+                Ok(s) => s,
+                Err(e) => {
+                    eprintln!("error: --gpu: {e}");
+                    return ExitCode::from(2);
+                }
+            };
+            settings.memory = match file.memory.policy(free_below.as_deref()) {
+                Ok(p) => p,
+                Err(e) => {
+                    eprintln!("error: free_below: {e}");
+                    return ExitCode::from(2);
+                }
+            };
             settings.until_idle = until_idle;
             settings.pipeline = pipeline.or(file.pipeline).unwrap_or(2).max(1);
             settings.job_timeout = job_timeout.or(file.job_timeout).map(Duration::from_secs);
@@ -238,7 +276,7 @@ fn main() -> ExitCode {
             let Some(runtime) = runtime() else {
                 return ExitCode::from(2);
             };
-            runtime.block_on(run(settings, sim))
+            runtime.block_on(run(settings, selector, sim))
         }
     }
 }
@@ -323,7 +361,7 @@ async fn demo(workflows: PathBuf, jobs_from: PathBuf, dir: PathBuf, comfy_url: S
     settings.outputs = dir.join("outputs");
     settings.until_idle = true;
     settings.settle = Duration::ZERO;
-    let code = run(settings, sim).await;
+    let code = run(settings, comfyd::gpu::Selector::Index(0), sim).await;
     println!();
     status(&dir.join("jobs"), Format::Human);
     println!(
@@ -337,7 +375,7 @@ async fn demo(workflows: PathBuf, jobs_from: PathBuf, dir: PathBuf, comfy_url: S
     code
 }
 
-async fn run(mut settings: Settings, sim: Sim) -> ExitCode {
+async fn run(mut settings: Settings, selector: comfyd::gpu::Selector, sim: Sim) -> ExitCode {
     let use_sim = match sim {
         Sim::Never => false,
         Sim::Always => true,
@@ -364,6 +402,38 @@ async fn run(mut settings: Settings, sim: Sim) -> ExitCode {
     } else {
         None
     };
+    if let comfyd::gpu::Selector::Index(i) = selector {
+        settings.gpu = i;
+    }
+    if use_sim {
+        tracing::info!("the simulator has no GPU: VRAM figures come from its /system_stats");
+    } else {
+        match comfyd::gpu::Nvml::open(&selector) {
+            Ok(nvml) => {
+                use comfyd::gpu::Gpu;
+                let id = nvml.identity();
+                tracing::info!(
+                    index = id.index,
+                    name = id.name.as_deref().unwrap_or("?"),
+                    uuid = id.uuid.as_deref().unwrap_or("?"),
+                    driver = id.driver_version.as_deref().unwrap_or("?"),
+                    cuda = id.cuda_version.as_deref().unwrap_or("?"),
+                    "GPU read through NVML"
+                );
+                settings.gpu = id.index;
+                settings.probe = Some(std::sync::Arc::new(nvml));
+            }
+            Err(reason) => {
+                if let comfyd::gpu::Selector::Uuid(u) = &selector {
+                    eprintln!(
+                        "error: --gpu {u}: a GPU named by its UUID is found through NVML, and {reason}; give its index instead"
+                    );
+                    return ExitCode::from(2);
+                }
+                tracing::info!(%reason, "no NVML: VRAM figures come from ComfyUI's /system_stats");
+            }
+        }
+    }
     let (tx, rx) = tokio::sync::watch::channel(false);
     tokio::spawn(async move {
         wait_for_signal().await;
@@ -460,4 +530,66 @@ fn status(jobs: &std::path::Path, format: Format) -> ExitCode {
             ExitCode::from(2)
         }
     }
+}
+
+fn show_gpu(gpu: &str, format: Format) -> ExitCode {
+    use comfyd::gpu::{Gpu, Nvml, Selector};
+    let selector = match Selector::parse(gpu) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("error: --gpu: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let nvml = match Nvml::open(&selector) {
+        Ok(n) => n,
+        Err(reason) => {
+            eprintln!("no NVML: {reason}");
+            return ExitCode::from(1);
+        }
+    };
+    let id = nvml.identity();
+    let sample = nvml.sample();
+    match format {
+        Format::Json => {
+            let v = serde_json::json!({
+                "source": nvml.source(),
+                "index": id.index,
+                "name": id.name,
+                "uuid": id.uuid,
+                "driver_version": id.driver_version,
+                "cuda_version": id.cuda_version,
+                "vram_total_bytes": sample.map(|s| s.total).or(id.total_bytes),
+                "vram_used_bytes": sample.map(|s| s.used),
+                "vram_free_bytes": sample.map(|s| s.free),
+                "utilization_percent": sample.and_then(|s| s.utilization),
+            });
+            println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
+        }
+        Format::Human => {
+            let size = comfyd::memory::size;
+            println!(
+                "GPU {}: {} ({})",
+                id.index,
+                id.name.as_deref().unwrap_or("?"),
+                id.uuid.as_deref().unwrap_or("?")
+            );
+            println!(
+                "driver {}, CUDA {}",
+                id.driver_version.as_deref().unwrap_or("?"),
+                id.cuda_version.as_deref().unwrap_or("?")
+            );
+            match sample {
+                Some(s) => println!(
+                    "memory: {} used, {} free of {}; utilisation {}",
+                    size(s.used),
+                    size(s.free),
+                    size(s.total),
+                    s.utilization.map_or("?".into(), |u| format!("{u}%"))
+                ),
+                None => println!("memory: not readable"),
+            }
+        }
+    }
+    ExitCode::SUCCESS
 }
