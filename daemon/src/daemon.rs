@@ -470,6 +470,7 @@ pub async fn run(
         memory: settings.memory.clone(),
         last_models: Arc::default(),
         sample_every: Duration::from_millis(100),
+        submit_gate: Arc::default(),
     });
     if ctx.refresh_server().await.version.is_none() {
         tracing::warn!("ComfyUI is not answering yet; jobs will wait for it");

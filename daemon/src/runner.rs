@@ -104,6 +104,9 @@ pub struct Context {
     pub last_models: Arc<Mutex<Option<u64>>>,
     /// How often VRAM is sampled while one of our prompts executes (NVML only).
     pub sample_every: Duration,
+    /// Held from the memory decision to the prompt's submission, so jobs decide in the order
+    /// they reach ComfyUI and each sees the model set of the one before it.
+    pub submit_gate: Arc<tokio::sync::Mutex<()>>,
 }
 
 impl Context {
@@ -123,6 +126,7 @@ impl Context {
             memory: memory::Policy::default(),
             last_models: Arc::default(),
             sample_every: Duration::from_millis(100),
+            submit_gate: Arc::default(),
         }
     }
 }
@@ -450,6 +454,7 @@ async fn execute(
                 url: ctx.client.url().to_owned(),
             };
             let record_kept = record.clone();
+            let gate = ctx.submit_gate.clone().lock_owned().await;
             let mut info = ctx.refresh_server().await;
             if let Before::Free { reason } = memory::before_job(
                 &ctx.memory,
@@ -472,6 +477,9 @@ async fn execute(
             remember_prompt(run, &prompt_id, &ctx.client);
             opts.prompt_id = Some(prompt_id);
             set_phase(run, "queued");
+            // The next job decides once this one is recorded; its own decision takes a
+            // round trip to ComfyUI, by which time this prompt has been posted.
+            drop(gate);
             let executing = Arc::new(std::sync::atomic::AtomicBool::new(false));
             let mut on_event = progress_handler(ctx, run, &prepared.graph, executing.clone());
             let mut peak = Peak::default();
