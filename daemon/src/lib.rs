@@ -10,6 +10,8 @@ pub mod daemon;
 pub mod fsutil;
 pub mod job;
 pub mod manifest;
+pub mod metrics;
+pub mod notify;
 pub mod report;
 pub mod retry;
 pub mod runner;

@@ -94,6 +94,8 @@ pub struct Context {
     pub progress: Arc<Mutex<Option<Progress>>>,
     /// The daemon's one websocket, events routed by prompt id.
     pub hub: Option<crate::client::Hub>,
+    /// Where `/free` calls, OOM retries, ComfyUI's up/down and VRAM figures are counted.
+    pub metrics: crate::metrics::Metrics,
 }
 
 /// What the daemon last learned from ComfyUI's `/system_stats`.
@@ -129,9 +131,17 @@ impl Context {
                 if let Ok(mut g) = self.server.lock() {
                     *g = info.clone();
                 }
+                self.metrics.comfyui_up(true);
+                if let Some(d) = dev {
+                    self.metrics
+                        .vram(d.vram_total.saturating_sub(d.vram_free), d.vram_total);
+                }
                 info
             }
-            Err(_) => self.server.lock().map(|g| g.clone()).unwrap_or_default(),
+            Err(e) => {
+                self.metrics.comfyui_up(answered(&e));
+                self.server.lock().map(|g| g.clone()).unwrap_or_default()
+            }
         }
     }
 }
@@ -273,6 +283,16 @@ async fn prepare(ctx: &Context, run: &JobRun<'_>) -> Result<Prepared, Failure> {
     Ok(Prepared { graph, resolved })
 }
 
+/// Whether ComfyUI answered the call that failed this way (for `comfyd_comfyui_up`).
+fn answered(e: &ClientError) -> bool {
+    !matches!(
+        e,
+        ClientError::Unreachable { .. }
+            | ClientError::Timeout { .. }
+            | ClientError::Websocket { .. }
+    )
+}
+
 /// Which retry rule a client error falls under.
 fn problem(e: &ClientError) -> Problem {
     match e {
@@ -384,6 +404,8 @@ async fn execute(
             }
             (ctx.client.clone(), r)
         };
+        ctx.metrics
+            .comfyui_up(result.as_ref().err().is_none_or(answered));
         let decision = match &result {
             Ok(r) => match &r.outcome {
                 Outcome::Failed(e) if e.is_out_of_memory() => {
@@ -397,6 +419,8 @@ async fn execute(
             (Decision::Retry { free: true, .. }, _) => {
                 tracing::warn!(job = %job.id, "out of memory; freeing ComfyUI's memory and retrying once");
                 tried.oom += 1;
+                ctx.metrics.oom_retry();
+                ctx.metrics.free_called();
                 let freed = ctx.client.free(true, true).await;
                 run.note(Intervention {
                     kind: "oom-retry".into(),
