@@ -196,10 +196,10 @@ fn main() -> ExitCode {
             min_free_mb,
             metrics,
         } => {
-            let file = match config
-                .or_else(|| Some(PathBuf::from("comfyd.toml")).filter(|p| p.is_file()))
-            {
-                Some(p) => match comfyd::config::FileConfig::load(&p) {
+            let config =
+                config.or_else(|| Some(PathBuf::from("comfyd.toml")).filter(|p| p.is_file()));
+            let file = match &config {
+                Some(p) => match comfyd::config::FileConfig::load(p) {
                     Ok(c) => c,
                     Err(e) => {
                         eprintln!("error: {e}");
@@ -245,10 +245,12 @@ fn main() -> ExitCode {
                 (Some(text), _) => {
                     Some(comfyd::metrics::parse_addr(&text).map_err(|e| format!("--metrics {e}")))
                 }
-                (None, Some(text)) => Some(
-                    comfyd::metrics::parse_addr(&text)
-                        .map_err(|e| format!("`metrics` in the configuration file: {e}")),
-                ),
+                (None, Some(text)) => Some(comfyd::metrics::parse_addr(&text).map_err(|e| {
+                    let file = config
+                        .as_deref()
+                        .unwrap_or(std::path::Path::new("comfyd.toml"));
+                    format!("{}: `metrics`: {e}", file.display())
+                })),
                 (None, None) => None,
             };
             let metrics_addr = match metrics_addr.transpose() {

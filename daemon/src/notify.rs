@@ -27,10 +27,7 @@ impl Notifier {
         let enabled = std::env::var_os("NOTIFY_SOCKET").is_some_and(|s| !s.is_empty());
         Notifier {
             enabled,
-            ping_every: enabled
-                .then(watchdog_interval)
-                .flatten()
-                .map(|w| ping_interval(w)),
+            ping_every: enabled.then(watchdog_interval).flatten().map(ping_interval),
             last_ping: Instant::now(),
             last_status: String::new(),
             stopping: false,

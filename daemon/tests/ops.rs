@@ -318,18 +318,12 @@ async fn a_real_prometheus_scrapes_the_daemon_and_sees_its_count() {
     );
     let client = reqwest::Client::new();
     let query = format!("http://127.0.0.1:{port}/api/v1/query");
+    // The series as Prometheus stores it: with the scrape's `job` label.
+    const PROMQL: &str =
+        "comfyd_jobs_total{workflow=\"solid-color\",outcome=\"done\",gpu=\"0\",job=\"comfyd\"}";
     let t = Instant::now();
     let seen = loop {
-        let answer = client
-            .get(&query)
-            .query(&[(
-                "query",
-                format!(
-                    "comfyd_jobs_total{{workflow=\"solid-color\",outcome=\"done\",job=\"comfyd\"}}"
-                ),
-            )])
-            .send()
-            .await;
+        let answer = client.get(&query).query(&[("query", PROMQL)]).send().await;
         if let Ok(r) = answer
             && let Ok(v) = r.json::<Value>().await
             && let Some(value) = v["data"]["result"][0]["value"][1].as_str()
@@ -523,4 +517,47 @@ fn the_systemd_units_pass_systemd_analyze_verify() {
         "systemd-analyze verify: {:?}\n{said}",
         out.status
     );
+}
+
+#[test]
+fn a_bad_metrics_address_or_a_taken_port_is_a_setup_error_naming_the_flag() {
+    let tmp = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap_or_else(|e| panic!("{e}"));
+    let taken = taken
+        .local_addr()
+        .unwrap_or_else(|e| panic!("{e}"))
+        .to_string();
+    for (addr, says) in [
+        ("localhost", "is not PORT or HOST:PORT"),
+        ("70000", "is not a port"),
+        (taken.as_str(), "Address already in use"),
+    ] {
+        let out = Command::new(env!("CARGO_BIN_EXE_comfyd"))
+            .args(["run", "--jobs"])
+            .arg(tmp.path().join("jobs"))
+            .arg("--workflows")
+            .arg(examples())
+            .args(["--sim", "--metrics", addr])
+            .env("COMFYD_LOG", "warn")
+            .output()
+            .unwrap_or_else(|e| panic!("{e}"));
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{addr}: {err}");
+        assert!(
+            err.contains("error: --metrics") && err.contains(says),
+            "{addr}: {err}"
+        );
+    }
+    // The same setting in comfyd.toml: the error names the file.
+    let config = tmp.path().join("gpu0.toml");
+    std::fs::write(&config, "metrics = \"9400:x\"\n").unwrap_or_else(|e| panic!("{e}"));
+    let out = Command::new(env!("CARGO_BIN_EXE_comfyd"))
+        .args(["run", "--config"])
+        .arg(&config)
+        .args(["--jobs", "j", "--workflows", "w"])
+        .output()
+        .unwrap_or_else(|e| panic!("{e}"));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("gpu0.toml: `metrics`: `9400:x`"), "{err}");
 }
