@@ -8,6 +8,7 @@
 //! comfy_url = "http://127.0.0.1:8188"
 //! gpu = 0
 //! job_timeout = 1800
+//! metrics = "9400"                 # Prometheus at http://127.0.0.1:9400/metrics
 //!
 //! [scheduler]
 //! affinity_bound = 300             # seconds model affinity may delay another job
@@ -58,6 +59,9 @@ pub struct FileConfig {
     /// When ComfyUI's memory is freed before a job.
     #[serde(default)]
     pub memory: MemoryConfig,
+    /// Serve Prometheus metrics at `http://ADDR/metrics`: a bare port (`"9400"`) listens on
+    /// loopback, `"HOST:PORT"` where it says. Default: no metrics, nothing listens.
+    pub metrics: Option<String>,
     /// How the next job is chosen.
     #[serde(default)]
     pub scheduler: SchedulerConfig,

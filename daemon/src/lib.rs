@@ -12,6 +12,8 @@ pub mod gpu;
 pub mod job;
 pub mod manifest;
 pub mod memory;
+pub mod metrics;
+pub mod notify;
 pub mod report;
 pub mod retry;
 pub mod runner;

@@ -125,6 +125,11 @@ enum Command {
         /// be taken [default: 64]. Below it, jobs wait (nothing is failed).
         #[arg(long, value_name = "MB")]
         min_free_mb: Option<u64>,
+        /// Serve Prometheus metrics at http://ADDR/metrics. A bare port listens on loopback
+        /// only (`9400` is 127.0.0.1:9400); `HOST:PORT` listens where it says (`0.0.0.0:9400`
+        /// for every interface). Default: no metrics, nothing listens.
+        #[arg(long, value_name = "ADDR")]
+        metrics: Option<String>,
     },
     /// Try it: copy the example jobs into a fresh job directory and run them, against ComfyUI
     /// if one answers at --comfy-url, else against the built-in simulator (and say so).
@@ -210,11 +215,12 @@ fn main() -> ExitCode {
             settle_ms,
             cancel_expiry,
             min_free_mb,
+            metrics,
         } => {
-            let file = match config
-                .or_else(|| Some(PathBuf::from("comfyd.toml")).filter(|p| p.is_file()))
-            {
-                Some(p) => match comfyd::config::FileConfig::load(&p) {
+            let config =
+                config.or_else(|| Some(PathBuf::from("comfyd.toml")).filter(|p| p.is_file()));
+            let file = match &config {
+                Some(p) => match comfyd::config::FileConfig::load(p) {
                     Ok(c) => c,
                     Err(e) => {
                         eprintln!("error: {e}");
@@ -273,10 +279,32 @@ fn main() -> ExitCode {
                 settings.min_free_bytes = mb << 20;
             }
             settings.policy = policy;
+            let metrics_addr = match (metrics, file.metrics) {
+                (Some(text), _) => {
+                    Some(comfyd::metrics::parse_addr(&text).map_err(|e| format!("--metrics {e}")))
+                }
+                (None, Some(text)) => Some(comfyd::metrics::parse_addr(&text).map_err(|e| {
+                    let file = config
+                        .as_deref()
+                        .unwrap_or(std::path::Path::new("comfyd.toml"));
+                    format!("{}: `metrics`: {e}", file.display())
+                })),
+                (None, None) => None,
+            };
+            let metrics_addr = match metrics_addr.transpose() {
+                Ok(a) => a,
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    return ExitCode::from(2);
+                }
+            };
+            if metrics_addr.is_some() {
+                settings.metrics = comfyd::metrics::Metrics::new(settings.gpu);
+            }
             let Some(runtime) = runtime() else {
                 return ExitCode::from(2);
             };
-            runtime.block_on(run(settings, selector, sim))
+            runtime.block_on(run(settings, selector, sim, metrics_addr))
         }
     }
 }
@@ -361,7 +389,7 @@ async fn demo(workflows: PathBuf, jobs_from: PathBuf, dir: PathBuf, comfy_url: S
     settings.outputs = dir.join("outputs");
     settings.until_idle = true;
     settings.settle = Duration::ZERO;
-    let code = run(settings, comfyd::gpu::Selector::Index(0), sim).await;
+    let code = run(settings, comfyd::gpu::Selector::Index(0), sim, None).await;
     println!();
     status(&dir.join("jobs"), Format::Human);
     println!(
@@ -375,7 +403,12 @@ async fn demo(workflows: PathBuf, jobs_from: PathBuf, dir: PathBuf, comfy_url: S
     code
 }
 
-async fn run(mut settings: Settings, selector: comfyd::gpu::Selector, sim: Sim) -> ExitCode {
+async fn run(
+    mut settings: Settings,
+    selector: comfyd::gpu::Selector,
+    sim: Sim,
+    metrics_addr: Option<std::net::SocketAddr>,
+) -> ExitCode {
     let use_sim = match sim {
         Sim::Never => false,
         Sim::Always => true,
@@ -434,6 +467,20 @@ async fn run(mut settings: Settings, selector: comfyd::gpu::Selector, sim: Sim) 
             }
         }
     }
+    // Bound before the daemon starts, so a port in use is a set-up error, not a silent gap.
+    let _metrics = match metrics_addr {
+        Some(addr) => match comfyd::metrics::serve(addr, settings.metrics.clone()).await {
+            Ok(server) => {
+                tracing::info!(addr = %server.addr(), "metrics at http://{}/metrics", server.addr());
+                Some(server)
+            }
+            Err(e) => {
+                eprintln!("error: --metrics {addr}: {e}");
+                return ExitCode::from(2);
+            }
+        },
+        None => None,
+    };
     let (tx, rx) = tokio::sync::watch::channel(false);
     tokio::spawn(async move {
         wait_for_signal().await;

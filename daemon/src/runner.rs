@@ -107,6 +107,8 @@ pub struct Context {
     /// Held from the memory decision to the prompt's submission, so jobs decide in the order
     /// they reach ComfyUI and each sees the model set of the one before it.
     pub submit_gate: Arc<tokio::sync::Mutex<()>>,
+    /// Where `/free` calls, OOM retries, ComfyUI's up/down and VRAM figures are counted.
+    pub metrics: crate::metrics::Metrics,
 }
 
 impl Context {
@@ -127,6 +129,7 @@ impl Context {
             last_models: Arc::default(),
             sample_every: Duration::from_millis(100),
             submit_gate: Arc::default(),
+            metrics: crate::metrics::Metrics::disabled(),
         }
     }
 }
@@ -145,6 +148,8 @@ impl Context {
     /// stay, so a manifest says what was last known rather than "unknown".
     pub async fn refresh_server(&self) -> ServerInfo {
         let stats = self.client.system_stats().await;
+        self.metrics
+            .comfyui_up(stats.as_ref().err().is_none_or(answered));
         let mut info = self.server.lock().map(|g| g.clone()).unwrap_or_default();
         if let Ok(s) = &stats {
             info.version = Some(s.system.comfyui_version.clone());
@@ -194,6 +199,9 @@ impl Context {
                     info.gpu.source = "none".into();
                 }
             }
+        }
+        if let Some(s) = info.sample {
+            self.metrics.vram(s.used, s.total);
         }
         if let Ok(mut g) = self.server.lock() {
             *g = info.clone();
@@ -366,6 +374,16 @@ async fn prepare(ctx: &Context, run: &JobRun<'_>) -> Result<Prepared, Failure> {
     Ok(Prepared { graph, resolved })
 }
 
+/// Whether ComfyUI answered the call that failed this way (for `comfyd_comfyui_up`).
+fn answered(e: &ClientError) -> bool {
+    !matches!(
+        e,
+        ClientError::Unreachable { .. }
+            | ClientError::Timeout { .. }
+            | ClientError::Websocket { .. }
+    )
+}
+
 /// Which retry rule a client error falls under.
 fn problem(e: &ClientError) -> Problem {
     match e {
@@ -522,6 +540,8 @@ async fn execute(
             }
             (ctx.client.clone(), r)
         };
+        ctx.metrics
+            .comfyui_up(result.as_ref().err().is_none_or(answered));
         let decision = match &result {
             Ok(r) => match &r.outcome {
                 Outcome::Failed(e) if e.is_out_of_memory() => {
@@ -535,6 +555,7 @@ async fn execute(
             (Decision::Retry { free: true, .. }, _) => {
                 tracing::warn!(job = %job.id, "out of memory; freeing ComfyUI's memory and retrying once");
                 tried.oom += 1;
+                ctx.metrics.oom_retry();
                 let now = ctx.vram().await;
                 let note = free_and_confirm(
                     ctx,
@@ -1082,6 +1103,7 @@ async fn free_and_confirm(
     before: Option<Sample>,
 ) -> Intervention {
     let at_ms = now_ms();
+    ctx.metrics.free_called();
     let asked = ctx.client.free(true, true).await;
     let mut after = None;
     let ok = match (&asked, before) {
