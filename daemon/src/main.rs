@@ -57,6 +57,8 @@ enum LogFormat {
     Json,
 }
 
+// Parsed once at start: the size of the `run` variant costs nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Subcommand)]
 enum Command {
     /// Watch a job directory and run its jobs against ComfyUI.
