@@ -478,6 +478,7 @@ pub async fn run(
         last_models: Arc::default(),
         sample_every: Duration::from_millis(100),
         submit_gate: Arc::default(),
+        footprints: Arc::default(),
         metrics: settings.metrics.clone(),
     });
     if ctx.refresh_server().await.version.is_none() {

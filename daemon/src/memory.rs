@@ -62,8 +62,16 @@ pub enum Before {
 
 /// Decides before a job. `last` is the model set of the job the daemon last sent to this
 /// ComfyUI (none after a start or a restart: nothing is known to be loaded, and whatever
-/// holds memory is not ours to keep); `sample` the device now, when any figures exist.
-pub fn before_job(p: &Policy, last: Option<u64>, next: u64, sample: Option<&Sample>) -> Before {
+/// holds memory is not ours to keep); `sample` the device now, when any figures exist; `need`
+/// what the next model set took on the GPU when it last loaded ([`footprint`]), when known.
+/// There is pressure when less is free than the threshold, or than the next models need.
+pub fn before_job(
+    p: &Policy,
+    last: Option<u64>,
+    next: u64,
+    sample: Option<&Sample>,
+    need: Option<u64>,
+) -> Before {
     // `next` 0: the job loads no models, so it switches nothing.
     if !p.enabled || next == 0 || last == Some(next) {
         return Before::Run;
@@ -72,8 +80,9 @@ pub fn before_job(p: &Policy, last: Option<u64>, next: u64, sample: Option<&Samp
         // No figures, no pressure to see: a blind free would cost a reload every switch.
         return Before::Run;
     };
-    let want = p.free_below.bytes(s.total);
-    if s.free >= want {
+    let threshold = p.free_below.bytes(s.total);
+    let need = need.unwrap_or(0);
+    if s.free >= threshold && s.free >= need {
         return Before::Run;
     }
     let what = if last.is_some() {
@@ -81,13 +90,24 @@ pub fn before_job(p: &Policy, last: Option<u64>, next: u64, sample: Option<&Samp
     } else {
         "the models loaded are unknown"
     };
+    let under = if s.free < need {
+        format!("the {} its models took when they last loaded", size(need))
+    } else {
+        format!("the {} threshold", size(threshold))
+    };
     Before::Free {
-        reason: format!(
-            "{what} and {} free is under the {} threshold",
-            size(s.free),
-            size(want)
-        ),
+        reason: format!("{what} and {} free is under {under}", size(s.free)),
     }
+}
+
+/// What a job's models took on the GPU, from the figures around it: the highest use seen
+/// while it ran (or after it, without samples) less the use before it. Only a job whose models
+/// loaded tells (one whose models were resident shows its working memory alone), so callers
+/// keep the largest seen per model set.
+pub fn footprint(used_before: u64, used_during: u64) -> Option<u64> {
+    used_during
+        .checked_sub(used_before)
+        .filter(|&d| d >= MIN_GAIN)
 }
 
 /// Where memory stands after a `/free`.
@@ -175,18 +195,33 @@ mod tests {
     #[test]
     fn the_same_model_set_never_frees_whatever_the_figures() {
         let p = Policy::default();
-        assert_eq!(before_job(&p, Some(7), 7, Some(&s(BOTH, 80))), Before::Run);
-        assert_eq!(before_job(&p, Some(7), 7, Some(&s(79.9, 80))), Before::Run);
+        assert_eq!(
+            before_job(&p, Some(7), 7, Some(&s(BOTH, 80)), None),
+            Before::Run
+        );
+        assert_eq!(
+            before_job(&p, Some(7), 7, Some(&s(79.9, 80)), None),
+            Before::Run
+        );
         // A job that loads no models switches nothing.
-        assert_eq!(before_job(&p, Some(7), 0, Some(&s(79.9, 80))), Before::Run);
+        assert_eq!(
+            before_job(&p, Some(7), 0, Some(&s(79.9, 80)), None),
+            Before::Run
+        );
     }
 
     #[test]
     fn a_switch_frees_only_under_pressure() {
         let p = Policy::default();
-        assert_eq!(before_job(&p, Some(1), 2, Some(&s(SDXL, 80))), Before::Run);
-        assert_eq!(before_job(&p, Some(1), 2, Some(&s(FLUX, 80))), Before::Run);
-        let Before::Free { reason } = before_job(&p, Some(1), 2, Some(&s(BOTH, 80))) else {
+        assert_eq!(
+            before_job(&p, Some(1), 2, Some(&s(SDXL, 80)), None),
+            Before::Run
+        );
+        assert_eq!(
+            before_job(&p, Some(1), 2, Some(&s(FLUX, 80)), None),
+            Before::Run
+        );
+        let Before::Free { reason } = before_job(&p, Some(1), 2, Some(&s(BOTH, 80)), None) else {
             panic!("66 GiB used of 80 is pressure");
         };
         assert!(
@@ -199,8 +234,11 @@ mod tests {
     #[test]
     fn after_a_start_nothing_is_known_loaded_so_pressure_alone_frees() {
         let p = Policy::default();
-        assert_eq!(before_job(&p, None, 2, Some(&s(IDLE, 80))), Before::Run);
-        let Before::Free { reason } = before_job(&p, None, 2, Some(&s(BOTH, 80))) else {
+        assert_eq!(
+            before_job(&p, None, 2, Some(&s(IDLE, 80)), None),
+            Before::Run
+        );
+        let Before::Free { reason } = before_job(&p, None, 2, Some(&s(BOTH, 80)), None) else {
             panic!("pressure after a start frees");
         };
         assert!(reason.contains("unknown"), "{reason}");
@@ -209,9 +247,36 @@ mod tests {
     #[test]
     fn no_figures_or_a_disabled_policy_never_free() {
         let mut p = Policy::default();
-        assert_eq!(before_job(&p, Some(1), 2, None), Before::Run);
+        assert_eq!(before_job(&p, Some(1), 2, None, None), Before::Run);
         p.enabled = false;
-        assert_eq!(before_job(&p, Some(1), 2, Some(&s(79.0, 80))), Before::Run);
+        assert_eq!(
+            before_job(&p, Some(1), 2, Some(&s(79.0, 80)), None),
+            Before::Run
+        );
+    }
+
+    #[test]
+    fn what_the_next_models_took_last_time_is_pressure_too() {
+        let p = Policy::default();
+        // SDXL resident (70 GiB free of 80) and Flux took 40 GiB when it last loaded: it fits.
+        assert_eq!(
+            before_job(&p, Some(1), 2, Some(&s(SDXL, 80)), Some(40 * GIB)),
+            Before::Run
+        );
+        // Flux resident (38.8 GiB free), SDXL-plus-refiner next took 45 GiB: free first.
+        let Before::Free { reason } =
+            before_job(&p, Some(2), 3, Some(&s(FLUX, 80)), Some(45 * GIB))
+        else {
+            panic!("38.8 GiB free cannot take 45 GiB");
+        };
+        assert!(reason.contains("45.0 GiB its models took"), "{reason}");
+        assert_eq!(footprint(GIB, 41 * GIB), Some(40 * GIB));
+        assert_eq!(
+            footprint(10 * GIB, 10 * GIB + (1 << 20)),
+            None,
+            "working memory only"
+        );
+        assert_eq!(footprint(10 * GIB, 9 * GIB), None);
     }
 
     #[test]
@@ -221,10 +286,13 @@ mod tests {
             ..Policy::default()
         };
         assert!(matches!(
-            before_job(&p, Some(1), 2, Some(&s(FLUX + 10.0, 80))),
+            before_job(&p, Some(1), 2, Some(&s(FLUX + 10.0, 80)), None),
             Before::Free { .. }
         ));
-        assert_eq!(before_job(&p, Some(1), 2, Some(&s(FLUX, 80))), Before::Run);
+        assert_eq!(
+            before_job(&p, Some(1), 2, Some(&s(FLUX, 80)), None),
+            Before::Run
+        );
         assert_eq!(Threshold::Percent(150.0).bytes(100), 100);
         assert_eq!(Threshold::Percent(-3.0).bytes(100), 0);
     }

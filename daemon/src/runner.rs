@@ -107,6 +107,8 @@ pub struct Context {
     /// Held from the memory decision to the prompt's submission, so jobs decide in the order
     /// they reach ComfyUI and each sees the model set of the one before it.
     pub submit_gate: Arc<tokio::sync::Mutex<()>>,
+    /// What each model set took on the GPU when it last loaded (the largest seen).
+    pub footprints: Arc<Mutex<std::collections::HashMap<u64, u64>>>,
     /// Where `/free` calls, OOM retries, ComfyUI's up/down and VRAM figures are counted.
     pub metrics: crate::metrics::Metrics,
 }
@@ -129,6 +131,7 @@ impl Context {
             last_models: Arc::default(),
             sample_every: Duration::from_millis(100),
             submit_gate: Arc::default(),
+            footprints: Arc::default(),
             metrics: crate::metrics::Metrics::disabled(),
         }
     }
@@ -219,6 +222,19 @@ impl Context {
                 .await
                 .ok()
                 .and_then(|s| gpu::from_system_stats(&s, self.gpu)),
+        }
+    }
+
+    fn footprint(&self, models: u64) -> Option<u64> {
+        self.footprints.lock().ok()?.get(&models).copied()
+    }
+
+    fn learn_footprint(&self, models: u64, took: u64) {
+        if models != 0
+            && let Ok(mut f) = self.footprints.lock()
+        {
+            let e = f.entry(models).or_insert(0);
+            *e = (*e).max(took);
         }
     }
 
@@ -479,6 +495,7 @@ async fn execute(
                 ctx.last_models(),
                 run.models,
                 info.sample.as_ref(),
+                ctx.footprint(run.models),
             ) {
                 set_phase(run, "freeing");
                 tracing::info!(job = %job.id, %reason, "freeing ComfyUI's memory before the job");
@@ -517,6 +534,16 @@ async fn execute(
             };
             clear_progress(ctx, &job.id);
             let after = ctx.vram().await;
+            if let (Some(before), Ok(_)) = (info.sample, &r) {
+                let during = if peak.samples > 0 {
+                    peak.max_used
+                } else {
+                    after.map_or(0, |a| a.used)
+                };
+                if let Some(took) = memory::footprint(before.used, during) {
+                    ctx.learn_footprint(run.models, took);
+                }
+            }
             if let Ok(mut m) = run.measured.lock() {
                 let mut g = info.gpu.clone();
                 if peak.samples > 0 {
