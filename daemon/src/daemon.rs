@@ -479,6 +479,7 @@ pub async fn run(
         sample_every: Duration::from_millis(100),
         submit_gate: Arc::default(),
         footprints: Arc::default(),
+        last_ended: Arc::default(),
         metrics: settings.metrics.clone(),
     });
     if ctx.refresh_server().await.version.is_none() {

@@ -65,6 +65,8 @@ pub enum Before {
 /// holds memory is not ours to keep); `sample` the device now, when any figures exist; `need`
 /// what the next model set took on the GPU when it last loaded ([`footprint`]), when known.
 /// There is pressure when less is free than the threshold, or than the next models need.
+/// On a switch the runner decides once the job before has ended ([`is_switch`]), so the
+/// figures show what it loaded.
 pub fn before_job(
     p: &Policy,
     last: Option<u64>,
@@ -82,7 +84,8 @@ pub fn before_job(
     };
     let threshold = p.free_below.bytes(s.total);
     let need = need.unwrap_or(0);
-    if s.free >= threshold && s.free >= need {
+    let free = s.free;
+    if free >= threshold && free >= need {
         return Before::Run;
     }
     let what = if last.is_some() {
@@ -96,8 +99,15 @@ pub fn before_job(
         format!("the {} threshold", size(threshold))
     };
     Before::Free {
-        reason: format!("{what} and {} free is under {under}", size(s.free)),
+        reason: format!("{what} and {} free is under {under}", size(free)),
     }
+}
+
+/// Whether the next job switches models: then, with the policy on, it is decided (and sent)
+/// only once the job before has ended, so the figures are not those of a load in progress.
+/// Same models pipeline as ever; a switch costs a model load anyway.
+pub fn is_switch(p: &Policy, last: Option<u64>, next: u64) -> bool {
+    p.enabled && next != 0 && last.is_some_and(|l| l != next)
 }
 
 /// What a job's models took on the GPU, from the figures around it: the highest use seen
@@ -270,6 +280,15 @@ mod tests {
             panic!("38.8 GiB free cannot take 45 GiB");
         };
         assert!(reason.contains("45.0 GiB its models took"), "{reason}");
+        assert!(is_switch(&p, Some(2), 1));
+        assert!(
+            !is_switch(&p, Some(2), 2) && !is_switch(&p, None, 2) && !is_switch(&p, Some(2), 0)
+        );
+        let off = Policy {
+            enabled: false,
+            ..Policy::default()
+        };
+        assert!(!is_switch(&off, Some(2), 1));
         assert_eq!(footprint(GIB, 41 * GIB), Some(40 * GIB));
         assert_eq!(
             footprint(10 * GIB, 10 * GIB + (1 << 20)),

@@ -107,6 +107,8 @@ pub struct Context {
     /// Held from the memory decision to the prompt's submission, so jobs decide in the order
     /// they reach ComfyUI and each sees the model set of the one before it.
     pub submit_gate: Arc<tokio::sync::Mutex<()>>,
+    /// Set when the prompt last sent has ended.
+    pub last_ended: Arc<Mutex<Option<Arc<std::sync::atomic::AtomicBool>>>>,
     /// What each model set took on the GPU when it last loaded (the largest seen).
     pub footprints: Arc<Mutex<std::collections::HashMap<u64, u64>>>,
     /// Where `/free` calls, OOM retries, ComfyUI's up/down and VRAM figures are counted.
@@ -132,6 +134,7 @@ impl Context {
             sample_every: Duration::from_millis(100),
             submit_gate: Arc::default(),
             footprints: Arc::default(),
+            last_ended: Arc::default(),
             metrics: crate::metrics::Metrics::disabled(),
         }
     }
@@ -242,9 +245,23 @@ impl Context {
         self.last_models.lock().ok().and_then(|g| *g)
     }
 
-    fn set_last_models(&self, models: u64) {
+    fn set_last_models(&self, models: u64, ended: Arc<std::sync::atomic::AtomicBool>) {
         if let Ok(mut g) = self.last_models.lock() {
             *g = Some(models);
+        }
+        if let Ok(mut g) = self.last_ended.lock() {
+            *g = Some(ended);
+        }
+    }
+
+    /// Waits until the prompt last sent has ended (or the job is cancelled).
+    async fn wait_last_ended(&self, run: &JobRun<'_>) {
+        let ended = self.last_ended.lock().ok().and_then(|g| g.clone());
+        let Some(ended) = ended else {
+            return;
+        };
+        while !ended.load(std::sync::atomic::Ordering::Acquire) && !(run.cancel)() {
+            tokio::time::sleep(Duration::from_millis(10)).await;
         }
     }
 }
@@ -432,6 +449,7 @@ async fn execute(
     };
     let mut tried = Tried::default();
     let mut adopt = run.adopt.clone();
+    let mut oom_free: Option<String> = None;
     loop {
         if (run.cancel)() {
             return Err(End::Failed(Failure::new(
@@ -490,32 +508,54 @@ async fn execute(
             let record_kept = record.clone();
             let gate = ctx.submit_gate.clone().lock_owned().await;
             let mut info = ctx.refresh_server().await;
-            if let Before::Free { reason } = memory::before_job(
-                &ctx.memory,
-                ctx.last_models(),
-                run.models,
-                info.sample.as_ref(),
-                ctx.footprint(run.models),
-            ) {
+            let last = ctx.last_models();
+            if memory::is_switch(&ctx.memory, last, run.models) || oom_free.is_some() {
+                set_phase(run, "switching");
+                ctx.wait_last_ended(run).await;
+                info = ctx.refresh_server().await;
+            }
+            let decision = match oom_free.take() {
+                // After an out-of-memory error, free whatever the policy says.
+                Some(reason) => Before::Free { reason },
+                None => memory::before_job(
+                    &ctx.memory,
+                    last,
+                    run.models,
+                    info.sample.as_ref(),
+                    ctx.footprint(run.models),
+                ),
+            };
+            if let Before::Free { reason } = decision {
                 set_phase(run, "freeing");
+                let kind = if tried.oom > 0
+                    && run.interventions.lock().is_ok_and(|v| {
+                        v.iter().filter(|i| i.kind == "oom-retry").count() < tried.oom as usize
+                    }) {
+                    "oom-retry"
+                } else {
+                    "free"
+                };
                 tracing::info!(job = %job.id, %reason, "freeing ComfyUI's memory before the job");
-                let note = free_and_confirm(ctx, run, "free", reason, info.sample).await;
+                let note = free_and_confirm(ctx, run, kind, reason, info.sample).await;
                 run.note(note);
                 info = ctx.refresh_server().await;
             }
             if !run.guard.record_prompt(&record) || !run.guard.still_ours() {
                 return Err(End::Lost);
             }
+            let ended = Arc::new(std::sync::atomic::AtomicBool::new(false));
             if run.models != 0 {
-                ctx.set_last_models(run.models);
+                ctx.set_last_models(run.models, ended.clone());
             }
+            // However the attempt ends, a job waiting to switch models goes on.
+            let _ended = SetOnDrop(ended);
+            let executing = Arc::new(std::sync::atomic::AtomicBool::new(false));
             remember_prompt(run, &prompt_id, &ctx.client);
             opts.prompt_id = Some(prompt_id);
             set_phase(run, "queued");
             // The next job decides once this one is recorded; its own decision takes a
             // round trip to ComfyUI, by which time this prompt has been posted.
             drop(gate);
-            let executing = Arc::new(std::sync::atomic::AtomicBool::new(false));
             let mut on_event = progress_handler(ctx, run, &prepared.graph, executing.clone());
             let mut peak = Peak::default();
             let prompt = ctx.client.run_prompt(&prepared.graph, &opts, &mut on_event);
@@ -583,16 +623,9 @@ async fn execute(
                 tracing::warn!(job = %job.id, "out of memory; freeing ComfyUI's memory and retrying once");
                 tried.oom += 1;
                 ctx.metrics.oom_retry();
-                let now = ctx.vram().await;
-                let note = free_and_confirm(
-                    ctx,
-                    run,
-                    "oom-retry",
-                    "ComfyUI ran out of memory executing the prompt".into(),
-                    now,
-                )
-                .await;
-                run.note(note);
+                // Freed under the submit gate, with the resubmission: a prompt another job
+                // pipelined meanwhile runs first, and the free applies after it.
+                oom_free = Some("ComfyUI ran out of memory executing the prompt".to_owned());
             }
             (Decision::Retry { after, .. }, result) => {
                 if let Err(e) = &result {
@@ -1243,4 +1276,13 @@ fn out_of_memory(ctx: &Context, run: &JobRun<'_>, e: &crate::client::ExecutionEr
         .unwrap_or(Value::Null),
     );
     f
+}
+
+/// Sets the flag when dropped.
+struct SetOnDrop(Arc<std::sync::atomic::AtomicBool>);
+
+impl Drop for SetOnDrop {
+    fn drop(&mut self) {
+        self.0.store(true, std::sync::atomic::Ordering::Release);
+    }
 }
