@@ -145,6 +145,7 @@ enum Command {
         /// Where the job directory and outputs go (replaced if it exists).
         #[arg(long, value_name = "DIR", default_value = "comfyd-demo")]
         dir: PathBuf,
+        /// The ComfyUI to try first; the built-in simulator when none answers there.
         #[arg(long, default_value = "http://127.0.0.1:8188")]
         comfy_url: String,
     },
@@ -162,9 +163,13 @@ enum Command {
     },
     /// Show how many jobs wait, run, are done or failed, and what each daemon is doing.
     Status {
-        /// The job directory.
+        /// The job directory [default: `jobs` from --config, or from `comfyd.toml` in the
+        /// current directory].
         #[arg(long, value_name = "DIR")]
-        jobs: PathBuf,
+        jobs: Option<PathBuf>,
+        /// A comfyd.toml to find the job directory in.
+        #[arg(long, value_name = "FILE")]
+        config: Option<PathBuf>,
         /// `human` or `json`.
         #[arg(long, value_enum, default_value_t = Format::Human)]
         format: Format,
@@ -186,7 +191,42 @@ fn main() -> ExitCode {
         LogFormat::Text => builder.init(),
     }
     match cli.command {
-        Command::Status { jobs, format } => status(&jobs, format),
+        Command::Status {
+            jobs,
+            config,
+            format,
+        } => {
+            let jobs = match jobs {
+                Some(j) => j,
+                None => match config
+                    .or_else(|| Some(PathBuf::from("comfyd.toml")).filter(|p| p.is_file()))
+                {
+                    Some(p) => match comfyd::config::FileConfig::load(&p) {
+                        Ok(c) => match c.jobs {
+                            Some(j) => j,
+                            None => {
+                                eprintln!(
+                                    "error: {} names no job directory (`jobs = \"...\"`); give --jobs DIR",
+                                    p.display()
+                                );
+                                return ExitCode::from(2);
+                            }
+                        },
+                        Err(e) => {
+                            eprintln!("error: {e}");
+                            return ExitCode::from(2);
+                        }
+                    },
+                    None => {
+                        eprintln!(
+                            "error: which job directory? give --jobs DIR, or --config FILE (or run where comfyd.toml is)"
+                        );
+                        return ExitCode::from(2);
+                    }
+                },
+            };
+            status(&jobs, format)
+        }
         Command::Gpu { gpu, format } => show_gpu(&gpu, format),
         Command::Demo {
             workflows,
@@ -641,4 +681,35 @@ fn show_gpu(gpu: &str, format: Format) -> ExitCode {
         }
     }
     ExitCode::SUCCESS
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    /// Every flag of every subcommand says what it does.
+    #[test]
+    fn every_flag_has_help() {
+        fn walk(cmd: &clap::Command, path: &str, missing: &mut Vec<String>) {
+            for a in cmd.get_arguments() {
+                let id = a.get_id().as_str();
+                if id == "help" || id == "version" {
+                    continue;
+                }
+                if a.get_help().is_none() && a.get_long_help().is_none() {
+                    missing.push(format!("{path} --{id}"));
+                }
+            }
+            for sub in cmd.get_subcommands() {
+                if sub.get_about().is_none() && sub.get_name() != "help" {
+                    missing.push(format!("{path} {}", sub.get_name()));
+                }
+                walk(sub, &format!("{path} {}", sub.get_name()), missing);
+            }
+        }
+        let mut missing = Vec::new();
+        walk(&Cli::command(), "comfyd", &mut missing);
+        assert!(missing.is_empty(), "no help text: {missing:?}");
+    }
 }
