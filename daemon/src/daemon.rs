@@ -71,6 +71,8 @@ pub struct Settings {
     pub probe: Option<Arc<dyn crate::gpu::Gpu>>,
     /// When to free ComfyUI's memory before a job.
     pub memory: crate::memory::Policy,
+    /// The ComfyUI is the built-in simulator (`--sim`): manifests say so.
+    pub simulated: bool,
     /// Where events are counted for Prometheus (`--metrics`); disabled by default.
     pub metrics: Metrics,
 }
@@ -106,6 +108,7 @@ impl Settings {
             open_files: 1024,
             probe: None,
             memory: crate::memory::Policy::default(),
+            simulated: false,
             metrics: Metrics::disabled(),
         }
     }
@@ -481,6 +484,7 @@ pub async fn run(
         footprints: Arc::default(),
         last_ended: Arc::default(),
         metrics: settings.metrics.clone(),
+        simulated: settings.simulated,
     });
     if ctx.refresh_server().await.version.is_none() {
         tracing::warn!("ComfyUI is not answering yet; jobs will wait for it");

@@ -466,6 +466,7 @@ async fn run(
         match start_sim(&settings).await {
             Ok((s, dir)) => {
                 settings.comfy_url = s.url();
+                settings.simulated = true;
                 tracing::warn!(url = %settings.comfy_url, "trial mode: jobs run against the built-in ComfyUI simulator, not a real ComfyUI");
                 Some((s, dir))
             }

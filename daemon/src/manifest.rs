@@ -84,6 +84,10 @@ pub struct ComfyInfo {
     pub version: String,
     /// `sha256:` of the node catalogue the workflow was compiled against.
     pub catalogue_hash: String,
+    /// True when the job ran on comfyd's built-in simulator (`--sim`), not a real ComfyUI:
+    /// its outputs are placeholders.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub simulated: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, JsonSchema)]

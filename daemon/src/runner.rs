@@ -113,6 +113,8 @@ pub struct Context {
     pub footprints: Arc<Mutex<std::collections::HashMap<u64, u64>>>,
     /// Where `/free` calls, OOM retries, ComfyUI's up/down and VRAM figures are counted.
     pub metrics: crate::metrics::Metrics,
+    /// The ComfyUI is comfyd's built-in simulator: manifests say so.
+    pub simulated: bool,
 }
 
 impl Context {
@@ -136,6 +138,7 @@ impl Context {
             footprints: Arc::default(),
             last_ended: Arc::default(),
             metrics: crate::metrics::Metrics::disabled(),
+            simulated: false,
         }
     }
 }
@@ -845,6 +848,7 @@ async fn write_outputs(
             url: client.url().to_owned(),
             version: server.version.unwrap_or_else(|| "unknown".into()),
             catalogue_hash: run.catalogue_hash.to_owned(),
+            simulated: ctx.simulated,
         },
         prompt_id: report.prompt_id.clone(),
         gpu: run

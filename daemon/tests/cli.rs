@@ -57,7 +57,14 @@ fn demo_runs_the_example_jobs_on_the_simulator_when_no_comfyui_answers() {
         out.contains("4 done, 0 failed") && out.contains("0 waiting, 0 running"),
         "{out}"
     );
-    assert!(dir.join("outputs/hello/manifest.json").is_file());
+    let manifest: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(dir.join("outputs/hello/manifest.json")).unwrap_or_default(),
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(
+        manifest["comfyui"]["simulated"], true,
+        "a simulated run says so in its manifests"
+    );
     let o = comfyd(
         &["status", "--jobs", &dir.join("jobs").to_string_lossy()],
         &root,

@@ -113,6 +113,10 @@ async fn daemon_runs_single_and_batch_jobs_against_real_comfyui() {
             m.gpu
         );
         assert_eq!((m.gpu.vram_peak_used_bytes, m.gpu.samples), (None, None));
+        assert!(
+            !m.comfyui.simulated,
+            "a real ComfyUI is not marked simulated"
+        );
         assert!(m.interventions.is_empty(), "{:?}", m.interventions);
         for o in &m.outputs {
             let bytes = std::fs::read(entry.path().join(&o.path)).unwrap_or_else(|e| panic!("{e}"));
