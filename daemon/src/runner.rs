@@ -328,6 +328,7 @@ pub enum End {
 struct Prepared {
     graph: Value,
     resolved: comfyc::render::Resolved,
+    files: Vec<manifest::InputFile>,
 }
 
 fn set_phase(run: &JobRun<'_>, phase: &'static str) {
@@ -397,12 +398,14 @@ async fn prepare(ctx: &Context, run: &JobRun<'_>) -> Result<Prepared, Failure> {
                 .map(|e| serde_json::to_value(e).unwrap_or(Value::Null))
                 .collect(),
         })?;
+    let mut files = Vec::new();
     for input in workflow.inputs.iter().filter(|i| i.ty.is_file()) {
         if let Some(Value::String(rel)) = resolved.values.get(&input.name).cloned() {
-            let uploaded = upload(ctx, job, &input.name, &rel).await?;
+            let (uploaded, file) = upload(ctx, job, &input.name, &rel).await?;
             resolved
                 .values
                 .insert(input.name.clone(), Value::String(uploaded));
+            files.push(file);
         }
     }
     let mut graph = workflow
@@ -410,7 +413,11 @@ async fn prepare(ctx: &Context, run: &JobRun<'_>) -> Result<Prepared, Failure> {
         .map_err(|e| Failure::new("invalid-inputs", e.message))?;
     prefix_outputs(&mut graph, &job.id);
     missing_models(ctx, workflow, &graph).await?;
-    Ok(Prepared { graph, resolved })
+    Ok(Prepared {
+        graph,
+        resolved,
+        files,
+    })
 }
 
 /// Whether ComfyUI answered the call that failed this way (for `comfyd_comfyui_up`).
@@ -844,6 +851,7 @@ async fn write_outputs(
         },
         inputs: prepared.resolved.values.clone(),
         picked_seeds: prepared.resolved.picked_seeds.clone(),
+        input_files: prepared.files.clone(),
         comfyui: ComfyInfo {
             url: client.url().to_owned(),
             version: server.version.unwrap_or_else(|| "unknown".into()),
@@ -1024,7 +1032,14 @@ pub fn prefix_outputs(graph: &mut Value, job_id: &str) {
 }
 
 /// Uploads a file input from the input root; the value ComfyUI's loader takes comes back.
-async fn upload(ctx: &Context, job: &Job, input: &str, rel: &str) -> Result<String, Failure> {
+/// Uploads a file input under a name made of its hash, so the same bytes are one file in
+/// ComfyUI's `input/` whatever the number of jobs using them.
+async fn upload(
+    ctx: &Context,
+    job: &Job,
+    input: &str,
+    rel: &str,
+) -> Result<(String, manifest::InputFile), Failure> {
     let err = |m: String| Failure {
         kind: "input-file",
         message: format!("input `{input}`: {m}"),
@@ -1050,7 +1065,25 @@ async fn upload(ctx: &Context, job: &Job, input: &str, rel: &str) -> Result<Stri
         .extension()
         .map(|e| e.to_string_lossy().to_ascii_lowercase())
         .unwrap_or_else(|| "png".into());
-    let name = format!("comfyd-{}-{input}.{ext}", job.id);
+    let sha256 = hex::encode(Sha256::digest(&bytes));
+    let ext: String = ext
+        .chars()
+        .filter(char::is_ascii_alphanumeric)
+        .take(8)
+        .collect();
+    let ext = if ext.is_empty() {
+        "png".to_owned()
+    } else {
+        ext
+    };
+    let name = format!("comfyd-{}.{ext}", &sha256[..16]);
+    let file = manifest::InputFile {
+        input: input.to_owned(),
+        source: rel.to_owned(),
+        size: bytes.len() as u64,
+        sha256,
+        uploaded_as: name.clone(),
+    };
     let mut tried = Tried::default();
     loop {
         let up = ctx
@@ -1065,7 +1098,16 @@ async fn upload(ctx: &Context, job: &Job, input: &str, rel: &str) -> Result<Stri
             )
             .await;
         match up {
-            Ok(up) => return Ok(up.image_value()),
+            Ok(up) => {
+                let value = up.image_value();
+                return Ok((
+                    value.clone(),
+                    manifest::InputFile {
+                        uploaded_as: value,
+                        ..file
+                    },
+                ));
+            }
             // An unreachable ComfyUI is waited for here as at submission.
             Err(e) => match retry::decide(problem(&e), tried, ctx.unreachable_patience) {
                 Decision::Retry { after, .. } => {
