@@ -62,6 +62,9 @@ pub struct FileConfig {
     /// Serve Prometheus metrics at `http://ADDR/metrics`: a bare port (`"9400"`) listens on
     /// loopback, `"HOST:PORT"` where it says. Default: no metrics, nothing listens.
     pub metrics: Option<String>,
+    /// Partner (paid, remote) nodes: which workflows may run them, and the account key.
+    #[serde(default)]
+    pub spend: SpendConfig,
     /// How the next job is chosen.
     #[serde(default)]
     pub scheduler: SchedulerConfig,
@@ -145,6 +148,42 @@ impl MemoryConfig {
             p.confirm_within = std::time::Duration::from_secs(s);
         }
         Ok(p)
+    }
+}
+
+/// `[spend]`: partner nodes (`api_node` in ComfyUI's catalogue) run on a paid service and bill
+/// the account whose key the prompt carries; comfyd runs a workflow that uses them only when it
+/// is named here.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SpendConfig {
+    /// Workflow names (or `"*"` for every workflow) allowed to run partner nodes.
+    #[serde(default)]
+    pub allow: Vec<String>,
+    /// A file holding the comfy.org API key sent with their prompts
+    /// (`extra_data.api_key_comfy_org`); else the `COMFY_ORG_API_KEY` environment variable;
+    /// else none is sent (ComfyUI uses its own login, if any). The key is never written to
+    /// manifests, `graph.json`, logs or error reports.
+    pub api_key_file: Option<PathBuf>,
+}
+
+impl SpendConfig {
+    /// The policy, reading the key file (or the environment) now.
+    pub fn policy(&self) -> Result<crate::runner::Spend, String> {
+        let key = match &self.api_key_file {
+            Some(p) => Some(
+                std::fs::read_to_string(p)
+                    .map_err(|e| format!("[spend] api_key_file {}: {e}", p.display()))?
+                    .trim()
+                    .to_owned(),
+            ),
+            None => std::env::var("COMFY_ORG_API_KEY").ok(),
+        }
+        .filter(|k| !k.is_empty());
+        Ok(crate::runner::Spend {
+            allow: self.allow.clone(),
+            api_key: key.map(crate::runner::ApiKey),
+        })
     }
 }
 
@@ -235,9 +274,15 @@ impl FileConfig {
             )
         })?;
         let base = path.parent().unwrap_or(Path::new("."));
-        for p in [&mut c.jobs, &mut c.workflows, &mut c.outputs, &mut c.inputs]
-            .into_iter()
-            .flatten()
+        for p in [
+            &mut c.jobs,
+            &mut c.workflows,
+            &mut c.outputs,
+            &mut c.inputs,
+            &mut c.spend.api_key_file,
+        ]
+        .into_iter()
+        .flatten()
         {
             if p.is_relative() {
                 *p = base.join(&*p);

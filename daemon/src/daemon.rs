@@ -73,6 +73,8 @@ pub struct Settings {
     pub memory: crate::memory::Policy,
     /// The ComfyUI is the built-in simulator (`--sim`): manifests say so.
     pub simulated: bool,
+    /// Which workflows may run partner (paid) nodes, and the account key.
+    pub spend: crate::runner::Spend,
     /// Where events are counted for Prometheus (`--metrics`); disabled by default.
     pub metrics: Metrics,
 }
@@ -109,6 +111,7 @@ impl Settings {
             probe: None,
             memory: crate::memory::Policy::default(),
             simulated: false,
+            spend: crate::runner::Spend::default(),
             metrics: Metrics::disabled(),
         }
     }
@@ -485,6 +488,7 @@ pub async fn run(
         last_ended: Arc::default(),
         metrics: settings.metrics.clone(),
         simulated: settings.simulated,
+        spend: settings.spend.clone(),
     });
     if ctx.refresh_server().await.version.is_none() {
         tracing::warn!("ComfyUI is not answering yet; jobs will wait for it");

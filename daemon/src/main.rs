@@ -298,6 +298,13 @@ fn main() -> ExitCode {
                     return ExitCode::from(2);
                 }
             };
+            settings.spend = match file.spend.policy() {
+                Ok(p) => p,
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    return ExitCode::from(2);
+                }
+            };
             settings.memory = match file.memory.policy(free_below.as_deref()) {
                 Ok(p) => p,
                 Err(e) => {

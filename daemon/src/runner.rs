@@ -79,6 +79,30 @@ pub fn finished_by(outputs: &Path, job_id: &str) -> Option<String> {
     )
 }
 
+/// Which workflows may run partner (paid) nodes, and the account key their prompts carry.
+#[derive(Debug, Clone, Default)]
+pub struct Spend {
+    /// Workflow names, or `*`.
+    pub allow: Vec<String>,
+    pub api_key: Option<ApiKey>,
+}
+
+impl Spend {
+    pub fn allows(&self, workflow: &str) -> bool {
+        self.allow.iter().any(|a| a == "*" || a == workflow)
+    }
+}
+
+/// A comfy.org API key: sent to ComfyUI in `extra_data`, never printed.
+#[derive(Clone)]
+pub struct ApiKey(pub String);
+
+impl std::fmt::Debug for ApiKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ApiKey(<hidden>)")
+    }
+}
+
 /// What every job needs from the daemon.
 #[derive(Debug, Clone)]
 pub struct Context {
@@ -115,6 +139,8 @@ pub struct Context {
     pub metrics: crate::metrics::Metrics,
     /// The ComfyUI is comfyd's built-in simulator: manifests say so.
     pub simulated: bool,
+    /// Partner nodes: who may run them, with which key.
+    pub spend: Spend,
 }
 
 impl Context {
@@ -139,6 +165,7 @@ impl Context {
             last_ended: Arc::default(),
             metrics: crate::metrics::Metrics::disabled(),
             simulated: false,
+            spend: Spend::default(),
         }
     }
 }
@@ -329,6 +356,8 @@ struct Prepared {
     graph: Value,
     resolved: comfyc::render::Resolved,
     files: Vec<manifest::InputFile>,
+    /// The graph has partner nodes (allowed): its prompt carries the account key.
+    partner: bool,
 }
 
 fn set_phase(run: &JobRun<'_>, phase: &'static str) {
@@ -411,12 +440,29 @@ async fn prepare(ctx: &Context, run: &JobRun<'_>) -> Result<Prepared, Failure> {
     let mut graph = workflow
         .render(&resolved.values)
         .map_err(|e| Failure::new("invalid-inputs", e.message))?;
+    let partner = workflow.partner_nodes_in(&graph);
+    if !partner.is_empty() && !ctx.spend.allows(&workflow.name) {
+        let nodes: Vec<String> = partner
+            .iter()
+            .map(|(id, c)| format!("{id} ({c})"))
+            .collect();
+        return Err(Failure::new(
+            "spend-refused",
+            format!(
+                "workflow `{}` uses partner nodes, which run on a paid service: {}; comfyd runs it only when comfyd.toml allows it: [spend] allow = [\"{}\"]",
+                workflow.name,
+                nodes.join(", "),
+                workflow.name
+            ),
+        ));
+    }
     prefix_outputs(&mut graph, &job.id);
     missing_models(ctx, workflow, &graph).await?;
     Ok(Prepared {
         graph,
         resolved,
         files,
+        partner: !partner.is_empty(),
     })
 }
 
@@ -458,6 +504,14 @@ async fn execute(
     let mut opts = RunOptions {
         timeout: job.timeout_s.map(Duration::from_secs).or(ctx.job_timeout),
         hub: ctx.hub.clone(),
+        // Only a prompt with partner nodes carries the key; ComfyUI keeps extra_data in its
+        // history, so no other prompt gets it.
+        extra_data: ctx
+            .spend
+            .api_key
+            .as_ref()
+            .filter(|_| prepared.partner)
+            .map(|k| serde_json::json!({"api_key_comfy_org": k.0})),
         ..RunOptions::default()
     };
     let mut tried = Tried::default();

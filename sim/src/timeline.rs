@@ -38,6 +38,9 @@ pub(crate) struct Timeline {
     entries: Mutex<Vec<TimelineEntry>>,
     /// Every accepted prompt's `filename_prefix` values, by prompt id, in submission order.
     prefixes: Mutex<Vec<(String, Vec<String>)>>,
+    /// The sensitive `extra_data` entries (account keys) each prompt came with, before they
+    /// were dropped as ComfyUI drops them: by prompt id, in submission order.
+    sensitive: Mutex<Vec<(String, Vec<(String, String)>)>>,
 }
 
 impl Timeline {
@@ -47,6 +50,7 @@ impl Timeline {
             enabled,
             entries: Mutex::new(Vec::new()),
             prefixes: Mutex::new(Vec::new()),
+            sensitive: Mutex::new(Vec::new()),
         }
     }
 
@@ -66,6 +70,16 @@ impl Timeline {
             .filter_map(|p| p.as_str().map(str::to_owned))
             .collect();
         crate::shared::lock(&self.prefixes).push((prompt_id.to_owned(), found));
+    }
+
+    pub(crate) fn record_sensitive(&self, prompt_id: &str, entries: Vec<(String, String)>) {
+        if self.enabled {
+            crate::shared::lock(&self.sensitive).push((prompt_id.to_owned(), entries));
+        }
+    }
+
+    pub(crate) fn sensitive(&self) -> Vec<(String, Vec<(String, String)>)> {
+        crate::shared::lock(&self.sensitive).clone()
     }
 
     pub(crate) fn prefixes(&self) -> Vec<(String, Vec<String>)> {
