@@ -136,7 +136,7 @@ impl Sim {
     /// The account keys (`extra_data.api_key_comfy_org`, `auth_token_comfy_org`) each accepted
     /// prompt carried, by prompt id, in submission order: the server keeps them out of its queue
     /// and history, as ComfyUI does, so this is where a test sees what arrived.
-    pub fn sensitive_received(&self) -> Vec<(String, Vec<(String, String)>)> {
+    pub fn sensitive_received(&self) -> Vec<crate::timeline::Received> {
         self.shared.timeline.sensitive()
     }
 

@@ -40,8 +40,11 @@ pub(crate) struct Timeline {
     prefixes: Mutex<Vec<(String, Vec<String>)>>,
     /// The sensitive `extra_data` entries (account keys) each prompt came with, before they
     /// were dropped as ComfyUI drops them: by prompt id, in submission order.
-    sensitive: Mutex<Vec<(String, Vec<(String, String)>)>>,
+    sensitive: Mutex<Vec<Received>>,
 }
+
+/// A prompt id and the sensitive `extra_data` entries (name, value) it came with.
+pub type Received = (String, Vec<(String, String)>);
 
 impl Timeline {
     pub(crate) fn new(enabled: bool) -> Self {
@@ -78,7 +81,7 @@ impl Timeline {
         }
     }
 
-    pub(crate) fn sensitive(&self) -> Vec<(String, Vec<(String, String)>)> {
+    pub(crate) fn sensitive(&self) -> Vec<Received> {
         crate::shared::lock(&self.sensitive).clone()
     }
 
