@@ -65,6 +65,8 @@ pub struct Settings {
     /// Files indexed at once (taken in and not finished) before more are taken in: bounds
     /// memory when the inbox holds hundreds of thousands.
     pub open_files: usize,
+    /// A ComfyUI to start and supervise; none: one someone else runs answers at `comfy_url`.
+    pub comfyui: Option<crate::supervisor::Config>,
 }
 
 impl Settings {
@@ -96,6 +98,7 @@ impl Settings {
             policy: crate::config::FileConfig::default().policy(),
             scan_limit: 4096,
             open_files: 1024,
+            comfyui: None,
         }
     }
 
@@ -450,6 +453,13 @@ pub async fn run(
     std::fs::create_dir_all(&settings.outputs)
         .map_err(|e| DaemonError::Io(settings.outputs.display().to_string(), e))?;
     let client = Client::new(&settings.comfy_url).map_err(|e| DaemonError::Setup(e.to_string()))?;
+    let supervisor = match settings.comfyui.clone() {
+        Some(c) => Some(
+            crate::supervisor::Supervisor::start(c, &settings.comfy_url)
+                .map_err(DaemonError::Setup)?,
+        ),
+        None => None,
+    };
     let ctx = Arc::new(Context {
         client: client.clone(),
         outputs: settings.outputs.clone(),
@@ -460,6 +470,7 @@ pub async fn run(
         unreachable_patience: settings.unreachable_patience,
         progress: Arc::default(),
         hub: Some(crate::client::Hub::start(client.clone())),
+        supervisor: supervisor.as_ref().map(|s| s.handle()),
     });
     if ctx.refresh_server().await.version.is_none() {
         tracing::warn!("ComfyUI is not answering yet; jobs will wait for it");
@@ -573,6 +584,9 @@ pub async fn run(
     }
     o.stopping = true;
     o.write_status(true);
+    if let Some(s) = supervisor {
+        s.stop().await;
+    }
     Ok(o.summary)
 }
 

@@ -16,3 +16,4 @@ pub mod runner;
 pub mod scheduler;
 pub mod status;
 pub mod store;
+pub mod supervisor;

@@ -79,9 +79,17 @@ enum Command {
         /// Where file inputs (images, masks) are read from; paths in jobs are relative to it.
         #[arg(long, value_name = "DIR")]
         inputs: Option<PathBuf>,
-        /// The ComfyUI server of this GPU [default: http://127.0.0.1:8188].
+        /// The ComfyUI server of this GPU [default: http://127.0.0.1:8188, or the `--port` of
+        /// --comfy-cmd].
         #[arg(long)]
         comfy_url: Option<String>,
+        /// Start ComfyUI with this command and keep it running: restarted when it exits or a
+        /// prompt stalls, stopped with the daemon; output appended to `logs/comfyui-gpu-N.log`
+        /// beside the job directory. One string, split like a shell does:
+        /// 'python main.py --port 8188 --cuda-device 0'. Wins over `[comfyui] command` in
+        /// comfyd.toml [default: none, a ComfyUI someone else runs answers at --comfy-url].
+        #[arg(long, value_name = "COMMAND")]
+        comfy_cmd: Option<String>,
         /// The GPU index this daemon serves [default: 0].
         #[arg(long)]
         gpu: Option<u32>,
@@ -179,6 +187,7 @@ fn main() -> ExitCode {
             outputs,
             inputs,
             comfy_url,
+            comfy_cmd,
             gpu,
             sim,
             until_idle,
@@ -210,15 +219,33 @@ fn main() -> ExitCode {
                 );
                 return ExitCode::from(2);
             };
-            let url = comfy_url
-                .or(file.comfy_url)
-                .unwrap_or_else(|| "http://127.0.0.1:8188".into());
+            let gpu = gpu.or(file.gpu).unwrap_or(0);
+            let supervised = match comfyd::supervisor::Config::resolve(
+                file.comfyui.as_ref(),
+                comfy_cmd.as_deref(),
+                &jobs,
+                &workflows,
+                gpu,
+            ) {
+                Ok(s) => s,
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    return ExitCode::from(2);
+                }
+            };
+            let url = comfy_url.or(file.comfy_url).unwrap_or_else(|| {
+                let port = supervised
+                    .as_ref()
+                    .and_then(|c| comfyd::supervisor::command_port(&c.command));
+                format!("http://127.0.0.1:{}", port.unwrap_or(8188))
+            });
             let mut settings = Settings::new(jobs, workflows, url);
+            settings.comfyui = supervised;
             if let Some(o) = outputs.or(file.outputs) {
                 settings.outputs = o;
             }
             settings.inputs = inputs.or(file.inputs);
-            settings.gpu = gpu.or(file.gpu).unwrap_or(0);
+            settings.gpu = gpu;
             settings.until_idle = until_idle;
             settings.pipeline = pipeline.or(file.pipeline).unwrap_or(2).max(1);
             settings.job_timeout = job_timeout.or(file.job_timeout).map(Duration::from_secs);

@@ -94,6 +94,8 @@ pub struct Context {
     pub progress: Arc<Mutex<Option<Progress>>>,
     /// The daemon's one websocket, events routed by prompt id.
     pub hub: Option<crate::client::Hub>,
+    /// The ComfyUI this daemon started and watches, when it did.
+    pub supervisor: Option<crate::supervisor::SupervisorHandle>,
 }
 
 /// What the daemon last learned from ComfyUI's `/system_stats`.
@@ -305,6 +307,12 @@ async fn execute(
     };
     let mut tried = Tried::default();
     let mut adopt = run.adopt.clone();
+    let sup = ctx.supervisor.as_ref();
+    let mut restarts_seen = sup.map_or(0, |s| s.restarts());
+    // Where the prompt last submitted got to: a restart while it executed counts against the
+    // job; one while it may have waited in ComfyUI's queue is only noted; one while ComfyUI was
+    // down (it was never submitted) is neither.
+    let mut exposure = Exposure::None;
     loop {
         if (run.cancel)() {
             return Err(End::Failed(Failure::new(
@@ -366,13 +374,32 @@ async fn execute(
                 return Err(End::Lost);
             }
             remember_prompt(run, &prompt_id, &ctx.client);
-            opts.prompt_id = Some(prompt_id);
+            opts.prompt_id = Some(prompt_id.clone());
             set_phase(run, "queued");
-            let mut on_event = progress_handler(ctx, run, &prepared.graph);
+            restarts_seen = sup.map_or(0, |s| s.restarts());
+            let up = sup.is_some_and(|s| s.is_up());
+            // Submitted until it ends: the supervisor's stall clock runs.
+            let _in_flight = sup.map(|s| s.prompt_in_flight());
+            let mut progress = progress_handler(ctx, run, &prepared.graph);
+            let mut started = false;
+            let mut on_event = |e: &Event| {
+                if let Some(s) = sup {
+                    s.progressed();
+                }
+                if matches!(e, Event::ExecutionStart { prompt_id: p, .. } if *p == prompt_id) {
+                    started = true;
+                }
+                progress(e);
+            };
             let r = ctx
                 .client
                 .run_prompt(&prepared.graph, &opts, &mut on_event)
                 .await;
+            exposure = match (started, up) {
+                (true, _) => Exposure::Executing,
+                (false, true) => Exposure::Queued,
+                (false, false) => Exposure::None,
+            };
             clear_progress(ctx, &job.id);
             if let Err(e) = &r
                 && e.is_transient()
@@ -384,6 +411,11 @@ async fn execute(
             }
             (ctx.client.clone(), r)
         };
+        if result.is_err()
+            && let Some(s) = sup
+        {
+            restarts_seen = note_restarts(run, s, restarts_seen, exposure, &mut tried);
+        }
         let decision = match &result {
             Ok(r) => match &r.outcome {
                 Outcome::Failed(e) if e.is_out_of_memory() => {
@@ -414,6 +446,21 @@ async fn execute(
                 wait(run, &mut tried, after).await;
             }
             (Decision::Fail, Ok(r)) => return Ok((client, r, attempt_ms)),
+            (Decision::Fail, Err(e))
+                if tried.restarts >= retry::RESTART_LIMIT
+                    && matches!(problem(&e), Problem::Lost | Problem::Unreachable) =>
+            {
+                let last = sup
+                    .and_then(|s| s.last_restart())
+                    .map_or_else(String::new, |l| format!(" (the last: {})", l.reason));
+                return Err(End::Failed(Failure::new(
+                    "comfyui",
+                    format!(
+                        "ComfyUI restarted {} times while this job executed{last}; the job may be what brings it down, so it is not run again",
+                        tried.restarts
+                    ),
+                )));
+            }
             (Decision::Fail, Err(ClientError::Rejected(r))) => {
                 return Err(End::Failed(rejected(run.workflow, &r)));
             }
@@ -431,6 +478,57 @@ async fn execute(
             }
         }
     }
+}
+
+/// How far the job's prompt got at a supervised ComfyUI.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Exposure {
+    /// Not submitted: ComfyUI was down.
+    None,
+    /// Submitted while ComfyUI was up; no sign it started executing.
+    Queued,
+    Executing,
+}
+
+/// Notes in the manifest the restarts of the supervised ComfyUI since `seen` that the job's
+/// prompt was there for, and counts them toward the job's retries when it was executing; the
+/// new count seen comes back.
+fn note_restarts(
+    run: &JobRun<'_>,
+    sup: &crate::supervisor::SupervisorHandle,
+    seen: u64,
+    exposure: Exposure,
+    tried: &mut Tried,
+) -> u64 {
+    let now = sup.restarts();
+    if now <= seen || exposure == Exposure::None {
+        return now;
+    }
+    let n = u32::try_from(now - seen).unwrap_or(u32::MAX);
+    let executing = exposure == Exposure::Executing;
+    if executing {
+        tried.restarts = tried.restarts.saturating_add(n);
+    }
+    let last = sup.last_restart();
+    let mut reason = last
+        .as_ref()
+        .map_or_else(|| "ComfyUI restarted".to_owned(), |l| l.reason.clone());
+    if n > 1 {
+        reason = format!("{n} restarts, the last: {reason}");
+    }
+    if !executing {
+        reason.push_str("; the job's prompt was waiting in ComfyUI's queue");
+    }
+    tracing::warn!(job = %run.job.id, restarts = tried.restarts, %reason, "ComfyUI restarted under the job; it runs again");
+    run.note(Intervention {
+        kind: "comfyui-restart".into(),
+        at_ms: last.map_or_else(now_ms, |l| l.at_ms),
+        reason,
+        vram_free_before_bytes: None,
+        vram_free_after_bytes: None,
+        ok: None,
+    });
+    now
 }
 
 fn remember_prompt(run: &JobRun<'_>, prompt_id: &str, client: &Client) {
