@@ -378,16 +378,16 @@ async fn execute(
             set_phase(run, "queued");
             restarts_seen = sup.map_or(0, |s| s.restarts());
             let up = sup.is_some_and(|s| s.is_up());
-            // Submitted until it ends: the supervisor's stall clock runs.
-            let _in_flight = sup.map(|s| s.prompt_in_flight());
             let mut progress = progress_handler(ctx, run, &prepared.graph);
-            let mut started = false;
+            // From its execution start to its end the supervisor's stall clock runs for it
+            // (queued, it waits for others, which is no stall).
+            let mut executing: Option<crate::supervisor::Executing> = None;
             let mut on_event = |e: &Event| {
                 if let Some(s) = sup {
                     s.progressed();
-                }
-                if matches!(e, Event::ExecutionStart { prompt_id: p, .. } if *p == prompt_id) {
-                    started = true;
+                    if matches!(e, Event::ExecutionStart { prompt_id: p, .. } if *p == prompt_id) {
+                        executing = Some(s.prompt_executing());
+                    }
                 }
                 progress(e);
             };
@@ -395,6 +395,7 @@ async fn execute(
                 .client
                 .run_prompt(&prepared.graph, &opts, &mut on_event)
                 .await;
+            let started = executing.take().is_some();
             exposure = match (started, up) {
                 (true, _) => Exposure::Executing,
                 (false, true) => Exposure::Queued,

@@ -8,8 +8,8 @@
 //! function; the task only does the I/O. Stopping signals the whole group: SIGTERM with
 //! SIGCONT (a stopped process gets to handle it), a grace period, SIGKILL.
 //!
-//! Jobs see restarts through the handle: the runner marks its prompts in flight and their
-//! progress events ([`SupervisorHandle::prompt_in_flight`], [`SupervisorHandle::progressed`]),
+//! Jobs see restarts through the handle: the runner marks its executing prompts and their
+//! progress events ([`SupervisorHandle::prompt_executing`], [`SupervisorHandle::progressed`]),
 //! and counts the restarts that happened while its prompt executed toward the job's retries
 //! ([`crate::retry`]), noting each in the job's manifest.
 
@@ -164,7 +164,7 @@ pub struct Seen {
     pub since_start: Duration,
     /// Time since it answered, for how long it stayed healthy.
     pub since_ready: Duration,
-    /// Some prompt of this daemon is at ComfyUI, submitted and not ended.
+    /// Some prompt of this daemon is executing at ComfyUI.
     pub prompt_running: bool,
     /// Time since the last progress event of any of those prompts (or since it answered,
     /// when that is later).
@@ -283,7 +283,7 @@ struct Shared {
     requested: Mutex<Option<String>>,
     stopping: AtomicBool,
     wake: Notify,
-    in_flight: AtomicUsize,
+    executing: AtomicUsize,
     base: Instant,
     /// Milliseconds after `base` of the last progress event (or start, or answer).
     progress_ms: AtomicU64,
@@ -348,12 +348,14 @@ impl SupervisorHandle {
         &self.shared.log
     }
 
-    /// Marks a prompt as submitted and not ended until the guard drops: while any is, a
-    /// ComfyUI silent past the stall bound is restarted.
-    pub fn prompt_in_flight(&self) -> InFlight {
-        self.shared.in_flight.fetch_add(1, Ordering::AcqRel);
+    /// Marks one of the daemon's prompts as executing (ComfyUI sent its `execution_start`)
+    /// until the guard drops: while any is, a ComfyUI silent past the stall bound is restarted.
+    /// A prompt waiting in ComfyUI's queue is not marked: a long prompt ahead of it (a warm-up,
+    /// another client's) is no stall.
+    pub fn prompt_executing(&self) -> Executing {
+        self.shared.executing.fetch_add(1, Ordering::AcqRel);
         self.shared.touch();
-        InFlight {
+        Executing {
             shared: self.shared.clone(),
         }
     }
@@ -364,15 +366,15 @@ impl SupervisorHandle {
     }
 }
 
-/// A prompt at ComfyUI; see [`SupervisorHandle::prompt_in_flight`].
+/// A prompt executing at ComfyUI; see [`SupervisorHandle::prompt_executing`].
 #[derive(Debug)]
-pub struct InFlight {
+pub struct Executing {
     shared: Arc<Shared>,
 }
 
-impl Drop for InFlight {
+impl Drop for Executing {
     fn drop(&mut self) {
-        self.shared.in_flight.fetch_sub(1, Ordering::AcqRel);
+        self.shared.executing.fetch_sub(1, Ordering::AcqRel);
     }
 }
 
@@ -409,7 +411,7 @@ impl Supervisor {
             requested: Mutex::new(None),
             stopping: AtomicBool::new(false),
             wake: Notify::new(),
-            in_flight: AtomicUsize::new(0),
+            executing: AtomicUsize::new(0),
             base: Instant::now(),
             progress_ms: AtomicU64::new(0),
             log: config.log.clone(),
@@ -502,7 +504,7 @@ async fn supervise(config: Config, probe: Client, sh: Arc<Shared>) {
                 ready: ready_at.is_some(),
                 since_start: started.elapsed(),
                 since_ready: ready_at.map(|t| t.elapsed()).unwrap_or_default(),
-                prompt_running: sh.in_flight.load(Ordering::Acquire) > 0,
+                prompt_running: sh.executing.load(Ordering::Acquire) > 0,
                 since_progress: sh.since_progress(),
             };
             match decide(&seen, failures, &policy) {

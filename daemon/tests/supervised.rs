@@ -184,6 +184,46 @@ impl Rig {
         }
     }
 
+    /// Waits until the daemon's log holds `text` `times` times.
+    async fn wait_log(&self, daemon: &mut Daemon, text: &str, times: usize) {
+        let t = Instant::now();
+        while daemon.log_text().matches(text).count() < times {
+            daemon.assert_alive("while waiting for its log");
+            assert!(
+                t.elapsed() < Duration::from_secs(30),
+                "`{text}` not {times} times in the log\n{}",
+                daemon.log_text()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Prompts in the running ComfyUI's history that saved under `comfyd/warmup/`.
+    async fn warmups_at_comfyui(&self) -> usize {
+        let history: Value = reqwest::get(format!("{}/history", self.url()))
+            .await
+            .unwrap_or_else(|e| panic!("{e}"))
+            .json()
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        history
+            .as_object()
+            .into_iter()
+            .flat_map(|h| h.values())
+            .filter(|entry| {
+                entry["prompt"][2]
+                    .as_object()
+                    .into_iter()
+                    .flat_map(|g| g.values())
+                    .any(|node| {
+                        node["inputs"]["filename_prefix"]
+                            .as_str()
+                            .is_some_and(|p| p.starts_with("comfyd/warmup/"))
+                    })
+            })
+            .count()
+    }
+
     fn manifest(&self, id: &str) -> comfyd::manifest::Manifest {
         let path = self.outputs().join(id).join("manifest.json");
         let text =
@@ -271,14 +311,27 @@ fn restarts(m: &comfyd::manifest::Manifest) -> Vec<&comfyd::manifest::Interventi
 
 /// `kill -9` of the supervised ComfyUI while a job executes: the supervisor starts it again
 /// (a new process on the same port), the job is submitted again and finishes, its manifest
-/// says ComfyUI restarted under it and why, and shutdown leaves no ComfyUI behind.
+/// says ComfyUI restarted under it and why, and shutdown leaves no ComfyUI behind. The
+/// warm-up workflow (from comfyd.toml, beside `--comfy-cmd`) runs after each start.
 #[tokio::test]
 async fn a_comfyui_killed_mid_job_is_restarted_and_the_job_finishes() {
     let _serial = SERIAL.lock().await;
     let rig = Rig::new();
+    let config = rig.root().join("comfyd.toml");
+    std::fs::write(&config, "[comfyui]\nwarmup = \"solid-color\"\n")
+        .unwrap_or_else(|e| panic!("{e}"));
     let cmd = shell_words::join(rig.sim_command(400));
-    let mut daemon = rig.comfyd(&["--comfy-cmd", &cmd, "--comfy-url", &rig.url()]);
+    let mut daemon = rig.comfyd(&[
+        "--config",
+        &config.display().to_string(),
+        "--comfy-cmd",
+        &cmd,
+        "--comfy-url",
+        &rig.url(),
+    ]);
     let first = rig.comfy_pid(&mut daemon, None).await;
+    rig.wait_log(&mut daemon, "warm-up done", 1).await;
+    assert_eq!(rig.warmups_at_comfyui().await, 1);
     drop_job(
         &rig.jobs(),
         "mug.toml",
@@ -316,6 +369,10 @@ async fn a_comfyui_killed_mid_job_is_restarted_and_the_job_finishes() {
         "{comfy_log}"
     );
     assert!(comfy_log.contains("comfy-sim listening"), "{comfy_log}");
+    // The new ComfyUI was warmed up too; the warm-up's outputs were not fetched.
+    rig.wait_log(&mut daemon, "warm-up done", 2).await;
+    assert_eq!(rig.warmups_at_comfyui().await, 1);
+    assert_eq!(names(&rig.outputs()), ["mug"]);
     let status = daemon.stop(Duration::from_secs(30)).await;
     assert!(status.success(), "{status:?}");
     rig.assert_no_comfyui(&[first, second], &daemon);
