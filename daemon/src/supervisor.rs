@@ -457,6 +457,7 @@ fn kill_group(pid: u32, signal: Signal) {
 
 /// Starts, watches and restarts ComfyUI until the daemon stops.
 async fn supervise(config: Config, probe: Client, sh: Arc<Shared>) {
+    stop_leftover(&config.log, config.stop_grace).await;
     let policy = config.policy();
     let mut failures = 0u32;
     let mut starts = 0u64;
@@ -472,6 +473,7 @@ async fn supervise(config: Config, probe: Client, sh: Arc<Shared>) {
         };
         let pid = child.as_ref().and_then(Child::id).unwrap_or(0);
         sh.pid.store(pid, Ordering::Release);
+        write_pid_file(&config.log, pid);
         let mut ready_at: Option<Instant> = None;
         let mut warmup: Option<tokio::task::JoinHandle<()>> = None;
         let (why, after) = loop {
@@ -539,6 +541,7 @@ async fn supervise(config: Config, probe: Client, sh: Arc<Shared>) {
                 }
                 stop_child(child.as_mut(), pid, config.stop_grace).await;
                 sh.pid.store(0, Ordering::Release);
+                let _ = std::fs::remove_file(pid_file(&config.log));
                 tracing::info!("ComfyUI stopped");
                 return;
             }
@@ -580,6 +583,80 @@ async fn supervise(config: Config, probe: Client, sh: Arc<Shared>) {
             return;
         }
     }
+}
+
+/// `NAME.pid` beside the log: the running ComfyUI's pid and start time, so that a comfyd killed
+/// before it could stop its ComfyUI stops that one at its next start instead of finding the
+/// port taken.
+fn pid_file(log: &Path) -> PathBuf {
+    log.with_extension("pid")
+}
+
+/// A process's group and start time (clock ticks after boot), from `/proc/PID/stat`; `None`
+/// when it is gone or a zombie.
+fn proc_stat(pid: u32) -> Option<(u32, u32, u64)> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the command name: state, ppid, pgrp, ... starttime is the 20th.
+    let f: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+    if *f.first()? == "Z" {
+        return None;
+    }
+    Some((
+        f.get(1)?.parse().ok()?,
+        f.get(2)?.parse().ok()?,
+        f.get(19)?.parse().ok()?,
+    ))
+}
+
+fn write_pid_file(log: &Path, pid: u32) {
+    if let Some((_, _, start)) = proc_stat(pid) {
+        let _ = std::fs::write(pid_file(log), format!("{pid} {start}\n"));
+    }
+}
+
+/// Stops the ComfyUI the pid file names when it is still that process (same start time), still
+/// leads its own group, and no comfyd is its parent any more: it was left by a comfyd that was
+/// killed. A live comfyd's ComfyUI (two daemons given one log) is left alone.
+async fn stop_leftover(log: &Path, grace: Duration) {
+    let path = pid_file(log);
+    let Ok(text) = std::fs::read_to_string(&path) else {
+        return;
+    };
+    let mut words = text.split_whitespace().map(str::parse::<u64>);
+    let (Some(Ok(pid)), Some(Ok(start))) = (words.next(), words.next()) else {
+        let _ = std::fs::remove_file(&path);
+        return;
+    };
+    let Ok(pid) = u32::try_from(pid) else {
+        return;
+    };
+    let Some((ppid, pgrp, started)) = proc_stat(pid) else {
+        let _ = std::fs::remove_file(&path);
+        return;
+    };
+    let parent = std::fs::read_to_string(format!("/proc/{ppid}/comm")).unwrap_or_default();
+    if pgrp != pid || started != start || parent.trim() == "comfyd" {
+        if parent.trim() == "comfyd" {
+            tracing::warn!(pid, comfyd = ppid, pid_file = %path.display(), "another comfyd runs the ComfyUI this log's pid file names; give each daemon its own `[comfyui] log`");
+        }
+        return;
+    }
+    tracing::warn!(
+        pid,
+        "stopping a ComfyUI left running by a comfyd that was killed"
+    );
+    kill_group(pid, Signal::TERM);
+    kill_group(pid, Signal::CONT);
+    let t = Instant::now();
+    while proc_stat(pid).is_some() && t.elapsed() < grace {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    kill_group(pid, Signal::KILL);
+    let t = Instant::now();
+    while proc_stat(pid).is_some() && t.elapsed() < Duration::from_secs(5) {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let _ = std::fs::remove_file(&path);
 }
 
 /// Starts the command in its own process group, output appended to the log.

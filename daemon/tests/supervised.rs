@@ -302,6 +302,18 @@ fn signal(pid: u32, sig: rustix::process::Signal) {
     rustix::process::kill_process(p, sig).unwrap_or_else(|e| panic!("kill {pid}: {e}"));
 }
 
+/// Polls `cond` for at most 30 s.
+async fn until(what: &str, cond: impl Fn() -> bool) {
+    let t = Instant::now();
+    while !cond() {
+        assert!(
+            t.elapsed() < Duration::from_secs(30),
+            "not {what} within 30 s"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 fn restarts(m: &comfyd::manifest::Manifest) -> Vec<&comfyd::manifest::Intervention> {
     m.interventions
         .iter()
@@ -594,4 +606,84 @@ async fn a_job_under_which_comfyui_restarts_three_times_fails() {
     let status = daemon.stop(Duration::from_secs(30)).await;
     assert!(!status.success(), "a job failed: exit status 1");
     rig.assert_no_comfyui(&[pid], &daemon);
+}
+
+/// A comfyd killed with SIGKILL cannot stop its ComfyUI, which keeps the port. The next comfyd
+/// with the same settings finds it through the pid file beside the log, checks it is still
+/// that process, stops it, and starts its own.
+#[tokio::test]
+async fn a_comfyui_left_by_a_killed_comfyd_is_stopped_by_the_next_one() {
+    let _serial = SERIAL.lock().await;
+    let rig = Rig::new();
+    let cmd = shell_words::join(rig.sim_command(0));
+    let args = ["--comfy-cmd", &cmd, "--comfy-url", &rig.url()];
+    let mut daemon = rig.comfyd(&args);
+    let left = rig.comfy_pid(&mut daemon, None).await;
+    rig.wait_log(&mut daemon, "ComfyUI is up", 1).await;
+    let _ = daemon.child.kill();
+    let _ = daemon.child.wait();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        process_state(left).is_some_and(|s| s != 'Z'),
+        "the orphan runs on"
+    );
+    let mut daemon = rig.comfyd(&args);
+    let own = rig.comfy_pid(&mut daemon, Some(left)).await;
+    assert!(
+        process_state(left).is_none_or(|s| s == 'Z'),
+        "the orphan is gone"
+    );
+    rig.wait_log(&mut daemon, "ComfyUI is up", 1).await;
+    assert!(
+        daemon
+            .log_text()
+            .contains("stopping a ComfyUI left running by a comfyd that was killed"),
+        "{}",
+        daemon.log_text()
+    );
+    let status = daemon.stop(Duration::from_secs(30)).await;
+    assert!(status.success(), "{status:?}");
+    rig.assert_no_comfyui(&[left, own], &daemon);
+    assert!(!rig.root().join("logs/comfyui-gpu-0.pid").exists());
+}
+
+/// The handle, as the memory policy and the metrics use it: a restart asked for while
+/// ComfyUI is up happens at once; the restart count, the up flag and the last restart's
+/// reason follow; `stop` leaves no process.
+#[tokio::test]
+async fn a_restart_asked_through_the_handle_happens_and_is_counted() {
+    use comfyd::supervisor::{Config, Supervisor};
+    let _serial = SERIAL.lock().await;
+    let rig = Rig::new();
+    let mut config = Config::resolve(
+        None,
+        Some(&shell_words::join(rig.sim_command(0))),
+        &rig.jobs(),
+        &examples(),
+        3,
+    )
+    .unwrap_or_else(|e| panic!("{e}"))
+    .unwrap_or_else(|| panic!("a command"));
+    config.stop_grace = Duration::from_secs(2);
+    let sup = Supervisor::start(config, &rig.url()).unwrap_or_else(|e| panic!("{e}"));
+    let h = sup.handle();
+    until("up", || h.is_up()).await;
+    let first = h.pid().unwrap_or_default();
+    assert_eq!((h.restarts(), h.last_restart()), (0, None));
+    h.restart("memory did not come back after /free");
+    until("restarted", || h.restarts() == 1 && h.is_up()).await;
+    let second = h.pid().unwrap_or_default();
+    assert_ne!(first, second);
+    assert!(process_state(first).is_none_or(|s| s == 'Z'));
+    let last = h.last_restart().unwrap_or_else(|| panic!("a last restart"));
+    assert_eq!(
+        last.reason,
+        "restart asked for: memory did not come back after /free"
+    );
+    assert!(last.at_ms > 0);
+    assert_eq!(h.log(), rig.root().join("logs/comfyui-gpu-3.log"));
+    sup.stop().await;
+    assert!(!h.is_up());
+    assert_eq!(h.pid(), None);
+    assert!(procs_on_port(rig.port).is_empty());
 }
