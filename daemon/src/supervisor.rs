@@ -154,8 +154,10 @@ pub struct Policy {
 /// What the supervisor sees of the current ComfyUI process at one moment.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Seen {
-    /// It exited (or could not be started), in words: `exit status: 1`, `signal: 9 (SIGKILL)`.
+    /// It exited, in words: `exit status: 1`, `signal: 9 (SIGKILL)`.
     pub exited: Option<String>,
+    /// The command could not be started (no such program, no permission), and why.
+    pub cannot_start: Option<String>,
     /// A restart was asked for, and why.
     pub requested: Option<String>,
     /// It has answered `/system_stats` since it started.
@@ -175,6 +177,7 @@ pub struct Seen {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Why {
     Exited(String),
+    CannotStart(String),
     NotReady(Duration),
     Stalled(Duration),
     Requested(String),
@@ -184,6 +187,7 @@ impl std::fmt::Display for Why {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Why::Exited(status) => write!(f, "ComfyUI exited ({status})"),
+            Why::CannotStart(e) => write!(f, "ComfyUI cannot be started: {e}"),
             Why::NotReady(t) => write!(
                 f,
                 "ComfyUI did not answer within {} s of its start",
@@ -229,6 +233,9 @@ pub fn decide(seen: &Seen, failures: u32, policy: &Policy) -> Decision {
         after: Duration::ZERO,
         failures: 0,
     };
+    if let Some(e) = &seen.cannot_start {
+        return crash(Why::CannotStart(e.clone()));
+    }
     if let Some(status) = &seen.exited {
         return crash(Why::Exited(status.clone()));
     }
@@ -464,20 +471,22 @@ async fn supervise(config: Config, probe: Client, sh: Arc<Shared>) {
     loop {
         starts += 1;
         let started = Instant::now();
-        let (mut child, mut exited) = match spawn(&config, starts) {
+        let (mut child, cannot_start) = match spawn(&config, starts) {
             Ok(c) => (Some(c), None),
-            Err(e) => {
-                tracing::error!(command = %config.command_line(), error = %e, "cannot start ComfyUI");
-                (None, Some(format!("could not be started: {e}")))
-            }
+            Err(e) => (None, Some(e)),
         };
+        let mut exited: Option<String> = None;
         let pid = child.as_ref().and_then(Child::id).unwrap_or(0);
         sh.pid.store(pid, Ordering::Release);
         write_pid_file(&config.log, pid);
         let mut ready_at: Option<Instant> = None;
         let mut warmup: Option<tokio::task::JoinHandle<()>> = None;
         let (why, after) = loop {
-            if exited.is_none() && ready_at.is_none() && probe.system_stats().await.is_ok() {
+            if child.is_some()
+                && exited.is_none()
+                && ready_at.is_none()
+                && probe.system_stats().await.is_ok()
+            {
                 // Answering, and it is ours: another process on the port does not count.
                 if let Some(c) = child.as_mut()
                     && let Ok(None) = c.try_wait()
@@ -502,6 +511,7 @@ async fn supervise(config: Config, probe: Client, sh: Arc<Shared>) {
             let requested = sh.requested.lock().ok().and_then(|mut r| r.take());
             let seen = Seen {
                 exited: exited.clone(),
+                cannot_start: cannot_start.clone(),
                 requested: requested.clone(),
                 ready: ready_at.is_some(),
                 since_start: started.elapsed(),
@@ -557,11 +567,14 @@ async fn supervise(config: Config, probe: Client, sh: Arc<Shared>) {
                 reason: why.to_string(),
             });
         }
+        let ran = match why {
+            Why::CannotStart(_) => String::new(),
+            _ => format!(" {:.1} s after its start", started.elapsed().as_secs_f64()),
+        };
         tracing::warn!(
             restarts,
             log = %config.log.display(),
-            "{why} {:.1} s after its start; starting it again in {} s (its output is in the log)",
-            started.elapsed().as_secs_f64(),
+            "{why}{ran}; starting it again in {} s (its output is in the log)",
             after.as_secs()
         );
         note(
@@ -835,6 +848,31 @@ mod tests {
         // A huge count neither overflows nor passes the cap.
         assert_eq!(backoff(u32::MAX, &policy()), S * 60);
         assert_eq!(backoff(0, &policy()), Duration::ZERO);
+    }
+
+    #[test]
+    fn a_command_that_cannot_be_started_backs_off_like_a_crash() {
+        let seen = Seen {
+            cannot_start: Some("`/opt/python`: No such file or directory (os error 2)".into()),
+            ..Seen::default()
+        };
+        let d = decide(&seen, 2, &policy());
+        assert_eq!(
+            d,
+            Decision::Restart {
+                why: Why::CannotStart(
+                    "`/opt/python`: No such file or directory (os error 2)".into()
+                ),
+                after: S * 4,
+                failures: 3
+            }
+        );
+        if let Decision::Restart { why, .. } = d {
+            assert_eq!(
+                why.to_string(),
+                "ComfyUI cannot be started: `/opt/python`: No such file or directory (os error 2)"
+            );
+        }
     }
 
     #[test]
