@@ -84,6 +84,11 @@ impl Config {
             });
         }
         let file = file.cloned().unwrap_or_default();
+        if file.ready_timeout == Some(0) {
+            return Err(
+                "comfyd.toml: `[comfyui] ready_timeout` must be at least 1 (seconds)".into(),
+            );
+        }
         Ok(Some(Config {
             command,
             cwd: file.cwd,
@@ -593,6 +598,8 @@ async fn supervise(config: Config, probe: Client, sh: Arc<Shared>) {
             }
         }
         if sh.stopping() {
+            let _ = std::fs::remove_file(pid_file(&config.log));
+            tracing::info!("ComfyUI stopped");
             return;
         }
     }
@@ -1027,5 +1034,13 @@ mod tests {
             .err()
             .unwrap_or_default();
         assert!(e.contains("`[comfyui] command` is empty"), "{e}");
+        let never = ComfyuiConfig {
+            ready_timeout: Some(0),
+            ..file
+        };
+        let e = Config::resolve(Some(&never), None, jobs, repo, 0)
+            .err()
+            .unwrap_or_default();
+        assert!(e.contains("ready_timeout` must be at least 1"), "{e}");
     }
 }
