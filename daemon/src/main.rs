@@ -57,6 +57,8 @@ enum LogFormat {
     Json,
 }
 
+// Parsed once at start: the size of the `run` variant costs nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Subcommand)]
 enum Command {
     /// Watch a job directory and run its jobs against ComfyUI.
@@ -90,9 +92,16 @@ enum Command {
         /// comfyd.toml [default: none, a ComfyUI someone else runs answers at --comfy-url].
         #[arg(long, value_name = "COMMAND")]
         comfy_cmd: Option<String>,
-        /// The GPU index this daemon serves [default: 0].
-        #[arg(long)]
-        gpu: Option<u32>,
+        /// The GPU this daemon serves: its index, as ComfyUI's `--cuda-device` takes it, or its
+        /// UUID (`GPU-...`, from `nvidia-smi -L`) [default: 0]. VRAM is read through NVML when
+        /// the NVIDIA driver is there; otherwise from ComfyUI's /system_stats, and the log says so.
+        #[arg(long, value_name = "N|UUID")]
+        gpu: Option<String>,
+        /// Before a job whose models differ from the last job's, free ComfyUI's memory
+        /// (POST /free) when less VRAM than this is free: a share (`25%`, the default), a size
+        /// (`6GiB`, `6000MB`), or `off`.
+        #[arg(long, value_name = "SHARE|SIZE|off")]
+        free_below: Option<String>,
         /// Run against a built-in ComfyUI simulator: `--sim` always, `--sim=auto` only when
         /// no ComfyUI answers at --comfy-url. Outputs are then placeholder images.
         #[arg(long, value_enum, num_args = 0..=1, default_missing_value = "always", default_value = "never")]
@@ -126,6 +135,11 @@ enum Command {
         /// be taken [default: 64]. Below it, jobs wait (nothing is failed).
         #[arg(long, value_name = "MB")]
         min_free_mb: Option<u64>,
+        /// Serve Prometheus metrics at http://ADDR/metrics. A bare port listens on loopback
+        /// only (`9400` is 127.0.0.1:9400); `HOST:PORT` listens where it says (`0.0.0.0:9400`
+        /// for every interface). Default: no metrics, nothing listens.
+        #[arg(long, value_name = "ADDR")]
+        metrics: Option<String>,
     },
     /// Try it: copy the example jobs into a fresh job directory and run them, against ComfyUI
     /// if one answers at --comfy-url, else against the built-in simulator (and say so).
@@ -141,6 +155,18 @@ enum Command {
         dir: PathBuf,
         #[arg(long, default_value = "http://127.0.0.1:8188")]
         comfy_url: String,
+    },
+    /// Show the GPU as NVML reads it: name, UUID, driver, CUDA version, memory and load.
+    ///
+    /// Exits 1, saying why, when NVML cannot be read (no NVIDIA driver, no such GPU): then
+    /// `comfyd run` takes its VRAM figures from ComfyUI's /system_stats instead.
+    Gpu {
+        /// The GPU: index or UUID.
+        #[arg(long, value_name = "N|UUID", default_value = "0")]
+        gpu: String,
+        /// `human` or `json`.
+        #[arg(long, value_enum, default_value_t = Format::Human)]
+        format: Format,
     },
     /// Show how many jobs wait, run, are done or failed, and what each daemon is doing.
     Status {
@@ -169,6 +195,7 @@ fn main() -> ExitCode {
     }
     match cli.command {
         Command::Status { jobs, format } => status(&jobs, format),
+        Command::Gpu { gpu, format } => show_gpu(&gpu, format),
         Command::Demo {
             workflows,
             jobs_from,
@@ -189,6 +216,7 @@ fn main() -> ExitCode {
             comfy_url,
             comfy_cmd,
             gpu,
+            free_below,
             sim,
             until_idle,
             pipeline,
@@ -198,11 +226,12 @@ fn main() -> ExitCode {
             settle_ms,
             cancel_expiry,
             min_free_mb,
+            metrics,
         } => {
-            let file = match config
-                .or_else(|| Some(PathBuf::from("comfyd.toml")).filter(|p| p.is_file()))
-            {
-                Some(p) => match comfyd::config::FileConfig::load(&p) {
+            let config =
+                config.or_else(|| Some(PathBuf::from("comfyd.toml")).filter(|p| p.is_file()));
+            let file = match &config {
+                Some(p) => match comfyd::config::FileConfig::load(p) {
                     Ok(c) => c,
                     Err(e) => {
                         eprintln!("error: {e}");
@@ -219,13 +248,10 @@ fn main() -> ExitCode {
                 );
                 return ExitCode::from(2);
             };
-            let gpu = gpu.or(file.gpu).unwrap_or(0);
             let supervised = match comfyd::supervisor::Config::resolve(
                 file.comfyui.as_ref(),
                 comfy_cmd.as_deref(),
-                &jobs,
                 &workflows,
-                gpu,
             ) {
                 Ok(s) => s,
                 Err(e) => {
@@ -245,7 +271,24 @@ fn main() -> ExitCode {
                 settings.outputs = o;
             }
             settings.inputs = inputs.or(file.inputs);
-            settings.gpu = gpu;
+            let selector = match gpu
+                .or(file.gpu.as_ref().map(|g| g.text()))
+                .map_or(Ok(comfyd::gpu::Selector::Index(0)), |t| {
+                    comfyd::gpu::Selector::parse(&t)
+                }) {
+                Ok(s) => s,
+                Err(e) => {
+                    eprintln!("error: --gpu: {e}");
+                    return ExitCode::from(2);
+                }
+            };
+            settings.memory = match file.memory.policy(free_below.as_deref()) {
+                Ok(p) => p,
+                Err(e) => {
+                    eprintln!("error: free_below: {e}");
+                    return ExitCode::from(2);
+                }
+            };
             settings.until_idle = until_idle;
             settings.pipeline = pipeline.or(file.pipeline).unwrap_or(2).max(1);
             settings.job_timeout = job_timeout.or(file.job_timeout).map(Duration::from_secs);
@@ -262,10 +305,32 @@ fn main() -> ExitCode {
                 settings.min_free_bytes = mb << 20;
             }
             settings.policy = policy;
+            let metrics_addr = match (metrics, file.metrics) {
+                (Some(text), _) => {
+                    Some(comfyd::metrics::parse_addr(&text).map_err(|e| format!("--metrics {e}")))
+                }
+                (None, Some(text)) => Some(comfyd::metrics::parse_addr(&text).map_err(|e| {
+                    let file = config
+                        .as_deref()
+                        .unwrap_or(std::path::Path::new("comfyd.toml"));
+                    format!("{}: `metrics`: {e}", file.display())
+                })),
+                (None, None) => None,
+            };
+            let metrics_addr = match metrics_addr.transpose() {
+                Ok(a) => a,
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    return ExitCode::from(2);
+                }
+            };
+            if metrics_addr.is_some() {
+                settings.metrics = comfyd::metrics::Metrics::new(settings.gpu);
+            }
             let Some(runtime) = runtime() else {
                 return ExitCode::from(2);
             };
-            runtime.block_on(run(settings, sim))
+            runtime.block_on(run(settings, selector, sim, metrics_addr))
         }
     }
 }
@@ -350,7 +415,7 @@ async fn demo(workflows: PathBuf, jobs_from: PathBuf, dir: PathBuf, comfy_url: S
     settings.outputs = dir.join("outputs");
     settings.until_idle = true;
     settings.settle = Duration::ZERO;
-    let code = run(settings, sim).await;
+    let code = run(settings, comfyd::gpu::Selector::Index(0), sim, None).await;
     println!();
     status(&dir.join("jobs"), Format::Human);
     println!(
@@ -364,7 +429,12 @@ async fn demo(workflows: PathBuf, jobs_from: PathBuf, dir: PathBuf, comfy_url: S
     code
 }
 
-async fn run(mut settings: Settings, sim: Sim) -> ExitCode {
+async fn run(
+    mut settings: Settings,
+    selector: comfyd::gpu::Selector,
+    sim: Sim,
+    metrics_addr: Option<std::net::SocketAddr>,
+) -> ExitCode {
     let use_sim = match sim {
         Sim::Never => false,
         Sim::Always => true,
@@ -390,6 +460,52 @@ async fn run(mut settings: Settings, sim: Sim) -> ExitCode {
         }
     } else {
         None
+    };
+    if let comfyd::gpu::Selector::Index(i) = selector {
+        settings.gpu = i;
+    }
+    if use_sim {
+        tracing::info!("the simulator has no GPU: VRAM figures come from its /system_stats");
+    } else {
+        match comfyd::gpu::Nvml::open(&selector) {
+            Ok(nvml) => {
+                use comfyd::gpu::Gpu;
+                let id = nvml.identity();
+                tracing::info!(
+                    index = id.index,
+                    name = id.name.as_deref().unwrap_or("?"),
+                    uuid = id.uuid.as_deref().unwrap_or("?"),
+                    driver = id.driver_version.as_deref().unwrap_or("?"),
+                    cuda = id.cuda_version.as_deref().unwrap_or("?"),
+                    "GPU read through NVML"
+                );
+                settings.gpu = id.index;
+                settings.probe = Some(std::sync::Arc::new(nvml));
+            }
+            Err(reason) => {
+                if let comfyd::gpu::Selector::Uuid(u) = &selector {
+                    eprintln!(
+                        "error: --gpu {u}: a GPU named by its UUID is found through NVML, and {reason}; give its index instead"
+                    );
+                    return ExitCode::from(2);
+                }
+                tracing::info!(%reason, "no NVML: VRAM figures come from ComfyUI's /system_stats");
+            }
+        }
+    }
+    // Bound before the daemon starts, so a port in use is a set-up error, not a silent gap.
+    let _metrics = match metrics_addr {
+        Some(addr) => match comfyd::metrics::serve(addr, settings.metrics.clone()).await {
+            Ok(server) => {
+                tracing::info!(addr = %server.addr(), "metrics at http://{}/metrics", server.addr());
+                Some(server)
+            }
+            Err(e) => {
+                eprintln!("error: --metrics {addr}: {e}");
+                return ExitCode::from(2);
+            }
+        },
+        None => None,
     };
     let (tx, rx) = tokio::sync::watch::channel(false);
     tokio::spawn(async move {
@@ -487,4 +603,66 @@ fn status(jobs: &std::path::Path, format: Format) -> ExitCode {
             ExitCode::from(2)
         }
     }
+}
+
+fn show_gpu(gpu: &str, format: Format) -> ExitCode {
+    use comfyd::gpu::{Gpu, Nvml, Selector};
+    let selector = match Selector::parse(gpu) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("error: --gpu: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let nvml = match Nvml::open(&selector) {
+        Ok(n) => n,
+        Err(reason) => {
+            eprintln!("no NVML: {reason}");
+            return ExitCode::from(1);
+        }
+    };
+    let id = nvml.identity();
+    let sample = nvml.sample();
+    match format {
+        Format::Json => {
+            let v = serde_json::json!({
+                "source": nvml.source(),
+                "index": id.index,
+                "name": id.name,
+                "uuid": id.uuid,
+                "driver_version": id.driver_version,
+                "cuda_version": id.cuda_version,
+                "vram_total_bytes": sample.map(|s| s.total).or(id.total_bytes),
+                "vram_used_bytes": sample.map(|s| s.used),
+                "vram_free_bytes": sample.map(|s| s.free),
+                "utilization_percent": sample.and_then(|s| s.utilization),
+            });
+            println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
+        }
+        Format::Human => {
+            let size = comfyd::memory::size;
+            println!(
+                "GPU {}: {} ({})",
+                id.index,
+                id.name.as_deref().unwrap_or("?"),
+                id.uuid.as_deref().unwrap_or("?")
+            );
+            println!(
+                "driver {}, CUDA {}",
+                id.driver_version.as_deref().unwrap_or("?"),
+                id.cuda_version.as_deref().unwrap_or("?")
+            );
+            match sample {
+                Some(s) => println!(
+                    "memory: {} used, {} free of {}; utilisation {}",
+                    size(s.used),
+                    size(s.free),
+                    size(s.total),
+                    s.utilization.map_or("?".into(), |u| format!("{u}%"))
+                ),
+                None => println!("memory: not readable"),
+            }
+        }
+    }
+    ExitCode::SUCCESS
 }

@@ -45,8 +45,9 @@ pub struct Config {
     pub command: Vec<String>,
     /// The folder it runs in; comfyd's own when `None`.
     pub cwd: Option<PathBuf>,
-    /// Its stdout and stderr are appended here.
-    pub log: PathBuf,
+    /// Its stdout and stderr are appended here; `None`: [`default_log`], named after the GPU
+    /// once the daemon knows its index.
+    pub log: Option<PathBuf>,
     pub ready_timeout: Duration,
     /// `None`: stalls are never acted on.
     pub stall: Option<Duration>,
@@ -63,9 +64,7 @@ impl Config {
     pub fn resolve(
         file: Option<&ComfyuiConfig>,
         flag: Option<&str>,
-        jobs: &Path,
         workflows: &Path,
-        gpu: u32,
     ) -> Result<Option<Config>, String> {
         let command = match flag {
             Some(text) => shell_words::split(text).map_err(|e| {
@@ -92,7 +91,7 @@ impl Config {
         Ok(Some(Config {
             command,
             cwd: file.cwd,
-            log: file.log.unwrap_or_else(|| default_log(jobs, gpu)),
+            log: file.log,
             ready_timeout: file
                 .ready_timeout
                 .map_or(DEFAULT_READY_TIMEOUT, Duration::from_secs),
@@ -120,6 +119,11 @@ impl Config {
     /// The command as one line, for logs.
     pub fn command_line(&self) -> String {
         shell_words::join(&self.command)
+    }
+
+    /// The log file: the configured one, or the default for the job directory and GPU.
+    pub fn log_path(&self, jobs: &Path, gpu: u32) -> PathBuf {
+        self.log.clone().unwrap_or_else(|| default_log(jobs, gpu))
     }
 }
 
@@ -401,8 +405,12 @@ pub struct Supervisor {
 }
 
 impl Supervisor {
-    /// Starts ComfyUI and the task that keeps it running; `url` is where it will answer.
+    /// Starts ComfyUI and the task that keeps it running; `url` is where it will answer. The
+    /// config's log must be set ([`Config::log_path`]).
     pub fn start(config: Config, url: &str) -> Result<Supervisor, String> {
+        let Some(log) = config.log.clone() else {
+            return Err("the supervised ComfyUI has no log file".into());
+        };
         let probe = Client::with_timeouts(
             url,
             Timeouts {
@@ -412,7 +420,7 @@ impl Supervisor {
             },
         )
         .map_err(|e| e.to_string())?;
-        if let Some(dir) = config.log.parent() {
+        if let Some(dir) = log.parent() {
             std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
         }
         let shared = Arc::new(Shared {
@@ -426,9 +434,9 @@ impl Supervisor {
             executing: AtomicUsize::new(0),
             base: Instant::now(),
             progress_ms: AtomicU64::new(0),
-            log: config.log.clone(),
+            log: log.clone(),
         });
-        tracing::info!(command = %config.command_line(), log = %config.log.display(), "starting ComfyUI");
+        tracing::info!(command = %config.command_line(), log = %log.display(), "starting ComfyUI");
         let task = tokio::spawn(supervise(config, probe, shared.clone()));
         Ok(Supervisor {
             handle: SupervisorHandle { shared },
@@ -469,21 +477,22 @@ fn kill_group(pid: u32, signal: Signal) {
 
 /// Starts, watches and restarts ComfyUI until the daemon stops.
 async fn supervise(config: Config, probe: Client, sh: Arc<Shared>) {
-    stop_leftover(&config.log, config.stop_grace).await;
+    let log = sh.log.clone();
+    stop_leftover(&log, config.stop_grace).await;
     let policy = config.policy();
     let mut failures = 0u32;
     let mut starts = 0u64;
     loop {
         starts += 1;
         let started = Instant::now();
-        let (mut child, cannot_start) = match spawn(&config, starts) {
+        let (mut child, cannot_start) = match spawn(&config, &log, starts) {
             Ok(c) => (Some(c), None),
             Err(e) => (None, Some(e)),
         };
         let mut exited: Option<String> = None;
         let pid = child.as_ref().and_then(Child::id).unwrap_or(0);
         sh.pid.store(pid, Ordering::Release);
-        write_pid_file(&config.log, pid);
+        write_pid_file(&log, pid);
         let mut ready_at: Option<Instant> = None;
         let mut warmup: Option<tokio::task::JoinHandle<()>> = None;
         let (why, after) = loop {
@@ -556,7 +565,7 @@ async fn supervise(config: Config, probe: Client, sh: Arc<Shared>) {
                 }
                 stop_child(child.as_mut(), pid, config.stop_grace).await;
                 sh.pid.store(0, Ordering::Release);
-                let _ = std::fs::remove_file(pid_file(&config.log));
+                let _ = std::fs::remove_file(pid_file(&log));
                 tracing::info!("ComfyUI stopped");
                 return;
             }
@@ -578,12 +587,12 @@ async fn supervise(config: Config, probe: Client, sh: Arc<Shared>) {
         };
         tracing::warn!(
             restarts,
-            log = %config.log.display(),
+            log = %log.display(),
             "{why}{ran}; starting it again in {} s (its output is in the log)",
             after.as_secs()
         );
         note(
-            &config.log,
+            &log,
             &format!("{why}; starting again in {} s", after.as_secs()),
         );
         stop_child(child.as_mut(), pid, config.stop_grace).await;
@@ -598,7 +607,7 @@ async fn supervise(config: Config, probe: Client, sh: Arc<Shared>) {
             }
         }
         if sh.stopping() {
-            let _ = std::fs::remove_file(pid_file(&config.log));
+            let _ = std::fs::remove_file(pid_file(&log));
             tracing::info!("ComfyUI stopped");
             return;
         }
@@ -680,16 +689,16 @@ async fn stop_leftover(log: &Path, grace: Duration) {
 }
 
 /// Starts the command in its own process group, output appended to the log.
-fn spawn(config: &Config, start: u64) -> Result<Child, String> {
+fn spawn(config: &Config, log: &Path, start: u64) -> Result<Child, String> {
     let open = || {
         std::fs::OpenOptions::new()
             .create(true)
             .append(true)
-            .open(&config.log)
-            .map_err(|e| format!("{}: {e}", config.log.display()))
+            .open(log)
+            .map_err(|e| format!("{}: {e}", log.display()))
     };
     note(
-        &config.log,
+        log,
         &format!(
             "start {start} (unix time {}): {}",
             crate::runner::now_ms() / 1000,
@@ -988,7 +997,7 @@ mod tests {
     fn the_command_comes_from_the_flag_or_the_file_and_names_its_port() {
         let jobs = Path::new("/srv/comfy/jobs");
         let repo = Path::new("/srv/comfy/workflows");
-        assert_eq!(Config::resolve(None, None, jobs, repo, 0), Ok(None));
+        assert_eq!(Config::resolve(None, None, repo), Ok(None));
         let file = ComfyuiConfig {
             command: Some(vec!["python".into(), "main.py".into()]),
             stall: Some(0),
@@ -997,9 +1006,7 @@ mod tests {
         let c = Config::resolve(
             Some(&file),
             Some("'/opt/comfy ui/python' main.py --port=8190 --cuda-device 1"),
-            jobs,
             repo,
-            1,
         )
         .unwrap_or_else(|e| panic!("{e}"))
         .unwrap_or_else(|| panic!("a command"));
@@ -1013,7 +1020,11 @@ mod tests {
                 "1"
             ]
         );
-        assert_eq!(c.log, PathBuf::from("/srv/comfy/logs/comfyui-gpu-1.log"));
+        assert_eq!(c.log, None);
+        assert_eq!(
+            c.log_path(jobs, 1),
+            PathBuf::from("/srv/comfy/logs/comfyui-gpu-1.log")
+        );
         assert_eq!(c.stall, None, "stall = 0 turns it off");
         assert_eq!(c.ready_timeout, DEFAULT_READY_TIMEOUT);
         assert_eq!(command_port(&c.command), Some(8190));
@@ -1022,7 +1033,7 @@ mod tests {
             Some(8191)
         );
         assert_eq!(command_port(&["x".into(), "--port".into()]), None);
-        let e = Config::resolve(None, Some("python 'main.py"), jobs, repo, 0)
+        let e = Config::resolve(None, Some("python 'main.py"), repo)
             .err()
             .unwrap_or_default();
         assert!(e.starts_with("--comfy-cmd: "), "{e}");
@@ -1030,7 +1041,7 @@ mod tests {
             command: Some(Vec::new()),
             ..ComfyuiConfig::default()
         };
-        let e = Config::resolve(Some(&empty), None, jobs, repo, 0)
+        let e = Config::resolve(Some(&empty), None, repo)
             .err()
             .unwrap_or_default();
         assert!(e.contains("`[comfyui] command` is empty"), "{e}");
@@ -1038,7 +1049,7 @@ mod tests {
             ready_timeout: Some(0),
             ..file
         };
-        let e = Config::resolve(Some(&never), None, jobs, repo, 0)
+        let e = Config::resolve(Some(&never), None, repo)
             .err()
             .unwrap_or_default();
         assert!(e.contains("ready_timeout` must be at least 1"), "{e}");

@@ -300,10 +300,21 @@ async fn a_job_waits_while_comfyui_is_down_and_runs_when_it_returns() {
         ["L0.1", "patient.toml"],
         "claimed with its lease, waiting"
     );
-    let status: Value = serde_json::from_str(
-        &std::fs::read_to_string(rig.jobs().join("status/gpu-0.json")).unwrap_or_default(),
-    )
-    .unwrap_or_default();
+    // The status file is rewritten when the owner next looks (coalesced): give it a few.
+    let read_status = || -> Value {
+        serde_json::from_str(
+            &std::fs::read_to_string(rig.jobs().join("status/gpu-0.json")).unwrap_or_default(),
+        )
+        .unwrap_or_default()
+    };
+    let mut status = read_status();
+    for _ in 0..50 {
+        if status["state"] == "waiting-for-comfyui" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        status = read_status();
+    }
     assert_eq!(status["state"], "waiting-for-comfyui", "{status:#}");
     rig.sim.come_back().await;
     let s = finish(daemon).await;

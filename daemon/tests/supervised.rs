@@ -658,12 +658,11 @@ async fn a_restart_asked_through_the_handle_happens_and_is_counted() {
     let mut config = Config::resolve(
         None,
         Some(&shell_words::join(rig.sim_command(0))),
-        &rig.jobs(),
         &examples(),
-        3,
     )
     .unwrap_or_else(|e| panic!("{e}"))
     .unwrap_or_else(|| panic!("a command"));
+    config.log = Some(config.log_path(&rig.jobs(), 3));
     config.stop_grace = Duration::from_secs(2);
     let sup = Supervisor::start(config, &rig.url()).unwrap_or_else(|e| panic!("{e}"));
     let h = sup.handle();

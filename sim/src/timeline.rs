@@ -33,15 +33,18 @@ pub enum TimelineEvent {
 
 pub(crate) struct Timeline {
     started: Instant,
+    /// `Config::record_timeline`: when false nothing is kept.
+    enabled: bool,
     entries: Mutex<Vec<TimelineEntry>>,
     /// Every accepted prompt's `filename_prefix` values, by prompt id, in submission order.
     prefixes: Mutex<Vec<(String, Vec<String>)>>,
 }
 
 impl Timeline {
-    pub(crate) fn new() -> Self {
+    pub(crate) fn new(enabled: bool) -> Self {
         Timeline {
             started: Instant::now(),
+            enabled,
             entries: Mutex::new(Vec::new()),
             prefixes: Mutex::new(Vec::new()),
         }
@@ -54,6 +57,9 @@ impl Timeline {
         prompt_id: &str,
         prompt: &serde_json::Map<String, serde_json::Value>,
     ) {
+        if !self.enabled {
+            return;
+        }
         let found: Vec<String> = prompt
             .values()
             .filter_map(|node| node.pointer("/inputs/filename_prefix"))
@@ -66,7 +72,15 @@ impl Timeline {
         crate::shared::lock(&self.prefixes).clone()
     }
 
+    /// Time since the simulator started, the clock of every entry.
+    pub(crate) fn elapsed(&self) -> Duration {
+        self.started.elapsed()
+    }
+
     pub(crate) fn record(&self, prompt_id: &str, event: TimelineEvent) {
+        if !self.enabled {
+            return;
+        }
         let entry = TimelineEntry {
             at: self.started.elapsed(),
             prompt_id: prompt_id.to_owned(),
