@@ -3,7 +3,8 @@
 //! the daemon down, looking at jobs, manifests, logs and `/proc`.
 //!
 //! `cargo test --workspace` builds `comfy-sim` beside `comfyd`; under `cargo test -p comfyd`
-//! alone the tests build it first (`cargo build -p comfy-sim --bin comfy-sim`).
+//! alone the tests build it first (`cargo build -p comfy-sim --bin comfy-sim`, a no-op when
+//! it is up to date).
 
 mod common;
 
@@ -19,25 +20,30 @@ use serde_json::Value;
 /// One test at a time: their timings assume the two cores are theirs.
 static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
-/// The simulator binary beside `comfyd`, built when missing.
+/// The simulator binary beside `comfyd`, brought up to date first (`cargo test --workspace` has
+/// built it already; under `cargo test -p comfyd` it may be missing or stale).
 fn sim_binary() -> PathBuf {
     static BUILT: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
     BUILT
         .get_or_init(|| {
             let path = Path::new(env!("CARGO_BIN_EXE_comfyd")).with_file_name("comfy-sim");
-            if !path.is_file() {
-                let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-                let built = Command::new(cargo)
-                    .args(["build", "-p", "comfy-sim", "--bin", "comfy-sim"])
-                    .current_dir(env!("CARGO_MANIFEST_DIR"))
-                    .status();
-                assert!(
-                    matches!(built, Ok(s) if s.success()) && path.is_file(),
-                    "the simulator binary is missing at {} and building it failed ({built:?}): \
-                     run `cargo build -p comfy-sim --bin comfy-sim` (`cargo test --workspace` builds it)",
-                    path.display()
-                );
-            }
+            let profile = match path.parent().and_then(|p| p.file_name()) {
+                Some(d) if d == "debug" => "dev".to_owned(),
+                Some(d) => d.to_string_lossy().into_owned(),
+                None => "dev".to_owned(),
+            };
+            let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+            let built = Command::new(cargo)
+                .args(["build", "--quiet", "-p", "comfy-sim", "--bin", "comfy-sim"])
+                .args(["--profile", &profile])
+                .current_dir(env!("CARGO_MANIFEST_DIR"))
+                .status();
+            assert!(
+                matches!(built, Ok(s) if s.success()) && path.is_file(),
+                "the simulator binary is missing at {} and building it failed ({built:?}): \
+                 run `cargo build -p comfy-sim --bin comfy-sim` (`cargo test --workspace` builds it)",
+                path.display()
+            );
             path
         })
         .clone()
@@ -98,7 +104,8 @@ impl Rig {
         ]
     }
 
-    /// `comfyd run` on this rig; its stderr goes to `comfyd.log`.
+    /// `comfyd run` on this rig; its stderr goes to `comfyd.log` (`COMFYD_SUPERVISED_LOG=debug`
+    /// makes it say more; it is printed when a test fails).
     fn comfyd(&self, extra: &[&str]) -> Daemon {
         let log = self.root().join("comfyd.log");
         let stderr = File::create(&log).unwrap_or_else(|e| panic!("{e}"));
@@ -112,7 +119,10 @@ impl Rig {
             .arg(self.outputs())
             .args(["--settle-ms", "0", "--min-free-mb", "0"])
             .args(extra)
-            .env("COMFYD_LOG", "info")
+            .env(
+                "COMFYD_LOG",
+                std::env::var("COMFYD_SUPERVISED_LOG").unwrap_or_else(|_| "info".into()),
+            )
             .env("NO_COLOR", "1")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -414,6 +424,9 @@ async fn a_stalled_prompt_restarts_comfyui_after_the_bound() {
     .unwrap_or_else(|e| panic!("{e}"));
     let mut daemon = rig.comfyd(&["--config", &config.display().to_string()]);
     let first = rig.comfy_pid(&mut daemon, None).await;
+    // Stalls are judged once ComfyUI has answered the supervisor (before that, the ready
+    // timeout applies).
+    rig.wait_log(&mut daemon, "ComfyUI is up", 1).await;
     drop_job(
         &rig.jobs(),
         "frozen.toml",
