@@ -227,7 +227,7 @@ impl Metrics {
         );
         r.register_with_unit(
             "vram_used",
-            "VRAM in use on the GPU (every process), as last read",
+            "VRAM in use on the GPU (every process), as last read through NVML or ComfyUI's /system_stats (a CPU ComfyUI reports RAM)",
             Unit::Bytes,
             f.vram_used.clone(),
         );

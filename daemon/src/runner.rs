@@ -209,8 +209,11 @@ impl Context {
                 }
             }
         }
-        if let Some(s) = info.sample {
-            self.metrics.vram(s.used, s.total);
+        // As the device reports it (a CPU ComfyUI's "VRAM" is its RAM; the series' help says so).
+        if let (Some(total), Some(free)) =
+            (info.gpu.vram_total_bytes, info.gpu.vram_free_before_bytes)
+        {
+            self.metrics.vram(total.saturating_sub(free), total);
         }
         if let Ok(mut g) = self.server.lock() {
             *g = info.clone();
