@@ -81,9 +81,17 @@ enum Command {
         /// Where file inputs (images, masks) are read from; paths in jobs are relative to it.
         #[arg(long, value_name = "DIR")]
         inputs: Option<PathBuf>,
-        /// The ComfyUI server of this GPU [default: http://127.0.0.1:8188].
+        /// The ComfyUI server of this GPU [default: http://127.0.0.1:8188, or the `--port` of
+        /// --comfy-cmd].
         #[arg(long)]
         comfy_url: Option<String>,
+        /// Start ComfyUI with this command and keep it running: restarted when it exits or a
+        /// prompt stalls, stopped with the daemon; output appended to `logs/comfyui-gpu-N.log`
+        /// beside the job directory. One string, split like a shell does:
+        /// 'python main.py --port 8188 --cuda-device 0'. Wins over `[comfyui] command` in
+        /// comfyd.toml [default: none, a ComfyUI someone else runs answers at --comfy-url].
+        #[arg(long, value_name = "COMMAND")]
+        comfy_cmd: Option<String>,
         /// The GPU this daemon serves: its index, as ComfyUI's `--cuda-device` takes it, or its
         /// UUID (`GPU-...`, from `nvidia-smi -L`) [default: 0]. VRAM is read through NVML when
         /// the NVIDIA driver is there; otherwise from ComfyUI's /system_stats, and the log says so.
@@ -246,6 +254,7 @@ fn main() -> ExitCode {
             outputs,
             inputs,
             comfy_url,
+            comfy_cmd,
             gpu,
             free_below,
             sim,
@@ -279,10 +288,25 @@ fn main() -> ExitCode {
                 );
                 return ExitCode::from(2);
             };
-            let url = comfy_url
-                .or(file.comfy_url)
-                .unwrap_or_else(|| "http://127.0.0.1:8188".into());
+            let supervised = match comfyd::supervisor::Config::resolve(
+                file.comfyui.as_ref(),
+                comfy_cmd.as_deref(),
+                &workflows,
+            ) {
+                Ok(s) => s,
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    return ExitCode::from(2);
+                }
+            };
+            let url = comfy_url.or(file.comfy_url).unwrap_or_else(|| {
+                let port = supervised
+                    .as_ref()
+                    .and_then(|c| comfyd::supervisor::command_port(&c.command));
+                format!("http://127.0.0.1:{}", port.unwrap_or(8188))
+            });
             let mut settings = Settings::new(jobs, workflows, url);
+            settings.comfyui = supervised;
             if let Some(o) = outputs.or(file.outputs) {
                 settings.outputs = o;
             }

@@ -141,6 +141,8 @@ pub struct Context {
     pub simulated: bool,
     /// Partner nodes: who may run them, with which key.
     pub spend: Spend,
+    /// The ComfyUI this daemon started and watches, when it did.
+    pub supervisor: Option<crate::supervisor::SupervisorHandle>,
 }
 
 impl Context {
@@ -166,6 +168,7 @@ impl Context {
             metrics: crate::metrics::Metrics::disabled(),
             simulated: false,
             spend: Spend::default(),
+            supervisor: None,
         }
     }
 }
@@ -517,6 +520,12 @@ async fn execute(
     let mut tried = Tried::default();
     let mut adopt = run.adopt.clone();
     let mut oom_free: Option<String> = None;
+    let sup = ctx.supervisor.as_ref();
+    let mut restarts_seen = sup.map_or(0, |s| s.restarts());
+    // Where the prompt last submitted got to: a restart while it executed counts against the
+    // job; one while it may have waited in ComfyUI's queue is only noted; one while ComfyUI was
+    // down (it was never submitted) is neither.
+    let mut exposure = Exposure::None;
     loop {
         if (run.cancel)() {
             return Err(End::Failed(Failure::new(
@@ -618,12 +627,26 @@ async fn execute(
             let _ended = SetOnDrop(ended);
             let executing = Arc::new(std::sync::atomic::AtomicBool::new(false));
             remember_prompt(run, &prompt_id, &ctx.client);
-            opts.prompt_id = Some(prompt_id);
+            opts.prompt_id = Some(prompt_id.clone());
             set_phase(run, "queued");
             // The next job decides once this one is recorded; its own decision takes a
             // round trip to ComfyUI, by which time this prompt has been posted.
             drop(gate);
-            let mut on_event = progress_handler(ctx, run, &prepared.graph, executing.clone());
+            restarts_seen = sup.map_or(0, |s| s.restarts());
+            let up = sup.is_some_and(|s| s.is_up());
+            let mut progress = progress_handler(ctx, run, &prepared.graph, executing.clone());
+            // From its execution start to its end the supervisor's stall clock runs for it
+            // (queued, it waits for others, which is no stall).
+            let mut stall_clock: Option<crate::supervisor::Executing> = None;
+            let mut on_event = |e: &Event| {
+                if let Some(s) = sup {
+                    s.progressed();
+                    if matches!(e, Event::ExecutionStart { prompt_id: p, .. } if *p == prompt_id) {
+                        stall_clock = Some(s.prompt_executing());
+                    }
+                }
+                progress(e);
+            };
             let mut peak = Peak::default();
             let prompt = ctx.client.run_prompt(&prepared.graph, &opts, &mut on_event);
             let r = match &ctx.probe {
@@ -638,6 +661,11 @@ async fn execute(
                     .await
                 }
                 None => prompt.await,
+            };
+            exposure = match (stall_clock.take().is_some(), up) {
+                (true, _) => Exposure::Executing,
+                (false, true) => Exposure::Queued,
+                (false, false) => Exposure::None,
             };
             clear_progress(ctx, &job.id);
             let after = ctx.vram().await;
@@ -676,6 +704,11 @@ async fn execute(
         };
         ctx.metrics
             .comfyui_up(result.as_ref().err().is_none_or(answered));
+        if result.is_err()
+            && let Some(s) = sup
+        {
+            restarts_seen = note_restarts(run, s, restarts_seen, exposure, &mut tried);
+        }
         let decision = match &result {
             Ok(r) => match &r.outcome {
                 Outcome::Failed(e) if e.is_out_of_memory() => {
@@ -699,6 +732,21 @@ async fn execute(
                     tracing::warn!(job = %job.id, error = %e, retry_in_ms = after.as_millis() as u64, "ComfyUI is not answering; the job waits");
                 }
                 wait(run, &mut tried, after).await;
+            }
+            (Decision::Fail, Err(e))
+                if tried.restarts >= retry::RESTART_LIMIT
+                    && matches!(problem(&e), Problem::Lost | Problem::Unreachable) =>
+            {
+                let last = sup
+                    .and_then(|s| s.last_restart())
+                    .map_or_else(String::new, |l| format!(" (the last: {})", l.reason));
+                return Err(End::Failed(Failure::new(
+                    "comfyui",
+                    format!(
+                        "ComfyUI restarted {} times while this job executed{last}; the job may be what brings it down, so it is not run again",
+                        tried.restarts
+                    ),
+                )));
             }
             (Decision::Fail, Ok(r)) => {
                 if let Outcome::Failed(e) = &r.outcome
@@ -725,6 +773,57 @@ async fn execute(
             }
         }
     }
+}
+
+/// How far the job's prompt got at a supervised ComfyUI.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Exposure {
+    /// Not submitted: ComfyUI was down.
+    None,
+    /// Submitted while ComfyUI was up; no sign it started executing.
+    Queued,
+    Executing,
+}
+
+/// Notes in the manifest the restarts of the supervised ComfyUI since `seen` that the job's
+/// prompt was there for, and counts them toward the job's retries when it was executing; the
+/// new count seen comes back.
+fn note_restarts(
+    run: &JobRun<'_>,
+    sup: &crate::supervisor::SupervisorHandle,
+    seen: u64,
+    exposure: Exposure,
+    tried: &mut Tried,
+) -> u64 {
+    let now = sup.restarts();
+    if now <= seen || exposure == Exposure::None {
+        return now;
+    }
+    let n = u32::try_from(now - seen).unwrap_or(u32::MAX);
+    let executing = exposure == Exposure::Executing;
+    if executing {
+        tried.restarts = tried.restarts.saturating_add(n);
+    }
+    let last = sup.last_restart();
+    let mut reason = last
+        .as_ref()
+        .map_or_else(|| "ComfyUI restarted".to_owned(), |l| l.reason.clone());
+    if n > 1 {
+        reason = format!("{n} restarts, the last: {reason}");
+    }
+    if !executing {
+        reason.push_str("; the job's prompt was waiting in ComfyUI's queue");
+    }
+    tracing::warn!(job = %run.job.id, restarts = tried.restarts, %reason, "ComfyUI restarted under the job; it runs again");
+    run.note(Intervention {
+        kind: "comfyui-restart".into(),
+        at_ms: last.map_or_else(now_ms, |l| l.at_ms),
+        reason,
+        vram_free_before_bytes: None,
+        vram_free_after_bytes: None,
+        ok: None,
+    });
+    now
 }
 
 fn remember_prompt(run: &JobRun<'_>, prompt_id: &str, client: &Client) {
@@ -1310,15 +1409,20 @@ async fn free_and_confirm(
                         Duration::ZERO
                     }
                 };
-                match memory::confirm(&ctx.memory, &before, &now, busy, idle_for, stable_for) {
+                let need = ctx.footprint(run.models);
+                match memory::confirm(&ctx.memory, &before, &now, busy, idle_for, stable_for, need)
+                {
                     Confirm::Back => break Some(true),
                     Confirm::Partial => {
                         tracing::info!(
                             job = %run.job.id,
                             back = %memory::size(now.free.saturating_sub(before.free)),
                             free = %memory::size(now.free),
-                            "memory came back after /free, though not over the threshold"
+                            "memory came back after /free, though not enough"
                         );
+                        if restart_for_memory(ctx, run, &now).await {
+                            after = ctx.vram().await;
+                        }
                         break Some(false);
                     }
                     Confirm::NotBack => {
@@ -1328,6 +1432,9 @@ async fn free_and_confirm(
                             total = %memory::size(now.total),
                             "no memory came back after /free: something holds it"
                         );
+                        if restart_for_memory(ctx, run, &now).await {
+                            after = ctx.vram().await;
+                        }
                         break Some(false);
                     }
                     Confirm::Wait => {}
@@ -1389,3 +1496,48 @@ impl Drop for SetOnDrop {
         self.0.store(true, std::sync::atomic::Ordering::Release);
     }
 }
+
+/// Memory that `/free` did not bring back is held inside ComfyUI (a leak): a supervised ComfyUI
+/// is restarted for it, once a minute at most (memory another process holds would otherwise
+/// restart it at every switch), and the job waits until it is up again. True when it was.
+async fn restart_for_memory(ctx: &Context, run: &JobRun<'_>, now: &Sample) -> bool {
+    let Some(sup) = &ctx.supervisor else {
+        return false;
+    };
+    let recent = sup.last_restart().is_some_and(|r| {
+        now_ms().saturating_sub(r.at_ms) < MEMORY_RESTART_EVERY.as_millis() as u64
+    });
+    if recent {
+        return false;
+    }
+    let reason = format!(
+        "no memory came back after /free: {} free of {}",
+        memory::size(now.free),
+        memory::size(now.total)
+    );
+    tracing::warn!(job = %run.job.id, %reason, "restarting the supervised ComfyUI for its memory");
+    let before = sup.restarts();
+    sup.restart(reason.clone());
+    let t0 = std::time::Instant::now();
+    while (sup.restarts() == before || !sup.is_up()) && !(run.cancel)() {
+        if t0.elapsed() > Duration::from_secs(600) {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    if let Ok(mut g) = ctx.last_models.lock() {
+        *g = None;
+    }
+    run.note(Intervention {
+        kind: "comfyui-restart".into(),
+        at_ms: now_ms(),
+        reason,
+        vram_free_before_bytes: Some(now.free),
+        vram_free_after_bytes: None,
+        ok: Some(sup.is_up()),
+    });
+    true
+}
+
+/// Restarts of a supervised ComfyUI for memory, at most one per this.
+const MEMORY_RESTART_EVERY: Duration = Duration::from_secs(60);
