@@ -183,6 +183,12 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let filter =
         tracing_subscriber::EnvFilter::try_from_env("COMFYD_LOG").unwrap_or_else(|_| "info".into());
+    // tungstenite traces the websocket handshake request verbatim, `--header` values (tokens)
+    // included: never below debug there, whatever COMFYD_LOG says.
+    let filter = match "tungstenite::handshake::client=debug".parse() {
+        Ok(quiet) => filter.add_directive(quiet),
+        Err(_) => filter,
+    };
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr())
         && std::env::var_os("NO_COLOR").is_none();
     let builder = tracing_subscriber::fmt()

@@ -161,8 +161,8 @@ fn run_comfyd(
         .args(["--comfy-url", url, "--settle-ms", "0", "--until-idle"])
         .args(extra)
         .current_dir(root)
-        // Debug logging: header values must not show even there.
-        .env("COMFYD_LOG", "debug")
+        // Every library's trace: header values must not show even there.
+        .env("COMFYD_LOG", "trace")
         .env("NO_COLOR", "1")
         .env_remove("SSL_CERT_FILE")
         .env_remove("SSL_CERT_DIR")
@@ -175,19 +175,40 @@ fn run_comfyd(
     let mut child = cmd
         .spawn()
         .unwrap_or_else(|e| panic!("starting comfyd: {e}"));
+    // Drained while it runs: a trace log outgrows a pipe's buffer.
+    let drain = |pipe: Option<Box<dyn std::io::Read + Send>>| {
+        std::thread::spawn(move || {
+            let mut bytes = Vec::new();
+            if let Some(mut p) = pipe {
+                let _ = p.read_to_end(&mut bytes);
+            }
+            bytes
+        })
+    };
+    let stdout = drain(child.stdout.take().map(|p| Box::new(p) as _));
+    let stderr = drain(child.stderr.take().map(|p| Box::new(p) as _));
     let t = Instant::now();
-    while child.try_wait().ok().flatten().is_none() {
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap_or_else(|e| panic!("{e}")) {
+            break s;
+        }
         if t.elapsed() > limit {
             let _ = child.kill();
-            let out = child.wait_with_output().unwrap_or_else(|e| panic!("{e}"));
+            let _ = child.wait();
+            let err = stderr.join().unwrap_or_default();
+            let err = String::from_utf8_lossy(&err);
             panic!(
-                "comfyd still ran after {limit:?}:\n{}",
-                String::from_utf8_lossy(&out.stderr)
+                "comfyd still ran after {limit:?}; the end of its log:\n{}",
+                &err[err.len().saturating_sub(4000)..]
             );
         }
         std::thread::sleep(Duration::from_millis(50));
+    };
+    Output {
+        status,
+        stdout: stdout.join().unwrap_or_default(),
+        stderr: stderr.join().unwrap_or_default(),
     }
-    child.wait_with_output().unwrap_or_else(|e| panic!("{e}"))
 }
 
 const SECRET: &str = "s3cret-t0ken-0451";
