@@ -86,6 +86,10 @@ fn read_head(stream: &mut impl Read) -> Option<String> {
 }
 
 fn pull(dir: &Path, ca: Option<&Path>, args: &[&str]) -> Output {
+    pull_with(dir, ca, &[], args)
+}
+
+fn pull_with(dir: &Path, ca: Option<&Path>, env: &[(&str, &Path)], args: &[&str]) -> Output {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_comfyc"));
     cmd.args(["nodes", "pull"])
         .args(args)
@@ -96,6 +100,7 @@ fn pull(dir: &Path, ca: Option<&Path>, args: &[&str]) -> Output {
     if let Some(ca) = ca {
         cmd.env("SSL_CERT_FILE", ca);
     }
+    cmd.envs(env.iter().copied());
     cmd.output()
         .unwrap_or_else(|e| panic!("running comfyc: {e}"))
 }
@@ -204,4 +209,46 @@ fn a_bad_ssl_cert_file_is_named() {
     assert_eq!(o.status.code(), Some(2), "{err}");
     assert!(err.contains("SSL_CERT_FILE"), "{err}");
     assert!(err.contains("missing.pem"), "{err}");
+}
+
+#[test]
+fn a_machine_without_trusted_certificates_still_reaches_plain_http() {
+    // An empty certificate folder in place of the system's, as in a bare container: the
+    // platform verifier finds no authority at all.
+    let tmp = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let empty = tmp.path().join("certs");
+    std::fs::create_dir(&empty).unwrap_or_else(|e| panic!("{e}"));
+    let env = [("SSL_CERT_DIR", empty.as_path())];
+    let port = TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .unwrap_or(9);
+    let url = format!("http://127.0.0.1:{port}");
+    let o = pull_with(tmp.path(), None, &env, &["--url", &url, "--out", "-"]);
+    let err = text(&o.stderr);
+    assert!(
+        err.contains("could not connect: Connection refused"),
+        "{err}"
+    );
+    // https fails at the certificate, saying what to do.
+    let server = serve_tls("{}".into());
+    let o = pull_with(
+        tmp.path(),
+        None,
+        &env,
+        &["--url", &server.url, "--out", "-"],
+    );
+    let err = text(&o.stderr);
+    assert!(
+        err.contains("unknown issuer") && err.contains("SSL_CERT_FILE"),
+        "{err}"
+    );
+    // ... until SSL_CERT_FILE names its certificate.
+    let o = pull_with(
+        tmp.path(),
+        Some(&server.ca),
+        &env,
+        &["--url", &server.url, "--out", "-"],
+    );
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o.stderr));
 }
