@@ -197,9 +197,15 @@ struct DiffArgs {
 
 #[derive(Args)]
 struct PullArgs {
-    /// Base URL of the ComfyUI server.
+    /// Base URL of the ComfyUI server. An `https://` server's certificate must be signed by
+    /// an authority the system trusts, or by one in the PEM file named by `SSL_CERT_FILE`.
     #[arg(long, default_value = "http://127.0.0.1:8188")]
     url: String,
+    /// An extra request header, `Name: value`, for example
+    /// `--header 'Authorization: Bearer TOKEN'` for a proxy in front of ComfyUI. Repeatable;
+    /// values are never printed. Default: none.
+    #[arg(long = "header", value_name = "NAME: VALUE")]
+    header: Vec<String>,
     /// Where to write the snapshot (`-` for stdout).
     #[arg(long, short, value_name = "FILE")]
     out: Option<PathBuf>,
@@ -832,29 +838,45 @@ impl Ctx {
                 Some(d.join(config.catalogue))
             }
         };
+        let headers = comfy_net::Headers::from_lines(args.header.iter().map(String::as_str))
+            .map_err(|e| {
+                Fatal::new(format!("--header: {e}")).help("write it as `--header 'Name: value'`")
+            })?;
+        let tls = comfy_net::client_config().map_err(|e| Fatal::new(e.to_string()))?;
         let base = args.url.trim_end_matches('/');
         let url = format!("{base}/object_info");
         let client = reqwest::blocking::Client::builder()
+            .tls_backend_preconfigured((*tls).clone())
+            .default_headers(headers.map().clone())
             .timeout(Duration::from_secs(args.timeout))
             .connect_timeout(Duration::from_secs(10))
             .build()
-            .map_err(|e| Fatal::new(format!("cannot set up HTTP: {e}")))?;
+            .map_err(|e| Fatal::new(format!("cannot set up HTTP: {}", comfy_net::describe(&e))))?;
         let response = client.get(&url).send().map_err(|e| {
-            let why = if e.is_timeout() {
-                "timed out".to_owned()
+            let fatal = if e.is_timeout() {
+                Fatal::new(format!("cannot fetch `{url}`: timed out"))
+            } else if comfy_net::tls_error(&e).is_some() {
+                // The message says what is wrong with the certificate and what to do.
+                return Fatal::new(format!("cannot fetch `{url}`: {}", comfy_net::describe(&e)));
             } else if e.is_connect() {
-                "could not connect".to_owned()
+                Fatal::new(format!(
+                    "cannot fetch `{url}`: could not connect: {}",
+                    comfy_net::describe(&e)
+                ))
             } else {
-                e.to_string()
+                Fatal::new(format!("cannot fetch `{url}`: {}", comfy_net::describe(&e)))
             };
-            Fatal::new(format!("cannot fetch `{url}`: {why}")).help(format!(
+            fatal.help(format!(
                 "is ComfyUI running there? check the address with `curl {url}`"
             ))
         })?;
         let status = response.status();
-        let body = response
-            .text()
-            .map_err(|e| Fatal::new(format!("reading `{url}` failed: {e}")))?;
+        let body = response.text().map_err(|e| {
+            Fatal::new(format!(
+                "reading `{url}` failed: {}",
+                comfy_net::describe(&e)
+            ))
+        })?;
         if !status.is_success() {
             return Err(Fatal::new(format!(
                 "`{url}` answered {status}: {}",

@@ -6,6 +6,7 @@
 //! jobs = "/srv/comfy/jobs"
 //! workflows = "/srv/comfy/workflows"
 //! comfy_url = "http://127.0.0.1:8188"
+//! headers = { Authorization = "Bearer ..." }   # on every request to ComfyUI (a proxy's token)
 //! gpu = 0
 //! job_timeout = 1800
 //! metrics = "9400"                 # Prometheus at http://127.0.0.1:9400/metrics
@@ -30,6 +31,8 @@ use std::path::{Path, PathBuf};
 use schemars::JsonSchema;
 use serde::Deserialize;
 
+use crate::client::Headers;
+
 /// The file's settings; every one optional.
 #[derive(Debug, Clone, Default, PartialEq, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
@@ -43,8 +46,14 @@ pub struct FileConfig {
     pub outputs: Option<PathBuf>,
     /// Root that file inputs are read from.
     pub inputs: Option<PathBuf>,
-    /// The ComfyUI server of this GPU.
+    /// The ComfyUI server of this GPU. An `https://` server's certificate must be signed by an
+    /// authority the system trusts or by one in the PEM file named by `SSL_CERT_FILE`.
     pub comfy_url: Option<String>,
+    /// Extra headers sent on every request to ComfyUI and on its websocket handshake, for a
+    /// proxy in front of it: `headers = { Authorization = "Bearer ..." }`. `--header` adds to
+    /// them and replaces one of the same name. Values are never logged.
+    #[serde(default)]
+    pub headers: HeaderTable,
     /// The GPU this daemon serves: its index (`0`) or its UUID (`"GPU-..."`).
     pub gpu: Option<GpuSpec>,
     /// Seconds a job may run before it is interrupted.
@@ -101,6 +110,18 @@ pub struct ComfyuiConfig {
     /// A workflow of the repository run with its defaults after each start, outputs not
     /// fetched, so the first real job does not pay the cold load.
     pub warmup: Option<String>,
+}
+
+/// Header names and their values: `headers = { Authorization = "Bearer ..." }`.
+// `Debug` shows the names only: values carry tokens.
+#[derive(Clone, Default, PartialEq, Deserialize, JsonSchema)]
+#[serde(transparent)]
+pub struct HeaderTable(pub std::collections::BTreeMap<String, String>);
+
+impl std::fmt::Debug for HeaderTable {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list().entries(self.0.keys()).finish()
+    }
 }
 
 /// `gpu = 0` or `gpu = "GPU-..."`.
@@ -289,6 +310,22 @@ impl FileConfig {
 }
 
 impl FileConfig {
+    /// The file's `headers`, then `--header` lines over them. Errors name where the bad one
+    /// is (`file`'s `headers`, or `--header`), never its value.
+    pub fn headers(&self, flags: &[String], file: &Path) -> Result<Headers, String> {
+        let mut h = Headers::default();
+        for (name, value) in &self.headers.0 {
+            let (n, v) = Headers::pair(name, value)
+                .map_err(|e| format!("{}: `headers`: {e}", file.display()))?;
+            h.insert(n, v);
+        }
+        for line in flags {
+            let (n, v) = Headers::parse_line(line).map_err(|e| format!("--header: {e}"))?;
+            h.insert(n, v);
+        }
+        Ok(h)
+    }
+
     /// Reads a config file; relative paths become relative to its folder.
     pub fn load(path: &Path) -> Result<FileConfig, String> {
         let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
@@ -359,6 +396,36 @@ mod tests {
             c.memory.policy(None).map(|p| p.free_below),
             Ok(crate::memory::Threshold::Bytes(6 << 30))
         );
+    }
+
+    #[test]
+    fn headers_come_from_the_file_then_the_flags_and_errors_never_show_a_value() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let p = dir.path().join("comfyd.toml");
+        std::fs::write(
+            &p,
+            "headers = { Authorization = \"Bearer file-s3cret\", X-Team = \"a\" }\n",
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        let c = FileConfig::load(&p).unwrap_or_else(|e| panic!("{e}"));
+        assert!(!format!("{c:?}").contains("file-s3cret"));
+        let h = c
+            .headers(&["x-team: b".into(), "X-Other: c".into()], &p)
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(h.names(), ["authorization", "x-team", "x-other"]);
+        assert_eq!(h.map()["x-team"], "b");
+        let e = c
+            .headers(&["Authorization Bearer flag-s3cret".into()], &p)
+            .err()
+            .unwrap_or_default();
+        assert!(e.starts_with("--header: expected `Name: value`"), "{e}");
+        assert!(!e.contains("s3cret"), "{e}");
+        std::fs::write(&p, "headers = { \"Bad Name\" = \"file-s3cret\" }\n")
+            .unwrap_or_else(|e| panic!("{e}"));
+        let c = FileConfig::load(&p).unwrap_or_else(|e| panic!("{e}"));
+        let e = c.headers(&[], &p).err().unwrap_or_default();
+        assert!(e.contains("comfyd.toml: `headers`: `Bad Name`"), "{e}");
+        assert!(!e.contains("s3cret"), "{e}");
     }
 
     #[test]

@@ -42,6 +42,8 @@ pub struct Settings {
     /// Root that file inputs (images, masks) are read from.
     pub inputs: Option<PathBuf>,
     pub comfy_url: String,
+    /// Extra headers on every request to ComfyUI (`--header`, `headers` in comfyd.toml).
+    pub headers: crate::client::Headers,
     pub gpu: u32,
     pub lease_ttl: Duration,
     /// An inbox file must keep its size and time this long before it is taken.
@@ -97,6 +99,7 @@ impl Settings {
             outputs,
             inputs: None,
             comfy_url: comfy_url.into(),
+            headers: Default::default(),
             gpu: 0,
             lease_ttl: Duration::from_secs(30),
             settle: Duration::from_millis(500),
@@ -473,7 +476,16 @@ pub async fn run(
         .map_err(|e| DaemonError::Io(settings.jobs.display().to_string(), e))?;
     std::fs::create_dir_all(&settings.outputs)
         .map_err(|e| DaemonError::Io(settings.outputs.display().to_string(), e))?;
-    let client = Client::new(&settings.comfy_url).map_err(|e| DaemonError::Setup(e.to_string()))?;
+    let client = Client::with_headers(
+        &settings.comfy_url,
+        Default::default(),
+        settings.headers.clone(),
+    )
+    .map_err(|e| DaemonError::Setup(e.to_string()))?;
+    // A certificate that is refused now will be refused later: say so instead of waiting.
+    if let Err(e @ crate::client::ClientError::Tls { .. }) = client.system_stats().await {
+        return Err(DaemonError::Setup(e.to_string()));
+    }
     let supervisor = match settings.comfyui.clone() {
         Some(mut c) => {
             c.log = Some(c.log_path(&settings.jobs, settings.gpu));

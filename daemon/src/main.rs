@@ -82,7 +82,9 @@ enum Command {
         #[arg(long, value_name = "DIR")]
         inputs: Option<PathBuf>,
         /// The ComfyUI server of this GPU [default: http://127.0.0.1:8188, or the `--port` of
-        /// --comfy-cmd].
+        /// --comfy-cmd]. An `https://` server's certificate must be signed by an authority the
+        /// system trusts, or by one in the PEM file named by `SSL_CERT_FILE`; a refused
+        /// certificate stops the daemon.
         #[arg(long)]
         comfy_url: Option<String>,
         /// Start ComfyUI with this command and keep it running: restarted when it exits or a
@@ -92,6 +94,12 @@ enum Command {
         /// comfyd.toml [default: none, a ComfyUI someone else runs answers at --comfy-url].
         #[arg(long, value_name = "COMMAND")]
         comfy_cmd: Option<String>,
+        /// An extra header on every request to ComfyUI and on its websocket handshake,
+        /// `Name: value` (for example `--header 'Authorization: Bearer TOKEN'` for a proxy in
+        /// front of it). Repeatable; added to `headers` of comfyd.toml. Values are never
+        /// logged. Default: none.
+        #[arg(long = "header", value_name = "NAME: VALUE")]
+        header: Vec<String>,
         /// The GPU this daemon serves: its index, as ComfyUI's `--cuda-device` takes it, or its
         /// UUID (`GPU-...`, from `nvidia-smi -L`) [default: 0]. VRAM is read through NVML when
         /// the NVIDIA driver is there; otherwise from ComfyUI's /system_stats, and the log says so.
@@ -188,6 +196,12 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let filter =
         tracing_subscriber::EnvFilter::try_from_env("COMFYD_LOG").unwrap_or_else(|_| "info".into());
+    // tungstenite traces the websocket handshake request verbatim, `--header` values (tokens)
+    // included: never below debug there, whatever COMFYD_LOG says.
+    let filter = match "tungstenite::handshake::client=debug".parse() {
+        Ok(quiet) => filter.add_directive(quiet),
+        Err(_) => filter,
+    };
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr())
         && std::env::var_os("NO_COLOR").is_none();
     let builder = tracing_subscriber::fmt()
@@ -255,6 +269,7 @@ fn main() -> ExitCode {
             inputs,
             comfy_url,
             comfy_cmd,
+            header,
             gpu,
             free_below,
             sim,
@@ -281,6 +296,16 @@ fn main() -> ExitCode {
                 None => comfyd::config::FileConfig::default(),
             };
             let policy = file.policy();
+            let config_file = config
+                .as_deref()
+                .unwrap_or(std::path::Path::new("comfyd.toml"));
+            let headers = match file.headers(&header, config_file) {
+                Ok(h) => h,
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    return ExitCode::from(2);
+                }
+            };
             let (Some(jobs), Some(workflows)) = (jobs.or(file.jobs), workflows.or(file.workflows))
             else {
                 eprintln!(
@@ -307,6 +332,7 @@ fn main() -> ExitCode {
             });
             let mut settings = Settings::new(jobs, workflows, url);
             settings.comfyui = supervised;
+            settings.headers = headers;
             if let Some(o) = outputs.or(file.outputs) {
                 settings.outputs = o;
             }
@@ -395,15 +421,19 @@ fn runtime() -> Option<tokio::runtime::Runtime> {
     }
 }
 
-/// Whether a ComfyUI answers at `url` (within a couple of seconds).
-async fn comfy_answers(url: &str) -> bool {
+/// Whether a ComfyUI answers at `url` (within a couple of seconds). A server whose
+/// certificate is refused is there: the daemon then stops saying why, rather than simulate.
+async fn comfy_answers(url: &str, headers: &comfyd::client::Headers) -> bool {
     let timeouts = comfyd::client::Timeouts {
         connect: Duration::from_secs(2),
         request: Duration::from_secs(3),
         ..Default::default()
     };
-    match comfyd::client::Client::with_timeouts(url, timeouts) {
-        Ok(c) => c.system_stats().await.is_ok(),
+    match comfyd::client::Client::with_headers(url, timeouts, headers.clone()) {
+        Ok(c) => matches!(
+            c.system_stats().await,
+            Ok(_) | Err(comfyd::client::ClientError::Tls { .. })
+        ),
         Err(_) => false,
     }
 }
@@ -438,7 +468,7 @@ async fn demo(workflows: PathBuf, jobs_from: PathBuf, dir: PathBuf, comfy_url: S
             return ExitCode::from(2);
         }
     };
-    let sim = if comfy_answers(&comfy_url).await {
+    let sim = if comfy_answers(&comfy_url, &Default::default()).await {
         Sim::Never
     } else {
         Sim::Always
@@ -486,7 +516,7 @@ async fn run(
         Sim::Never => false,
         Sim::Always => true,
         Sim::Auto => {
-            let down = !comfy_answers(&settings.comfy_url).await;
+            let down = !comfy_answers(&settings.comfy_url, &settings.headers).await;
             if down {
                 tracing::warn!(url = %settings.comfy_url, "no ComfyUI answers there; using the built-in simulator");
             }

@@ -476,6 +476,7 @@ fn answered(e: &ClientError) -> bool {
         ClientError::Unreachable { .. }
             | ClientError::Timeout { .. }
             | ClientError::Websocket { .. }
+            | ClientError::Tls { .. }
     )
 }
 
@@ -539,7 +540,7 @@ async fn execute(
             let Ok(client) = (if record.url == ctx.client.url() {
                 Ok(ctx.client.clone())
             } else {
-                Client::new(&record.url)
+                ctx.client.at(&record.url)
             }) else {
                 continue;
             };

@@ -7,6 +7,7 @@ mod cli_edges;
 mod comfy_errors;
 mod corpus;
 mod fixtures;
+mod https;
 mod property;
 mod ui;
 

@@ -24,12 +24,22 @@ pub enum HubEvent {
 
 type Routes = Arc<Mutex<HashMap<String, mpsc::UnboundedSender<HubEvent>>>>;
 
+/// The socket's state.
+#[derive(Debug, Clone)]
+enum Link {
+    Up,
+    Down,
+    /// The last attempt failed in a way retrying will not fix (a refused certificate, a 401);
+    /// the hub keeps trying, but prompts fail with this instead of waiting.
+    Refused(ClientError),
+}
+
 /// The shared websocket; cheap to clone.
 #[derive(Clone)]
 pub struct Hub {
     client_id: String,
     routes: Routes,
-    connected: watch::Receiver<bool>,
+    connected: watch::Receiver<Link>,
     task: Arc<tokio::task::JoinHandle<()>>,
 }
 
@@ -37,7 +47,7 @@ impl std::fmt::Debug for Hub {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Hub")
             .field("client_id", &self.client_id)
-            .field("connected", &*self.connected.borrow())
+            .field("link", &*self.connected.borrow())
             .finish()
     }
 }
@@ -78,7 +88,7 @@ impl Hub {
     pub fn start(client: Client) -> Hub {
         let client_id = uuid::Uuid::new_v4().simple().to_string();
         let routes: Routes = Arc::default();
-        let (tx, connected) = watch::channel(false);
+        let (tx, connected) = watch::channel(Link::Down);
         let task = tokio::spawn(run(client, client_id.clone(), routes.clone(), tx));
         Hub {
             client_id,
@@ -97,9 +107,17 @@ impl Hub {
     pub async fn ready(&self, wait: Duration) -> bool {
         let mut rx = self.connected.clone();
         matches!(
-            tokio::time::timeout(wait, rx.wait_for(|up| *up)).await,
+            tokio::time::timeout(wait, rx.wait_for(|l| matches!(l, Link::Up))).await,
             Ok(Ok(_))
         )
+    }
+
+    /// Why the socket cannot connect, when waiting will not help.
+    pub fn refused(&self) -> Option<ClientError> {
+        match &*self.connected.borrow() {
+            Link::Refused(e) => Some(e.clone()),
+            _ => None,
+        }
     }
 
     /// Routes `prompt_id`'s events to the returned subscription. Subscribe before submitting:
@@ -117,13 +135,18 @@ impl Hub {
     }
 }
 
-async fn run(client: Client, client_id: String, routes: Routes, connected: watch::Sender<bool>) {
+async fn run(client: Client, client_id: String, routes: Routes, connected: watch::Sender<Link>) {
     let mut attempt = 0u32;
     loop {
         let mut ws = match client.connect(&client_id).await {
             Ok(ws) => ws,
             Err(e) => {
                 tracing::debug!(error = %e, "the event socket cannot connect yet");
+                let _ = connected.send(if e.is_transient() {
+                    Link::Down
+                } else {
+                    Link::Refused(e)
+                });
                 attempt += 1;
                 tokio::time::sleep(Duration::from_millis((100u64 << attempt.min(5)).min(3000)))
                     .await;
@@ -131,7 +154,7 @@ async fn run(client: Client, client_id: String, routes: Routes, connected: watch
             }
         };
         attempt = 0;
-        let _ = connected.send(true);
+        let _ = connected.send(Link::Up);
         // The prompt ComfyUI is executing: a repeated `executing` frame after a reconnect
         // comes without a prompt id.
         let mut current: Option<String> = None;
@@ -161,7 +184,7 @@ async fn run(client: Client, client_id: String, routes: Routes, connected: watch
                 Some(Err(_)) | None => break,
             }
         }
-        let _ = connected.send(false);
+        let _ = connected.send(Link::Down);
         tracing::warn!("the event socket to ComfyUI dropped; reconnecting");
         if let Ok(r) = routes.lock() {
             for tx in r.values() {

@@ -8,6 +8,11 @@
 //!
 //! Timeouts allow for ComfyUI's ~0.3 s garbage-collection stalls after idling. No `Origin`
 //! header is sent: ComfyUI rejects mismatched origins on loopback.
+//!
+//! `https://` servers (ComfyUI behind a reverse proxy) are reached with one rustls
+//! configuration for HTTP and the websocket (`wss://`): the system's roots plus
+//! `SSL_CERT_FILE` (see `comfy_net::tls`). Extra headers (an auth token) go on every request
+//! and on the websocket handshake; their values are never logged.
 
 mod events;
 mod hub;
@@ -15,6 +20,7 @@ mod run;
 mod types;
 
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -22,6 +28,9 @@ use futures_util::{SinkExt, StreamExt};
 use serde_json::{Value, json};
 use tokio::io::AsyncWriteExt;
 use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+
+pub use comfy_net::Headers;
 
 pub use events::{Event, ExecutionError, NodeProgress};
 pub use hub::{Hub, HubEvent, Subscription};
@@ -32,12 +41,16 @@ pub use types::{
 };
 
 /// What can go wrong talking to ComfyUI.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 #[non_exhaustive]
 pub enum ClientError {
     /// Nothing answers at the address (down, restarting, wrong port).
     #[error("ComfyUI at {url} is unreachable: {reason}")]
     Unreachable { url: String, reason: String },
+    /// The TLS handshake failed: the certificate is not trusted or not valid for the name,
+    /// or the server does not speak TLS there. Waiting will not fix it.
+    #[error("cannot reach ComfyUI at {url} securely: {reason}")]
+    Tls { url: String, reason: String },
     /// It answered too slowly.
     #[error("ComfyUI at {url} did not answer within {after:?}")]
     Timeout { url: String, after: Duration },
@@ -67,7 +80,7 @@ pub enum ClientError {
     #[error("{path}: {source}")]
     Io {
         path: String,
-        source: std::io::Error,
+        source: Arc<std::io::Error>,
     },
 }
 
@@ -122,6 +135,10 @@ pub struct Client {
     http: reqwest::Client,
     base: String,
     timeouts: Timeouts,
+    /// Sent on every request and on the websocket handshake.
+    headers: Headers,
+    /// Whom https and wss trust.
+    tls: Arc<rustls::ClientConfig>,
 }
 
 impl Client {
@@ -131,6 +148,39 @@ impl Client {
     }
 
     pub fn with_timeouts(base_url: &str, timeouts: Timeouts) -> Result<Client, ClientError> {
+        Self::with_headers(base_url, timeouts, Headers::default())
+    }
+
+    /// A client sending `headers` with every request (`Authorization` for a proxy in front of
+    /// ComfyUI). An `SSL_CERT_FILE` that cannot be read is an error here.
+    pub fn with_headers(
+        base_url: &str,
+        timeouts: Timeouts,
+        headers: Headers,
+    ) -> Result<Client, ClientError> {
+        let tls = comfy_net::client_config().map_err(|e| ClientError::Tls {
+            url: base_url.trim_end_matches('/').to_owned(),
+            reason: e.to_string(),
+        })?;
+        Self::build(base_url, timeouts, headers, tls)
+    }
+
+    /// The same settings for another server (a prompt another daemon submitted elsewhere).
+    pub fn at(&self, base_url: &str) -> Result<Client, ClientError> {
+        Self::build(
+            base_url,
+            self.timeouts,
+            self.headers.clone(),
+            self.tls.clone(),
+        )
+    }
+
+    fn build(
+        base_url: &str,
+        timeouts: Timeouts,
+        headers: Headers,
+        tls: Arc<rustls::ClientConfig>,
+    ) -> Result<Client, ClientError> {
         let base = base_url.trim_end_matches('/').to_owned();
         if !base.starts_with("http://") && !base.starts_with("https://") {
             return Err(ClientError::Protocol {
@@ -139,17 +189,21 @@ impl Client {
             });
         }
         let http = reqwest::Client::builder()
+            .tls_backend_preconfigured((*tls).clone())
+            .default_headers(headers.map().clone())
             .connect_timeout(timeouts.connect)
             .timeout(timeouts.request)
             .build()
             .map_err(|e| ClientError::Protocol {
                 url: base.clone(),
-                reason: e.to_string(),
+                reason: comfy_net::describe(&e),
             })?;
         Ok(Client {
             http,
             base,
             timeouts,
+            headers,
+            tls,
         })
     }
 
@@ -167,21 +221,20 @@ impl Client {
                 url: url.to_owned(),
                 after: timeout,
             }
-        } else if e.is_connect() || e.is_request() {
-            let mut reason = e.to_string();
-            let mut source = std::error::Error::source(&e);
-            while let Some(s) = source {
-                reason = s.to_string();
-                source = s.source();
+        } else if comfy_net::tls_error(&e).is_some() {
+            ClientError::Tls {
+                url: self.base.clone(),
+                reason: comfy_net::describe(&e),
             }
+        } else if e.is_connect() || e.is_request() {
             ClientError::Unreachable {
                 url: url.to_owned(),
-                reason,
+                reason: comfy_net::describe(&e),
             }
         } else {
             ClientError::Protocol {
                 url: url.to_owned(),
-                reason: e.to_string(),
+                reason: comfy_net::describe(&e),
             }
         }
     }
@@ -321,7 +374,7 @@ impl Client {
         }
         let io = |e: std::io::Error| ClientError::Io {
             path: dest.display().to_string(),
-            source: e,
+            source: Arc::new(e),
         };
         let mut out = tokio::fs::File::create(dest).await.map_err(io)?;
         let mut stream = resp.bytes_stream();
@@ -453,22 +506,22 @@ impl Client {
             url: ws_url.clone(),
             reason,
         };
+        let mut request = ws_url
+            .as_str()
+            .into_client_request()
+            .map_err(|e| err(e.to_string()))?;
+        request.headers_mut().extend(self.headers.map().clone());
+        let connector = tokio_tungstenite::Connector::Rustls(self.tls.clone());
         let (mut socket, _) = tokio::time::timeout(
             self.timeouts.request,
-            tokio_tungstenite::connect_async(&ws_url),
+            tokio_tungstenite::connect_async_tls_with_config(request, None, false, Some(connector)),
         )
         .await
         .map_err(|_| ClientError::Timeout {
             url: ws_url.clone(),
             after: self.timeouts.request,
         })?
-        .map_err(|e| match e {
-            tokio_tungstenite::tungstenite::Error::Io(io) => ClientError::Unreachable {
-                url: ws_url.clone(),
-                reason: io.to_string(),
-            },
-            other => err(other.to_string()),
-        })?;
+        .map_err(|e| self.ws_connect_error(&ws_url, e))?;
         // Previews then carry their prompt id.
         let flags = json!({"type": "feature_flags", "data": {"supports_preview_metadata": true}});
         socket
@@ -479,6 +532,45 @@ impl Client {
             socket,
             url: ws_url,
         })
+    }
+
+    /// Why the websocket could not be opened, in the terms of [`ClientError`]: a refused
+    /// certificate and an HTTP answer (401 from a proxy wanting a token) are not transient.
+    fn ws_connect_error(
+        &self,
+        ws_url: &str,
+        e: tokio_tungstenite::tungstenite::Error,
+    ) -> ClientError {
+        use tokio_tungstenite::tungstenite::Error as WsError;
+        if comfy_net::tls_error(&e).is_some() || matches!(e, WsError::Tls(_)) {
+            return ClientError::Tls {
+                url: self.base.clone(),
+                reason: comfy_net::describe(&e),
+            };
+        }
+        match e {
+            WsError::Io(io) => ClientError::Unreachable {
+                url: ws_url.to_owned(),
+                reason: comfy_net::describe(&io),
+            },
+            WsError::Http(resp) => {
+                let body = resp
+                    .body()
+                    .as_deref()
+                    .map(|b| String::from_utf8_lossy(b).into_owned())
+                    .unwrap_or_default();
+                ClientError::Http {
+                    url: ws_url.to_owned(),
+                    status: resp.status().as_u16(),
+                    json: serde_json::from_str(&body).ok().map(Box::new),
+                    body,
+                }
+            }
+            other => ClientError::Websocket {
+                url: ws_url.to_owned(),
+                reason: other.to_string(),
+            },
+        }
     }
 }
 

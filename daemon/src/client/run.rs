@@ -254,8 +254,12 @@ impl Client {
 
         let (client_id, mut source) = match &opts.hub {
             Some(hub) => {
-                // Not up within a second: ComfyUI is away; the caller waits and retries.
+                // Not up within a second: ComfyUI is away; the caller waits and retries
+                // (unless it refused us for good: then that is the error).
                 if !hub.ready(Duration::from_secs(1)).await {
+                    if let Some(e) = hub.refused() {
+                        return Err(e);
+                    }
                     return Err(ClientError::Unreachable {
                         url: self.url().to_owned(),
                         reason: "the event socket is not connected".into(),
