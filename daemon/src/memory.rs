@@ -197,8 +197,9 @@ mod tests {
         }
     }
 
-    /// Samples as NVML gave them on an 80 GiB card through a day of SDXL and Flux jobs: the
-    /// idle driver, SDXL resident, Flux resident, both (the second run that runs out).
+    /// Figures in the shape of SDXL and Flux jobs on an 80 GiB card (illustrative, not
+    /// recorded; `replays_what_nvml_recorded_on_an_h200` uses recorded ones): the idle driver,
+    /// SDXL resident, Flux resident, both (the second run that runs out).
     const IDLE: f64 = 0.6;
     const SDXL: f64 = 9.8;
     const FLUX: f64 = 41.2;
@@ -411,6 +412,49 @@ mod tests {
             confirm(&p, &before, &now, false, SETTLE, SETTLE, Some(40 * GIB)),
             Confirm::Partial
         );
+    }
+
+    /// NVML's figures from `scripts/gpu-lane` on an NVIDIA H200 (driver 580.159.04, ComfyUI
+    /// 0.3.75, two tiny SD 1.5 checkpoints), in bytes: the policy run's manifests.
+    #[test]
+    fn replays_what_nvml_recorded_on_an_h200() {
+        use crate::gpu::{Gpu, Identity, Peak, Recorded};
+        const TOTAL: u64 = 150_754_820_096;
+        let at = |used: u64, free: u64| Sample {
+            used,
+            free,
+            total: TOTAL,
+            utilization: None,
+        };
+        let idle = at(552_402_944, 149_557_477_376);
+        let loaded = at(1_171_062_784, 148_938_817_536);
+        let executing = at(1_204_617_216, 148_905_263_104);
+        let after_free = at(869_072_896, 149_240_807_424);
+        // The lane's threshold: ComfyUI's idle free VRAM less 64 MiB.
+        let p = Policy {
+            free_below: Threshold::Bytes((142_629 - 64) << 20),
+            ..Policy::default()
+        };
+        assert_eq!(before_job(&p, None, 1, Some(&idle), None), Before::Run);
+        assert!(matches!(
+            before_job(&p, Some(1), 2, Some(&loaded), None),
+            Before::Free { .. }
+        ));
+        // What it recorded after the free: 352 MiB came back, not up to the threshold.
+        assert_eq!(
+            confirm(&p, &loaded, &after_free, false, SETTLE, SETTLE, None),
+            Confirm::Partial
+        );
+        // The peak of the first job, replayed through the probe, and what its models took.
+        let probe = Recorded::new(Identity::default(), [idle, loaded, executing, loaded]);
+        let mut peak = Peak::default();
+        for _ in 0..4 {
+            if let Some(x) = probe.sample() {
+                peak.add(&x);
+            }
+        }
+        assert_eq!(peak.max_used, 1_204_617_216);
+        assert_eq!(footprint(idle.used, peak.max_used), Some(652_214_272));
     }
 
     #[test]
