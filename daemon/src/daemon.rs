@@ -60,7 +60,9 @@ pub struct Settings {
     pub min_free_bytes: u64,
     /// Classes, weights, aging and model affinity.
     pub policy: scheduler::Policy,
-    /// Inbox files one scan keeps track of; the rest wait for the next scan.
+    /// Inbox files that settle at once; no more are looked at while this many wait for intake.
+    /// Bounds memory; with the settle time it bounds how fast files that were in the inbox
+    /// before the daemon looked (no change events) are taken in: 8,192 per 500 ms.
     pub scan_limit: usize,
     /// Files indexed at once (taken in and not finished) before more are taken in: bounds
     /// memory when the inbox holds hundreds of thousands.
@@ -94,7 +96,7 @@ impl Settings {
             cancel_expiry: Duration::from_secs(600),
             min_free_bytes: 64 << 20,
             policy: crate::config::FileConfig::default().policy(),
-            scan_limit: 4096,
+            scan_limit: 8192,
             open_files: 1024,
         }
     }
@@ -374,11 +376,17 @@ struct Wakes {
     arrivals: Mutex<HashMap<PathBuf, bool>>,
 }
 
-/// An inbox entry seen with this size and time, since then (our clock).
-struct Settling {
-    len: u64,
-    modified: Option<std::time::SystemTime>,
-    since: Instant,
+/// What the owner knows of a file in the inbox.
+enum Tracked {
+    /// Seen with this size and time, since then (our clock), last by scan number `seen`.
+    Settling {
+        len: u64,
+        modified: Option<std::time::SystemTime>,
+        since: Instant,
+        seen: u64,
+    },
+    /// Waiting for intake; `whole` when it was renamed in (it cannot grow).
+    Ready { whole: bool },
 }
 
 /// The owner's state.
@@ -399,15 +407,19 @@ struct Owner {
     sched: scheduler::State,
     held: HashMap<JobRef, Arc<HeldJob>>,
     watched: HashMap<(u64, Slot), Watched>,
-    settling: HashMap<PathBuf, Settling>,
+    /// Inbox files being watched settle or waiting for intake, by name.
+    inbox: HashMap<Box<str>, Tracked>,
+    /// How many of them settle (at most the scan limit).
+    settling: usize,
+    /// Scans so far.
+    scans: u64,
     /// When the first settling file has been still for the settle time.
     settle_due: Option<Instant>,
     last_inbox_scan: Instant,
     /// The last scan stopped at its limit: there is more in the inbox.
     inbox_more: bool,
-    ready: VecDeque<PathBuf>,
-    /// Inbox files known to be whole (renamed in): no settling, no quiet period.
-    whole: HashSet<PathBuf>,
+    /// Inbox files waiting for intake, in the order found.
+    ready: VecDeque<Box<str>>,
     /// Files taken in but not settled or given a folder (another daemon's, seen by a rescan,
     /// or ours after an error), since when (our clock): looked at after [`TAKEN_GRACE`].
     taken_seen: HashMap<TakenIn, Instant>,
@@ -504,12 +516,13 @@ pub async fn run(
         sched: scheduler::State::default(),
         held: HashMap::new(),
         watched: HashMap::new(),
-        settling: HashMap::new(),
+        inbox: HashMap::new(),
+        settling: 0,
+        scans: 0,
         settle_due: None,
         last_inbox_scan: now,
         inbox_more: false,
         ready: VecDeque::new(),
-        whole: HashSet::new(),
         taken_seen: HashMap::new(),
         taken_due: VecDeque::new(),
         cancels: HashMap::new(),
@@ -625,11 +638,11 @@ impl Owner {
                 self.admit(t, false);
                 continue;
             }
-            let Some(path) = self.ready.pop_front() else {
+            let Some(name) = self.ready.pop_front() else {
                 break;
             };
             budget -= 1;
-            self.take_in(&path);
+            self.take_in(&name);
         }
         self.spawn_taken(running);
         let finish: Vec<u64> = self.to_finish.drain().collect();
@@ -654,8 +667,7 @@ impl Owner {
     }
 
     fn idle(&self) -> bool {
-        self.ready.is_empty()
-            && self.settling.is_empty()
+        self.inbox.is_empty()
             && self.taken_seen.is_empty()
             && self.taken_due.is_empty()
             && self.buckets.len == 0
@@ -755,7 +767,9 @@ impl Owner {
     // ---- intake -------------------------------------------------------------------------
 
     /// Looks at the inbox: job files whose size and time held still for the settle time are
-    /// queued for intake; cancel files are applied; badly named files are refused.
+    /// queued for intake; cancel files are applied; badly named files are refused. At most the
+    /// scan limit of files settle at once, and no new ones are looked at while that many wait
+    /// for intake; the next ones settle while earlier ones are taken in.
     fn scan_inbox(&mut self) {
         let Ok(rd) = std::fs::read_dir(self.store.inbox()) else {
             return;
@@ -763,21 +777,23 @@ impl Owner {
         let now = Instant::now();
         self.last_inbox_scan = now;
         self.inbox_more = false;
-        let mut seen = HashSet::new();
-        let queued: HashSet<PathBuf> = self.ready.iter().cloned().collect();
+        self.scans += 1;
+        let scan = self.scans;
+        let limit = self.settings.scan_limit.max(1);
+        let settle = self.settings.settle;
+        // Settling files this scan has not come to yet: once there are none and no new one
+        // fits, the rest of the inbox waits for a later scan.
+        let mut unvisited = self.settling;
+        let mut complete = true;
         for entry in rd.filter_map(Result::ok) {
-            // Files this scan keeps track of (settling, or found ready); those found by earlier
-            // scans and waiting for intake are not counted again.
-            if seen.len() >= self.settings.scan_limit.max(1) {
+            if unvisited == 0 && self.settling >= limit {
                 self.inbox_more = true;
+                complete = false;
                 break;
             }
-            let path = entry.path();
-            let Some(name) = path.file_name().map(|n| n.to_owned()) else {
-                continue;
-            };
-            let Some(name) = name.to_str().map(str::to_owned) else {
-                self.refuse_name(&path);
+            let name = entry.file_name();
+            let Some(name) = name.to_str() else {
+                self.refuse_name(&entry.path());
                 continue;
             };
             let lower = name.to_ascii_lowercase();
@@ -785,62 +801,84 @@ impl Owner {
                 continue;
             }
             if let Some(id) = name.strip_suffix(".cancel") {
-                self.cancel(id, &path);
+                self.cancel(id, &entry.path());
                 continue;
             }
             if name.len() > store::MAX_NAME_BYTES {
-                self.refuse_name(&path);
+                self.refuse_name(&entry.path());
                 continue;
             }
-            if queued.contains(&path) {
-                continue;
+            match self.inbox.get_mut(name) {
+                Some(Tracked::Ready { .. }) => continue,
+                Some(Tracked::Settling { since, seen, .. }) => {
+                    *seen = scan;
+                    unvisited = unvisited.saturating_sub(1);
+                    // Not still for long enough yet: the next look that counts is when it is
+                    // due (a change meanwhile shows then as another size or time).
+                    if now.duration_since(*since) < settle {
+                        continue;
+                    }
+                }
+                None if self.settling >= limit => {
+                    self.inbox_more = true;
+                    continue;
+                }
+                None => {}
             }
+            let path = entry.path();
+            let meta = match std::fs::symlink_metadata(&path) {
+                Ok(m) if !m.is_dir() => m,
+                _ => {
+                    self.untrack(name);
+                    continue;
+                }
+            };
             let arrival = self
                 .wakes
                 .arrivals
                 .lock()
                 .ok()
                 .and_then(|a| a.get(&path).copied());
-            // Seen settling and not still for long enough yet: the next look that counts is
-            // when it is due (a change meanwhile shows then as another size or time).
-            if arrival != Some(false)
-                && self
-                    .settling
-                    .get(&path)
-                    .is_some_and(|s| now.duration_since(s.since) < self.settings.settle)
-            {
-                seen.insert(path);
-                continue;
-            }
-            let Ok(meta) = std::fs::symlink_metadata(&path) else {
-                continue;
-            };
-            if meta.is_dir() {
-                continue;
-            }
-            seen.insert(path.clone());
             if arrival == Some(false) {
                 // Renamed in whole, as files should be dropped: nothing to wait for.
-                self.settling.remove(&path);
-                self.whole.insert(path.clone());
-                self.ready.push_back(path);
+                self.untrack(name);
+                self.inbox
+                    .insert(name.into(), Tracked::Ready { whole: true });
+                self.ready.push_back(name.into());
                 continue;
             }
             let modified = meta.modified().ok();
-            let s = self.settling.entry(path.clone()).or_insert(Settling {
-                len: meta.len(),
-                modified,
-                since: now,
-            });
-            if s.len != meta.len() || s.modified != modified {
-                *s = Settling {
-                    len: meta.len(),
-                    modified,
-                    since: now,
-                };
-                continue;
-            }
-            if now.duration_since(s.since) < self.settings.settle {
+            let since = match self.inbox.get_mut(name) {
+                Some(Tracked::Settling {
+                    len,
+                    modified: m,
+                    since,
+                    ..
+                }) if *len == meta.len() && *m == modified => *since,
+                Some(Tracked::Settling {
+                    len,
+                    modified: m,
+                    since,
+                    ..
+                }) => {
+                    (*len, *m, *since) = (meta.len(), modified, now);
+                    continue;
+                }
+                _ => {
+                    self.inbox.insert(
+                        name.into(),
+                        Tracked::Settling {
+                            len: meta.len(),
+                            modified,
+                            since: now,
+                            seen: scan,
+                        },
+                    );
+                    self.settling += 1;
+                    now
+                }
+            };
+            if now.duration_since(since) < settle {
                 continue;
             }
             // A JSONL whose last line has no newline may still be being written: it waits
@@ -849,16 +887,42 @@ impl Owner {
                 && meta.is_file()
                 && meta.len() > 0
                 && last_byte(&path) != Some(b'\n')
-                && now.duration_since(s.since) < JSONL_QUIET.max(self.settings.settle)
+                && now.duration_since(since) < JSONL_QUIET.max(settle)
             {
                 continue;
             }
-            self.settling.remove(&path);
-            self.ready.push_back(path);
+            self.untrack(name);
+            self.inbox
+                .insert(name.into(), Tracked::Ready { whole: false });
+            self.ready.push_back(name.into());
         }
-        self.settling.retain(|p, _| seen.contains(p));
-        let settle = self.settings.settle;
-        self.settle_due = self.settling.values().map(|s| s.since + settle).min();
+        // Settling files a whole scan did not find are gone.
+        if complete {
+            let before = self.inbox.len();
+            self.inbox
+                .retain(|_, t| !matches!(t, Tracked::Settling { seen, .. } if *seen != scan));
+            self.settling -= before - self.inbox.len();
+        }
+        self.settle_due = self
+            .inbox
+            .values()
+            .filter_map(|t| match t {
+                Tracked::Settling { since, .. } => Some(*since + settle),
+                Tracked::Ready { .. } => None,
+            })
+            .min();
+    }
+
+    /// Forgets an inbox file; true when it was waiting for intake and came in whole.
+    fn untrack(&mut self, name: &str) -> bool {
+        match self.inbox.remove(name) {
+            Some(Tracked::Settling { .. }) => {
+                self.settling -= 1;
+                false
+            }
+            Some(Tracked::Ready { whole }) => whole,
+            None => false,
+        }
     }
 
     fn refuse_name(&mut self, path: &Path) {
@@ -869,12 +933,13 @@ impl Owner {
 
     /// Takes one inbox file into the store: settled at once when none of its jobs needs
     /// ComfyUI, else given its folder and indexed.
-    fn take_in(&mut self, path: &Path) {
-        let whole = self.whole.remove(path);
+    fn take_in(&mut self, name: &str) {
+        let whole = self.untrack(name);
+        let path = self.store.inbox().join(name);
         if let Ok(mut a) = self.wakes.arrivals.lock() {
-            a.remove(path);
+            a.remove(&path);
         }
-        match self.store.take(path) {
+        match self.store.take(&path) {
             Ok(Some(taken)) => {
                 tracing::debug!(file = %taken, "taken in");
                 self.admit(taken, whole);
@@ -882,7 +947,8 @@ impl Owner {
             Ok(None) => {}
             Err(e) if store::is_no_space(&e) => {
                 self.no_space(&e);
-                self.ready.push_front(path.to_path_buf());
+                self.inbox.insert(name.into(), Tracked::Ready { whole });
+                self.ready.push_front(name.into());
             }
             Err(e) => {
                 tracing::warn!(file = %path.display(), error = %e, "could not take a job file in")
