@@ -62,7 +62,7 @@ pub struct Settings {
     pub policy: scheduler::Policy,
     /// Inbox files that settle at once; no more are looked at while this many wait for intake.
     /// Bounds memory; with the settle time it bounds how fast files that were in the inbox
-    /// before the daemon looked (no change events) are taken in: 8,192 per 500 ms.
+    /// before the daemon looked (no change events) are taken in: 4,096 per 500 ms.
     pub scan_limit: usize,
     /// Files indexed at once (taken in and not finished) before more are taken in: bounds
     /// memory when the inbox holds hundreds of thousands.
@@ -96,7 +96,7 @@ impl Settings {
             cancel_expiry: Duration::from_secs(600),
             min_free_bytes: 64 << 20,
             policy: crate::config::FileConfig::default().policy(),
-            scan_limit: 8192,
+            scan_limit: 4096,
             open_files: 1024,
         }
     }
@@ -376,17 +376,20 @@ struct Wakes {
     arrivals: Mutex<HashMap<PathBuf, bool>>,
 }
 
-/// What the owner knows of a file in the inbox.
-enum Tracked {
-    /// Seen with this size and time, since then (our clock), last by scan number `seen`.
-    Settling {
-        len: u64,
-        modified: Option<std::time::SystemTime>,
-        since: Instant,
-        seen: u64,
-    },
-    /// Waiting for intake; `whole` when it was renamed in (it cannot grow).
-    Ready { whole: bool },
+/// An inbox file watched settle: a fingerprint of its size and time, since when it has had
+/// them (our clock), and the last scan that saw it. Small, as thousands are kept.
+struct Settling {
+    look: u64,
+    since: Instant,
+    seen: u64,
+}
+
+/// The fingerprint of an inbox file's size and modification time.
+fn look(meta: &std::fs::Metadata) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::hash::DefaultHasher::new();
+    (meta.len(), meta.modified().ok()).hash(&mut h);
+    h.finish()
 }
 
 /// The owner's state.
@@ -407,10 +410,11 @@ struct Owner {
     sched: scheduler::State,
     held: HashMap<JobRef, Arc<HeldJob>>,
     watched: HashMap<(u64, Slot), Watched>,
-    /// Inbox files being watched settle or waiting for intake, by name.
-    inbox: HashMap<Box<str>, Tracked>,
-    /// How many of them settle (at most the scan limit).
-    settling: usize,
+    /// Inbox files watched settle (at most the scan limit), by name.
+    settling: HashMap<Arc<str>, Settling>,
+    /// Inbox files waiting for intake, and whether each came in whole (renamed in: it cannot
+    /// grow).
+    waiting: HashMap<Arc<str>, bool>,
     /// Scans so far.
     scans: u64,
     /// When the first settling file has been still for the settle time.
@@ -419,7 +423,7 @@ struct Owner {
     /// The last scan stopped at its limit: there is more in the inbox.
     inbox_more: bool,
     /// Inbox files waiting for intake, in the order found.
-    ready: VecDeque<Box<str>>,
+    ready: VecDeque<Arc<str>>,
     /// Files taken in but not settled or given a folder (another daemon's, seen by a rescan,
     /// or ours after an error), since when (our clock): looked at after [`TAKEN_GRACE`].
     taken_seen: HashMap<TakenIn, Instant>,
@@ -516,8 +520,8 @@ pub async fn run(
         sched: scheduler::State::default(),
         held: HashMap::new(),
         watched: HashMap::new(),
-        inbox: HashMap::new(),
-        settling: 0,
+        settling: HashMap::new(),
+        waiting: HashMap::new(),
         scans: 0,
         settle_due: None,
         last_inbox_scan: now,
@@ -642,7 +646,7 @@ impl Owner {
                 break;
             };
             budget -= 1;
-            self.take_in(&name);
+            self.take_in(name);
         }
         self.spawn_taken(running);
         let finish: Vec<u64> = self.to_finish.drain().collect();
@@ -656,18 +660,19 @@ impl Owner {
             }
         }
         // More to do right away: the budget ran out, files wait for intake while the index has
-        // room, files wait to be finished, or the inbox holds more than the last scan took.
+        // room, or files wait to be finished. (More in the inbox than the last scan took is a
+        // timer: scans are at least `INBOX_RESCAN` apart.)
         budget == 0
             || ((!self.ready.is_empty() || !self.taken_due.is_empty())
                 && self.files.len() < self.settings.open_files
                 && self.space_ok
                 && !self.stopping)
             || !self.to_finish.is_empty()
-            || (self.inbox_more && self.ready.is_empty())
     }
 
     fn idle(&self) -> bool {
-        self.inbox.is_empty()
+        self.settling.is_empty()
+            && self.waiting.is_empty()
             && self.taken_seen.is_empty()
             && self.taken_due.is_empty()
             && self.buckets.len == 0
@@ -692,6 +697,10 @@ impl Owner {
         }
         if let Some(due) = self.settle_due {
             let due = due.max(self.last_inbox_scan + INBOX_RESCAN);
+            next = next.min(due.saturating_duration_since(Instant::now()));
+        }
+        if self.inbox_more && self.settling.len() < self.settings.scan_limit {
+            let due = self.last_inbox_scan + INBOX_RESCAN;
             next = next.min(due.saturating_duration_since(Instant::now()));
         }
         if let Some(first) = self.taken_seen.values().min() {
@@ -783,10 +792,10 @@ impl Owner {
         let settle = self.settings.settle;
         // Settling files this scan has not come to yet: once there are none and no new one
         // fits, the rest of the inbox waits for a later scan.
-        let mut unvisited = self.settling;
+        let mut unvisited = self.settling.len();
         let mut complete = true;
         for entry in rd.filter_map(Result::ok) {
-            if unvisited == 0 && self.settling >= limit {
+            if unvisited == 0 && self.settling.len() >= limit {
                 self.inbox_more = true;
                 complete = false;
                 break;
@@ -808,18 +817,21 @@ impl Owner {
                 self.refuse_name(&entry.path());
                 continue;
             }
-            match self.inbox.get_mut(name) {
-                Some(Tracked::Ready { .. }) => continue,
-                Some(Tracked::Settling { since, seen, .. }) => {
-                    *seen = scan;
+            if self.waiting.contains_key(name) {
+                continue;
+            }
+            let full = self.settling.len() >= limit;
+            match self.settling.get_mut(name) {
+                Some(s) => {
+                    s.seen = scan;
                     unvisited = unvisited.saturating_sub(1);
                     // Not still for long enough yet: the next look that counts is when it is
                     // due (a change meanwhile shows then as another size or time).
-                    if now.duration_since(*since) < settle {
+                    if now.duration_since(s.since) < settle {
                         continue;
                     }
                 }
-                None if self.settling >= limit => {
+                None if full => {
                     self.inbox_more = true;
                     continue;
                 }
@@ -829,7 +841,7 @@ impl Owner {
             let meta = match std::fs::symlink_metadata(&path) {
                 Ok(m) if !m.is_dir() => m,
                 _ => {
-                    self.untrack(name);
+                    self.settling.remove(name);
                     continue;
                 }
             };
@@ -841,40 +853,24 @@ impl Owner {
                 .and_then(|a| a.get(&path).copied());
             if arrival == Some(false) {
                 // Renamed in whole, as files should be dropped: nothing to wait for.
-                self.untrack(name);
-                self.inbox
-                    .insert(name.into(), Tracked::Ready { whole: true });
-                self.ready.push_back(name.into());
+                self.settling.remove(name);
+                self.wait_for_intake(name.into(), true);
                 continue;
             }
-            let modified = meta.modified().ok();
-            let since = match self.inbox.get_mut(name) {
-                Some(Tracked::Settling {
-                    len,
-                    modified: m,
-                    since,
-                    ..
-                }) if *len == meta.len() && *m == modified => *since,
-                Some(Tracked::Settling {
-                    len,
-                    modified: m,
-                    since,
-                    ..
-                }) => {
-                    (*len, *m, *since) = (meta.len(), modified, now);
+            let look = look(&meta);
+            let since = match self.settling.get_mut(name) {
+                Some(s) if s.look == look => s.since,
+                Some(s) => {
+                    (s.look, s.since) = (look, now);
                     continue;
                 }
-                _ => {
-                    self.inbox.insert(
-                        name.into(),
-                        Tracked::Settling {
-                            len: meta.len(),
-                            modified,
-                            since: now,
-                            seen: scan,
-                        },
-                    );
-                    self.settling += 1;
+                None => {
+                    let s = Settling {
+                        look,
+                        since: now,
+                        seen: scan,
+                    };
+                    self.settling.insert(name.into(), s);
                     now
                 }
             };
@@ -891,38 +887,23 @@ impl Owner {
             {
                 continue;
             }
-            self.untrack(name);
-            self.inbox
-                .insert(name.into(), Tracked::Ready { whole: false });
-            self.ready.push_back(name.into());
+            self.settling.remove(name);
+            self.wait_for_intake(name.into(), false);
         }
         // Settling files a whole scan did not find are gone.
         if complete {
-            let before = self.inbox.len();
-            self.inbox
-                .retain(|_, t| !matches!(t, Tracked::Settling { seen, .. } if *seen != scan));
-            self.settling -= before - self.inbox.len();
+            self.settling.retain(|_, s| s.seen == scan);
         }
-        self.settle_due = self
-            .inbox
-            .values()
-            .filter_map(|t| match t {
-                Tracked::Settling { since, .. } => Some(*since + settle),
-                Tracked::Ready { .. } => None,
-            })
-            .min();
+        if self.settling.is_empty() {
+            // A batch of thousands should not keep its table for good.
+            self.settling = HashMap::new();
+        }
+        self.settle_due = self.settling.values().map(|s| s.since + settle).min();
     }
 
-    /// Forgets an inbox file; true when it was waiting for intake and came in whole.
-    fn untrack(&mut self, name: &str) -> bool {
-        match self.inbox.remove(name) {
-            Some(Tracked::Settling { .. }) => {
-                self.settling -= 1;
-                false
-            }
-            Some(Tracked::Ready { whole }) => whole,
-            None => false,
-        }
+    fn wait_for_intake(&mut self, name: Arc<str>, whole: bool) {
+        self.waiting.insert(name.clone(), whole);
+        self.ready.push_back(name);
     }
 
     fn refuse_name(&mut self, path: &Path) {
@@ -933,9 +914,14 @@ impl Owner {
 
     /// Takes one inbox file into the store: settled at once when none of its jobs needs
     /// ComfyUI, else given its folder and indexed.
-    fn take_in(&mut self, name: &str) {
-        let whole = self.untrack(name);
-        let path = self.store.inbox().join(name);
+    fn take_in(&mut self, name: Arc<str>) {
+        let whole = self.waiting.remove(&name).unwrap_or(false);
+        if self.waiting.is_empty() && self.ready.is_empty() {
+            // A batch of thousands should not keep its tables for good.
+            self.waiting = HashMap::new();
+            self.ready = VecDeque::new();
+        }
+        let path = self.store.inbox().join(&*name);
         if let Ok(mut a) = self.wakes.arrivals.lock() {
             a.remove(&path);
         }
@@ -947,8 +933,8 @@ impl Owner {
             Ok(None) => {}
             Err(e) if store::is_no_space(&e) => {
                 self.no_space(&e);
-                self.inbox.insert(name.into(), Tracked::Ready { whole });
-                self.ready.push_front(name.into());
+                self.waiting.insert(name.clone(), whole);
+                self.ready.push_front(name);
             }
             Err(e) => {
                 tracing::warn!(file = %path.display(), error = %e, "could not take a job file in")
