@@ -8,6 +8,7 @@
 //! comfy_url = "http://127.0.0.1:8188"
 //! gpu = 0
 //! job_timeout = 1800
+//! metrics = "9400"                 # Prometheus at http://127.0.0.1:9400/metrics
 //!
 //! [scheduler]
 //! affinity_bound = 300             # seconds model affinity may delay another job
@@ -38,8 +39,8 @@ pub struct FileConfig {
     pub inputs: Option<PathBuf>,
     /// The ComfyUI server of this GPU.
     pub comfy_url: Option<String>,
-    /// The GPU index this daemon serves.
-    pub gpu: Option<u32>,
+    /// The GPU this daemon serves: its index (`0`) or its UUID (`"GPU-..."`).
+    pub gpu: Option<GpuSpec>,
     /// Seconds a job may run before it is interrupted.
     pub job_timeout: Option<u64>,
     /// Seconds the running job gets to finish on shutdown.
@@ -55,12 +56,135 @@ pub struct FileConfig {
     /// Megabytes that must stay free on the outputs' and the job folder's file systems for new
     /// jobs to be claimed (default 64).
     pub min_free_mb: Option<u64>,
+    /// When ComfyUI's memory is freed before a job.
+    #[serde(default)]
+    pub memory: MemoryConfig,
+    /// Serve Prometheus metrics at `http://ADDR/metrics`: a bare port (`"9400"`) listens on
+    /// loopback, `"HOST:PORT"` where it says. Default: no metrics, nothing listens.
+    pub metrics: Option<String>,
+    /// Partner (paid, remote) nodes: which workflows may run them, and the account key.
+    #[serde(default)]
+    pub spend: SpendConfig,
     /// How the next job is chosen.
     #[serde(default)]
     pub scheduler: SchedulerConfig,
     /// Scheduling classes (a workflow's `class`): `[classes.image] weight = 4, max_wait = 600`.
     #[serde(default)]
     pub classes: std::collections::BTreeMap<String, ClassConfig>,
+}
+
+/// `gpu = 0` or `gpu = "GPU-..."`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, JsonSchema)]
+#[serde(untagged)]
+pub enum GpuSpec {
+    Index(u32),
+    Uuid(String),
+}
+
+impl GpuSpec {
+    /// As `--gpu` would give it.
+    pub fn text(&self) -> String {
+        match self {
+            GpuSpec::Index(i) => i.to_string(),
+            GpuSpec::Uuid(u) => u.clone(),
+        }
+    }
+}
+
+/// `[memory]`.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct MemoryConfig {
+    /// Before a job whose models differ from the last job's, free ComfyUI's memory when less
+    /// than this is free: `"25%"` of the GPU (the default), `"6GiB"`, `"6000MB"`, or `"off"`.
+    pub free_below: Option<String>,
+    /// Seconds to wait for memory to come back after freeing it (default 10).
+    pub confirm_within: Option<u64>,
+}
+
+/// Parses `25%`, `6GiB`, `6000MB`, `512MiB`, `off`: the memory policy's threshold.
+pub fn parse_free_below(text: &str) -> Result<Option<crate::memory::Threshold>, String> {
+    use crate::memory::Threshold;
+    let t = text.trim();
+    if t.eq_ignore_ascii_case("off") || t.eq_ignore_ascii_case("never") {
+        return Ok(None);
+    }
+    let bad = || {
+        format!(
+            "`{text}` is not a free-memory threshold: write a share (`25%`), a size (`6GiB`, `6000MB`) or `off`"
+        )
+    };
+    if let Some(p) = t.strip_suffix('%') {
+        let v: f64 = p.trim().parse().map_err(|_| bad())?;
+        if !(0.0..=100.0).contains(&v) {
+            return Err(bad());
+        }
+        return Ok(Some(Threshold::Percent(v)));
+    }
+    let split = t
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let v: f64 = num.parse().map_err(|_| bad())?;
+    let mult: f64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "gib" | "gb" | "g" => (1u64 << 30) as f64,
+        "mib" | "mb" | "m" => (1u64 << 20) as f64,
+        _ => return Err(bad()),
+    };
+    Ok(Some(Threshold::Bytes((v * mult) as u64)))
+}
+
+impl MemoryConfig {
+    /// The policy, with `free_below` from the command line when given.
+    pub fn policy(&self, flag: Option<&str>) -> Result<crate::memory::Policy, String> {
+        let mut p = crate::memory::Policy::default();
+        if let Some(text) = flag.or(self.free_below.as_deref()) {
+            match parse_free_below(text)? {
+                Some(t) => p.free_below = t,
+                None => p.enabled = false,
+            }
+        }
+        if let Some(s) = self.confirm_within {
+            p.confirm_within = std::time::Duration::from_secs(s);
+        }
+        Ok(p)
+    }
+}
+
+/// `[spend]`: partner nodes (`api_node` in ComfyUI's catalogue) run on a paid service and bill
+/// the account whose key the prompt carries; comfyd runs a workflow that uses them only when it
+/// is named here.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SpendConfig {
+    /// Workflow names (or `"*"` for every workflow) allowed to run partner nodes.
+    #[serde(default)]
+    pub allow: Vec<String>,
+    /// A file holding the comfy.org API key sent with their prompts
+    /// (`extra_data.api_key_comfy_org`); else the `COMFY_ORG_API_KEY` environment variable;
+    /// else none is sent (ComfyUI uses its own login, if any). The key is never written to
+    /// manifests, `graph.json`, logs or error reports.
+    pub api_key_file: Option<PathBuf>,
+}
+
+impl SpendConfig {
+    /// The policy, reading the key file (or the environment) now.
+    pub fn policy(&self) -> Result<crate::runner::Spend, String> {
+        let key = match &self.api_key_file {
+            Some(p) => Some(
+                std::fs::read_to_string(p)
+                    .map_err(|e| format!("[spend] api_key_file {}: {e}", p.display()))?
+                    .trim()
+                    .to_owned(),
+            ),
+            None => std::env::var("COMFY_ORG_API_KEY").ok(),
+        }
+        .filter(|k| !k.is_empty());
+        Ok(crate::runner::Spend {
+            allow: self.allow.clone(),
+            api_key: key.map(crate::runner::ApiKey),
+        })
+    }
 }
 
 /// `[scheduler]`.
@@ -150,9 +274,15 @@ impl FileConfig {
             )
         })?;
         let base = path.parent().unwrap_or(Path::new("."));
-        for p in [&mut c.jobs, &mut c.workflows, &mut c.outputs, &mut c.inputs]
-            .into_iter()
-            .flatten()
+        for p in [
+            &mut c.jobs,
+            &mut c.workflows,
+            &mut c.outputs,
+            &mut c.inputs,
+            &mut c.spend.api_key_file,
+        ]
+        .into_iter()
+        .flatten()
         {
             if p.is_relative() {
                 *p = base.join(&*p);
@@ -183,9 +313,44 @@ mod tests {
         let c = FileConfig::load(&p).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(c.jobs, Some(dir.path().join("jobs")));
         assert_eq!(c.workflows, Some(PathBuf::from("/abs")));
-        assert_eq!(c.gpu, Some(2));
+        assert_eq!(c.gpu, Some(GpuSpec::Index(2)));
         std::fs::write(&p, "jobs = \"j\"\ngpus = 2\n").unwrap_or_else(|e| panic!("{e}"));
         let e = FileConfig::load(&p).err().unwrap_or_default();
         assert!(e.contains("comfyd.toml:2") && e.contains("gpus"), "{e}");
+        std::fs::write(&p, "gpu = \"GPU-0a1b\"\n[memory]\nfree_below = \"6GiB\"\n")
+            .unwrap_or_else(|e| panic!("{e}"));
+        let c = FileConfig::load(&p).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(c.gpu, Some(GpuSpec::Uuid("GPU-0a1b".into())));
+        assert_eq!(
+            c.memory.policy(None).map(|p| p.free_below),
+            Ok(crate::memory::Threshold::Bytes(6 << 30))
+        );
+    }
+
+    #[test]
+    fn free_below_reads_shares_sizes_and_off_and_says_what_it_wants() {
+        use crate::memory::Threshold;
+        assert_eq!(parse_free_below("25%"), Ok(Some(Threshold::Percent(25.0))));
+        assert_eq!(
+            parse_free_below("6 GiB"),
+            Ok(Some(Threshold::Bytes(6 << 30)))
+        );
+        assert_eq!(
+            parse_free_below("1.5GB"),
+            Ok(Some(Threshold::Bytes(3 << 29)))
+        );
+        assert_eq!(
+            parse_free_below("512MiB"),
+            Ok(Some(Threshold::Bytes(512 << 20)))
+        );
+        assert_eq!(parse_free_below("off"), Ok(None));
+        for bad in ["", "25", "101%", "-3%", "6TB", "lots"] {
+            let e = parse_free_below(bad).err().unwrap_or_default();
+            assert!(e.contains("`25%`"), "{bad}: {e}");
+        }
+        let p = MemoryConfig::default()
+            .policy(Some("off"))
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert!(!p.enabled);
     }
 }

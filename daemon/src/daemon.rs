@@ -23,6 +23,8 @@ use tokio::sync::{Notify, watch};
 use crate::client::Client;
 use crate::fsutil;
 use crate::job::{self, Job, Parsed};
+use crate::metrics::{self, Metrics, Outcome};
+use crate::notify::Notifier;
 use crate::report::{FileReport, JobFailure, MAX_REPORTED, RunningJob, Status};
 use crate::runner::{self, Context, End, Failure, Guard, JobRun};
 use crate::scheduler;
@@ -67,6 +69,16 @@ pub struct Settings {
     /// Files indexed at once (taken in and not finished) before more are taken in: bounds
     /// memory when the inbox holds hundreds of thousands.
     pub open_files: usize,
+    /// The GPU read through NVML (see [`crate::gpu`]); none: figures from `/system_stats`.
+    pub probe: Option<Arc<dyn crate::gpu::Gpu>>,
+    /// When to free ComfyUI's memory before a job.
+    pub memory: crate::memory::Policy,
+    /// The ComfyUI is the built-in simulator (`--sim`): manifests say so.
+    pub simulated: bool,
+    /// Which workflows may run partner (paid) nodes, and the account key.
+    pub spend: crate::runner::Spend,
+    /// Where events are counted for Prometheus (`--metrics`); disabled by default.
+    pub metrics: Metrics,
 }
 
 impl Settings {
@@ -98,6 +110,11 @@ impl Settings {
             policy: crate::config::FileConfig::default().policy(),
             scan_limit: 4096,
             open_files: 1024,
+            probe: None,
+            memory: crate::memory::Policy::default(),
+            simulated: false,
+            spend: crate::runner::Spend::default(),
+            metrics: Metrics::disabled(),
         }
     }
 
@@ -446,6 +463,8 @@ struct Owner {
     last_renew: Instant,
     last_watch: Instant,
     last_rescan: Instant,
+    /// systemd's `sd_notify` (a no-op outside a `Type=notify` unit).
+    notify: Notifier,
 }
 
 type Running = futures_util::stream::FuturesUnordered<BoxFuture<'static, (JobRef, End)>>;
@@ -492,11 +511,19 @@ pub async fn run(
         unreachable_patience: settings.unreachable_patience,
         progress: Arc::default(),
         hub: Some(crate::client::Hub::start(client.clone())),
+        probe: settings.probe.clone(),
+        memory: settings.memory.clone(),
+        last_models: Arc::default(),
+        sample_every: Duration::from_millis(100),
+        submit_gate: Arc::default(),
+        footprints: Arc::default(),
+        last_ended: Arc::default(),
+        metrics: settings.metrics.clone(),
+        simulated: settings.simulated,
+        spend: settings.spend.clone(),
     });
     if ctx.refresh_server().await.version.is_none() {
         tracing::warn!("ComfyUI is not answering yet; jobs will wait for it");
-    } else {
-        tracing::info!("no NVML here; GPU figures come from ComfyUI's /system_stats");
     }
     let wakes = Arc::new(Wakes::default());
     let _watcher = watch_dirs(&store, &settings.workflows, wakes.clone())
@@ -546,6 +573,7 @@ pub async fn run(
         last_renew: now,
         last_watch: now,
         last_rescan: now,
+        notify: Notifier::from_env(),
         settings,
     };
     let mut running: Running = Default::default();
@@ -555,6 +583,7 @@ pub async fn run(
     // Our own jobs from before a restart are taken back now, not after a timer.
     o.check_watched();
     o.scan_inbox();
+    o.notify.ready();
     let mut interrupt_at: Option<tokio::time::Instant> = None;
     loop {
         let busy = o.turn(&mut running);
@@ -577,6 +606,7 @@ pub async fn run(
             _ = shutdown.changed(), if !o.stopping => {
                 o.stopping = true;
                 o.status_dirty = true;
+                o.notify.stopping();
                 tracing::info!(grace_s = o.settings.grace.as_secs(), running = running.len(), "shutting down: no new jobs; running ones may finish");
                 interrupt_at = Some(tokio::time::Instant::now() + o.settings.grace);
             }
@@ -602,6 +632,7 @@ pub async fn run(
             o.rescan_queue();
         }
         o.timers();
+        o.notify.watchdog();
     }
     // Anything still held (nothing runs now) goes back for others.
     let held: Vec<JobRef> = o.held.keys().copied().collect();
@@ -609,6 +640,7 @@ pub async fn run(
         o.release(j);
     }
     o.stopping = true;
+    o.notify.stopping();
     o.write_status(true);
     Ok(o.summary)
 }
@@ -711,6 +743,9 @@ impl Owner {
         }
         if !self.cancels.is_empty() || !self.pending_results.is_empty() || !self.space_ok {
             next = next.min(Duration::from_secs(1));
+        }
+        if let Some(ping) = self.notify.next_ping() {
+            next = next.min(ping);
         }
         if running
             || self.status_dirty
@@ -981,7 +1016,7 @@ impl Owner {
         &self,
         name: &str,
         parsed: &Result<Parsed, job::JobFileError>,
-    ) -> Option<Vec<JobResult>> {
+    ) -> Option<Vec<(JobResult, String)>> {
         let Ok(parsed) = parsed else {
             return Some(Vec::new());
         };
@@ -995,7 +1030,7 @@ impl Owner {
                 Verdict::Skip => None,
                 Verdict::Fail(f) => Some(f),
             };
-            out.push(result(&self.owner, &job, i as u32, failure));
+            out.push((result(&self.owner, &job, i as u32, failure), job.workflow));
         }
         Some(out)
     }
@@ -1005,16 +1040,20 @@ impl Owner {
         &mut self,
         taken: TakenIn,
         parsed: &Result<Parsed, job::JobFileError>,
-        results: Vec<JobResult>,
+        ended: Vec<(JobResult, String)>,
     ) {
         let name = taken.name().to_owned();
-        let (skipped, failed) =
-            results.iter().fold(
-                (0, 0),
-                |(s, f), r| {
-                    if r.ok { (s + 1, f) } else { (s, f + 1) }
-                },
-            );
+        // How each job ended, for the summary and the metrics once the file has moved.
+        let mut outcomes = Vec::with_capacity(ended.len());
+        let mut results = Vec::with_capacity(ended.len());
+        for (r, workflow) in ended {
+            let outcome = match &r.failure {
+                Some(f) => Outcome::of_failure(&f.kind),
+                None => Outcome::Skipped,
+            };
+            outcomes.push((self.workflow_label(&workflow), outcome));
+            results.push(r);
+        }
         let report = match parsed {
             Ok(p) => file_report(&name, None, p, results),
             Err(e) => {
@@ -1032,8 +1071,13 @@ impl Owner {
                 } else {
                     self.summary.files_done += 1;
                 }
-                self.summary.jobs_skipped += skipped;
-                self.summary.jobs_failed += failed;
+                for (workflow, outcome) in outcomes {
+                    match outcome {
+                        Outcome::Skipped => self.summary.jobs_skipped += 1,
+                        _ => self.summary.jobs_failed += 1,
+                    }
+                    self.settings.metrics.job_finished(&workflow, outcome);
+                }
                 self.status_dirty = true;
                 tracing::info!(file = %name, to = %dest.display(), "job file finished");
             }
@@ -1286,6 +1330,7 @@ impl Owner {
             let (f, i) = w.job;
             match self.start(f, i, running) {
                 Started::Yes => {
+                    self.settings.metrics.claimed(w.since.elapsed());
                     scheduler::record(&self.settings.policy, &mut self.sched, &cands, pick);
                 }
                 Started::No => {}
@@ -1315,6 +1360,8 @@ impl Owner {
             Verdict::Run(w) => w,
             Verdict::Skip => {
                 self.summary.jobs_skipped += 1;
+                let name = self.workflow_label(&job.workflow);
+                self.settings.metrics.job_finished(&name, Outcome::Skipped);
                 self.record(f, result(&self.owner, &job, i, None));
                 return Started::No;
             }
@@ -1364,6 +1411,10 @@ impl Owner {
         running: &mut Running,
     ) {
         let file_name = held.file.name().to_owned();
+        if self.settings.metrics.is_enabled() {
+            let key = self.workflows.model_key(&workflow, &job);
+            self.settings.metrics.job_started(key);
+        }
         let h = Arc::new(HeldJob {
             store: self.store.clone() as Arc<dyn JobStore>,
             held,
@@ -1382,6 +1433,7 @@ impl Owner {
         let ctx = self.ctx.clone();
         let cancel_file = self.store.inbox().join(format!("{}.cancel", job.id));
         let hash = self.workflows.catalogue_hash.clone();
+        let models = self.workflows.model_key(&workflow, &job);
         running.push(Box::pin(async move {
             let cancelled = || h.cancel.load(Ordering::Relaxed) || cancel_file.exists();
             let end = runner::run(
@@ -1397,7 +1449,9 @@ impl Owner {
                     adopt,
                     phase: &h.phase,
                     prompt: &h.prompt,
+                    models,
                     interventions: Default::default(),
+                    measured: Default::default(),
                 },
             )
             .await;
@@ -1415,6 +1469,7 @@ impl Owner {
         match end {
             End::Done(m) => {
                 tracing::info!(job = %h.job_id, outputs = m.outputs.len(), "job done");
+                self.count_done(&m);
                 self.summary.jobs_done += 1;
                 self.held.remove(&(f, i));
                 if let Some(job) = job {
@@ -1451,8 +1506,39 @@ impl Owner {
 
     fn fail(&mut self, f: u64, i: u32, job: &Job, failure: Failure) {
         self.summary.jobs_failed += 1;
+        let name = self.workflow_label(&job.workflow);
+        self.settings
+            .metrics
+            .job_finished(&name, Outcome::of_failure(failure.kind));
         let r = result(&self.owner, job, i, Some(failure));
         self.record(f, r);
+    }
+
+    /// The `workflow` label of a job's metrics: its workflow's name, whatever version the job
+    /// asked for; a name the repository lacks is one label, not one per spelling.
+    fn workflow_label(&self, spec: &str) -> String {
+        if !self.settings.metrics.is_enabled() {
+            return String::new();
+        }
+        self.workflows
+            .find(spec)
+            .map_or_else(|_| metrics::UNKNOWN_WORKFLOW.to_owned(), |w| w.name.clone())
+    }
+
+    /// Counts a job done; its workflow's loader nodes tell which timings were model loads.
+    fn count_done(&self, m: &crate::manifest::Manifest) {
+        if self.settings.metrics.is_enabled() {
+            let spec = match &m.workflow.version {
+                Some(v) => format!("{}@{v}", m.workflow.name),
+                None => m.workflow.name.clone(),
+            };
+            let w = self.workflows.find(&spec).ok();
+            let loaders: Vec<&str> = w
+                .iter()
+                .flat_map(|w| w.models.iter().map(|u| u.node.as_str()))
+                .collect();
+            self.settings.metrics.job_manifest(m, &loaders);
+        }
     }
 
     /// Writes a job's result; a full disk keeps it for later, never loses it.
@@ -1583,6 +1669,9 @@ impl Owner {
         };
         self.watched.remove(&(f, slot));
         tracing::info!(file = %key.name(), ?slot, from = %old.owner, generation = held.generation, "took over a stale lease");
+        if matches!(slot, Slot::Job(_)) {
+            self.settings.metrics.took_over();
+        }
         match slot {
             Slot::End => self.finish_held(f, held),
             Slot::Job(i) => {
@@ -1962,6 +2051,18 @@ impl Owner {
         };
         self.last_running = running.clone();
         self.last_progress = progress.clone();
+        let queued = self.buckets.by_class();
+        self.settings.metrics.queue_depth(&queued);
+        self.settings
+            .metrics
+            .prompts_in_flight(running.iter().filter(|r| r.phase == "queued").count());
+        self.notify.status(&crate::notify::status_line(
+            state,
+            running.len(),
+            self.buckets.len,
+            self.summary.jobs_done,
+            self.summary.jobs_failed,
+        ));
         let status = Status {
             owner: self.owner.clone(),
             pid: std::process::id(),
@@ -1971,7 +2072,7 @@ impl Owner {
             started_ms: self.started_ms,
             updated_ms: runner::now_ms(),
             comfyui_version: self.ctx.server.lock().ok().and_then(|s| s.version.clone()),
-            queued: self.buckets.by_class(),
+            queued,
             running,
             jobs_done: self.summary.jobs_done,
             jobs_failed: self.summary.jobs_failed,

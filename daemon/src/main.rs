@@ -57,6 +57,8 @@ enum LogFormat {
     Json,
 }
 
+// Parsed once at start: the size of the `run` variant costs nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Subcommand)]
 enum Command {
     /// Watch a job directory and run its jobs against ComfyUI.
@@ -82,9 +84,16 @@ enum Command {
         /// The ComfyUI server of this GPU [default: http://127.0.0.1:8188].
         #[arg(long)]
         comfy_url: Option<String>,
-        /// The GPU index this daemon serves [default: 0].
-        #[arg(long)]
-        gpu: Option<u32>,
+        /// The GPU this daemon serves: its index, as ComfyUI's `--cuda-device` takes it, or its
+        /// UUID (`GPU-...`, from `nvidia-smi -L`) [default: 0]. VRAM is read through NVML when
+        /// the NVIDIA driver is there; otherwise from ComfyUI's /system_stats, and the log says so.
+        #[arg(long, value_name = "N|UUID")]
+        gpu: Option<String>,
+        /// Before a job whose models differ from the last job's, free ComfyUI's memory
+        /// (POST /free) when less VRAM than this is free: a share (`25%`, the default), a size
+        /// (`6GiB`, `6000MB`), or `off`.
+        #[arg(long, value_name = "SHARE|SIZE|off")]
+        free_below: Option<String>,
         /// Run against a built-in ComfyUI simulator: `--sim` always, `--sim=auto` only when
         /// no ComfyUI answers at --comfy-url. Outputs are then placeholder images.
         #[arg(long, value_enum, num_args = 0..=1, default_missing_value = "always", default_value = "never")]
@@ -118,6 +127,11 @@ enum Command {
         /// be taken [default: 64]. Below it, jobs wait (nothing is failed).
         #[arg(long, value_name = "MB")]
         min_free_mb: Option<u64>,
+        /// Serve Prometheus metrics at http://ADDR/metrics. A bare port listens on loopback
+        /// only (`9400` is 127.0.0.1:9400); `HOST:PORT` listens where it says (`0.0.0.0:9400`
+        /// for every interface). Default: no metrics, nothing listens.
+        #[arg(long, value_name = "ADDR")]
+        metrics: Option<String>,
     },
     /// Try it: copy the example jobs into a fresh job directory and run them, against ComfyUI
     /// if one answers at --comfy-url, else against the built-in simulator (and say so).
@@ -131,14 +145,31 @@ enum Command {
         /// Where the job directory and outputs go (replaced if it exists).
         #[arg(long, value_name = "DIR", default_value = "comfyd-demo")]
         dir: PathBuf,
+        /// The ComfyUI to try first; the built-in simulator when none answers there.
         #[arg(long, default_value = "http://127.0.0.1:8188")]
         comfy_url: String,
     },
+    /// Show the GPU as NVML reads it: name, UUID, driver, CUDA version, memory and load.
+    ///
+    /// Exits 1, saying why, when NVML cannot be read (no NVIDIA driver, no such GPU): then
+    /// `comfyd run` takes its VRAM figures from ComfyUI's /system_stats instead.
+    Gpu {
+        /// The GPU: index or UUID.
+        #[arg(long, value_name = "N|UUID", default_value = "0")]
+        gpu: String,
+        /// `human` or `json`.
+        #[arg(long, value_enum, default_value_t = Format::Human)]
+        format: Format,
+    },
     /// Show how many jobs wait, run, are done or failed, and what each daemon is doing.
     Status {
-        /// The job directory.
+        /// The job directory [default: `jobs` from --config, or from `comfyd.toml` in the
+        /// current directory].
         #[arg(long, value_name = "DIR")]
-        jobs: PathBuf,
+        jobs: Option<PathBuf>,
+        /// A comfyd.toml to find the job directory in.
+        #[arg(long, value_name = "FILE")]
+        config: Option<PathBuf>,
         /// `human` or `json`.
         #[arg(long, value_enum, default_value_t = Format::Human)]
         format: Format,
@@ -160,7 +191,43 @@ fn main() -> ExitCode {
         LogFormat::Text => builder.init(),
     }
     match cli.command {
-        Command::Status { jobs, format } => status(&jobs, format),
+        Command::Status {
+            jobs,
+            config,
+            format,
+        } => {
+            let jobs = match jobs {
+                Some(j) => j,
+                None => match config
+                    .or_else(|| Some(PathBuf::from("comfyd.toml")).filter(|p| p.is_file()))
+                {
+                    Some(p) => match comfyd::config::FileConfig::load(&p) {
+                        Ok(c) => match c.jobs {
+                            Some(j) => j,
+                            None => {
+                                eprintln!(
+                                    "error: {} names no job directory (`jobs = \"...\"`); give --jobs DIR",
+                                    p.display()
+                                );
+                                return ExitCode::from(2);
+                            }
+                        },
+                        Err(e) => {
+                            eprintln!("error: {e}");
+                            return ExitCode::from(2);
+                        }
+                    },
+                    None => {
+                        eprintln!(
+                            "error: which job directory? give --jobs DIR, or --config FILE (or run where comfyd.toml is)"
+                        );
+                        return ExitCode::from(2);
+                    }
+                },
+            };
+            status(&jobs, format)
+        }
+        Command::Gpu { gpu, format } => show_gpu(&gpu, format),
         Command::Demo {
             workflows,
             jobs_from,
@@ -180,6 +247,7 @@ fn main() -> ExitCode {
             inputs,
             comfy_url,
             gpu,
+            free_below,
             sim,
             until_idle,
             pipeline,
@@ -189,11 +257,12 @@ fn main() -> ExitCode {
             settle_ms,
             cancel_expiry,
             min_free_mb,
+            metrics,
         } => {
-            let file = match config
-                .or_else(|| Some(PathBuf::from("comfyd.toml")).filter(|p| p.is_file()))
-            {
-                Some(p) => match comfyd::config::FileConfig::load(&p) {
+            let config =
+                config.or_else(|| Some(PathBuf::from("comfyd.toml")).filter(|p| p.is_file()));
+            let file = match &config {
+                Some(p) => match comfyd::config::FileConfig::load(p) {
                     Ok(c) => c,
                     Err(e) => {
                         eprintln!("error: {e}");
@@ -218,7 +287,31 @@ fn main() -> ExitCode {
                 settings.outputs = o;
             }
             settings.inputs = inputs.or(file.inputs);
-            settings.gpu = gpu.or(file.gpu).unwrap_or(0);
+            let selector = match gpu
+                .or(file.gpu.as_ref().map(|g| g.text()))
+                .map_or(Ok(comfyd::gpu::Selector::Index(0)), |t| {
+                    comfyd::gpu::Selector::parse(&t)
+                }) {
+                Ok(s) => s,
+                Err(e) => {
+                    eprintln!("error: --gpu: {e}");
+                    return ExitCode::from(2);
+                }
+            };
+            settings.spend = match file.spend.policy() {
+                Ok(p) => p,
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    return ExitCode::from(2);
+                }
+            };
+            settings.memory = match file.memory.policy(free_below.as_deref()) {
+                Ok(p) => p,
+                Err(e) => {
+                    eprintln!("error: free_below: {e}");
+                    return ExitCode::from(2);
+                }
+            };
             settings.until_idle = until_idle;
             settings.pipeline = pipeline.or(file.pipeline).unwrap_or(2).max(1);
             settings.job_timeout = job_timeout.or(file.job_timeout).map(Duration::from_secs);
@@ -235,10 +328,32 @@ fn main() -> ExitCode {
                 settings.min_free_bytes = mb << 20;
             }
             settings.policy = policy;
+            let metrics_addr = match (metrics, file.metrics) {
+                (Some(text), _) => {
+                    Some(comfyd::metrics::parse_addr(&text).map_err(|e| format!("--metrics {e}")))
+                }
+                (None, Some(text)) => Some(comfyd::metrics::parse_addr(&text).map_err(|e| {
+                    let file = config
+                        .as_deref()
+                        .unwrap_or(std::path::Path::new("comfyd.toml"));
+                    format!("{}: `metrics`: {e}", file.display())
+                })),
+                (None, None) => None,
+            };
+            let metrics_addr = match metrics_addr.transpose() {
+                Ok(a) => a,
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    return ExitCode::from(2);
+                }
+            };
+            if metrics_addr.is_some() {
+                settings.metrics = comfyd::metrics::Metrics::new(settings.gpu);
+            }
             let Some(runtime) = runtime() else {
                 return ExitCode::from(2);
             };
-            runtime.block_on(run(settings, sim))
+            runtime.block_on(run(settings, selector, sim, metrics_addr))
         }
     }
 }
@@ -323,7 +438,7 @@ async fn demo(workflows: PathBuf, jobs_from: PathBuf, dir: PathBuf, comfy_url: S
     settings.outputs = dir.join("outputs");
     settings.until_idle = true;
     settings.settle = Duration::ZERO;
-    let code = run(settings, sim).await;
+    let code = run(settings, comfyd::gpu::Selector::Index(0), sim, None).await;
     println!();
     status(&dir.join("jobs"), Format::Human);
     println!(
@@ -337,7 +452,12 @@ async fn demo(workflows: PathBuf, jobs_from: PathBuf, dir: PathBuf, comfy_url: S
     code
 }
 
-async fn run(mut settings: Settings, sim: Sim) -> ExitCode {
+async fn run(
+    mut settings: Settings,
+    selector: comfyd::gpu::Selector,
+    sim: Sim,
+    metrics_addr: Option<std::net::SocketAddr>,
+) -> ExitCode {
     let use_sim = match sim {
         Sim::Never => false,
         Sim::Always => true,
@@ -353,6 +473,7 @@ async fn run(mut settings: Settings, sim: Sim) -> ExitCode {
         match start_sim(&settings).await {
             Ok((s, dir)) => {
                 settings.comfy_url = s.url();
+                settings.simulated = true;
                 tracing::warn!(url = %settings.comfy_url, "trial mode: jobs run against the built-in ComfyUI simulator, not a real ComfyUI");
                 Some((s, dir))
             }
@@ -363,6 +484,52 @@ async fn run(mut settings: Settings, sim: Sim) -> ExitCode {
         }
     } else {
         None
+    };
+    if let comfyd::gpu::Selector::Index(i) = selector {
+        settings.gpu = i;
+    }
+    if use_sim {
+        tracing::info!("the simulator has no GPU: VRAM figures come from its /system_stats");
+    } else {
+        match comfyd::gpu::Nvml::open(&selector) {
+            Ok(nvml) => {
+                use comfyd::gpu::Gpu;
+                let id = nvml.identity();
+                tracing::info!(
+                    index = id.index,
+                    name = id.name.as_deref().unwrap_or("?"),
+                    uuid = id.uuid.as_deref().unwrap_or("?"),
+                    driver = id.driver_version.as_deref().unwrap_or("?"),
+                    cuda = id.cuda_version.as_deref().unwrap_or("?"),
+                    "GPU read through NVML"
+                );
+                settings.gpu = id.index;
+                settings.probe = Some(std::sync::Arc::new(nvml));
+            }
+            Err(reason) => {
+                if let comfyd::gpu::Selector::Uuid(u) = &selector {
+                    eprintln!(
+                        "error: --gpu {u}: a GPU named by its UUID is found through NVML, and {reason}; give its index instead"
+                    );
+                    return ExitCode::from(2);
+                }
+                tracing::info!(%reason, "no NVML: VRAM figures come from ComfyUI's /system_stats");
+            }
+        }
+    }
+    // Bound before the daemon starts, so a port in use is a set-up error, not a silent gap.
+    let _metrics = match metrics_addr {
+        Some(addr) => match comfyd::metrics::serve(addr, settings.metrics.clone()).await {
+            Ok(server) => {
+                tracing::info!(addr = %server.addr(), "metrics at http://{}/metrics", server.addr());
+                Some(server)
+            }
+            Err(e) => {
+                eprintln!("error: --metrics {addr}: {e}");
+                return ExitCode::from(2);
+            }
+        },
+        None => None,
     };
     let (tx, rx) = tokio::sync::watch::channel(false);
     tokio::spawn(async move {
@@ -459,5 +626,98 @@ fn status(jobs: &std::path::Path, format: Format) -> ExitCode {
             eprintln!("error: {e}");
             ExitCode::from(2)
         }
+    }
+}
+
+fn show_gpu(gpu: &str, format: Format) -> ExitCode {
+    use comfyd::gpu::{Gpu, Nvml, Selector};
+    let selector = match Selector::parse(gpu) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("error: --gpu: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let nvml = match Nvml::open(&selector) {
+        Ok(n) => n,
+        Err(reason) => {
+            eprintln!("no NVML: {reason}");
+            return ExitCode::from(1);
+        }
+    };
+    let id = nvml.identity();
+    let sample = nvml.sample();
+    match format {
+        Format::Json => {
+            let v = serde_json::json!({
+                "source": nvml.source(),
+                "index": id.index,
+                "name": id.name,
+                "uuid": id.uuid,
+                "driver_version": id.driver_version,
+                "cuda_version": id.cuda_version,
+                "vram_total_bytes": sample.map(|s| s.total).or(id.total_bytes),
+                "vram_used_bytes": sample.map(|s| s.used),
+                "vram_free_bytes": sample.map(|s| s.free),
+                "utilization_percent": sample.and_then(|s| s.utilization),
+            });
+            println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
+        }
+        Format::Human => {
+            let size = comfyd::memory::size;
+            println!(
+                "GPU {}: {} ({})",
+                id.index,
+                id.name.as_deref().unwrap_or("?"),
+                id.uuid.as_deref().unwrap_or("?")
+            );
+            println!(
+                "driver {}, CUDA {}",
+                id.driver_version.as_deref().unwrap_or("?"),
+                id.cuda_version.as_deref().unwrap_or("?")
+            );
+            match sample {
+                Some(s) => println!(
+                    "memory: {} used, {} free of {}; utilisation {}",
+                    size(s.used),
+                    size(s.free),
+                    size(s.total),
+                    s.utilization.map_or("?".into(), |u| format!("{u}%"))
+                ),
+                None => println!("memory: not readable"),
+            }
+        }
+    }
+    ExitCode::SUCCESS
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    /// Every flag of every subcommand says what it does.
+    #[test]
+    fn every_flag_has_help() {
+        fn walk(cmd: &clap::Command, path: &str, missing: &mut Vec<String>) {
+            for a in cmd.get_arguments() {
+                let id = a.get_id().as_str();
+                if id == "help" || id == "version" {
+                    continue;
+                }
+                if a.get_help().is_none() && a.get_long_help().is_none() {
+                    missing.push(format!("{path} --{id}"));
+                }
+            }
+            for sub in cmd.get_subcommands() {
+                if sub.get_about().is_none() && sub.get_name() != "help" {
+                    missing.push(format!("{path} {}", sub.get_name()));
+                }
+                walk(sub, &format!("{path} {}", sub.get_name()), missing);
+            }
+        }
+        let mut missing = Vec::new();
+        walk(&Cli::command(), "comfyd", &mut missing);
+        assert!(missing.is_empty(), "no help text: {missing:?}");
     }
 }

@@ -17,11 +17,13 @@ use crate::client::{
     Client, ClientError, Event, Outcome, PromptRejection, RunOptions, RunReport, UploadOptions,
 };
 use crate::fsutil::write_atomic;
+use crate::gpu::{self, Gpu, Peak, Sample};
 use crate::job::Job;
 use crate::manifest::{
     self, ComfyInfo, DataOutput, GpuInfo, Intervention, JobInfo, Manifest, NodeTiming, OutputInfo,
     Timings, WorkflowInfo,
 };
+use crate::memory::{self, Before, Confirm};
 use crate::report::Progress;
 use crate::retry::{self, Decision, Problem, Tried};
 use crate::store::PromptRecord;
@@ -77,6 +79,30 @@ pub fn finished_by(outputs: &Path, job_id: &str) -> Option<String> {
     )
 }
 
+/// Which workflows may run partner (paid) nodes, and the account key their prompts carry.
+#[derive(Debug, Clone, Default)]
+pub struct Spend {
+    /// Workflow names, or `*`.
+    pub allow: Vec<String>,
+    pub api_key: Option<ApiKey>,
+}
+
+impl Spend {
+    pub fn allows(&self, workflow: &str) -> bool {
+        self.allow.iter().any(|a| a == "*" || a == workflow)
+    }
+}
+
+/// A comfy.org API key: sent to ComfyUI in `extra_data`, never printed.
+#[derive(Clone)]
+pub struct ApiKey(pub String);
+
+impl std::fmt::Debug for ApiKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ApiKey(<hidden>)")
+    }
+}
+
 /// What every job needs from the daemon.
 #[derive(Debug, Clone)]
 pub struct Context {
@@ -94,44 +120,181 @@ pub struct Context {
     pub progress: Arc<Mutex<Option<Progress>>>,
     /// The daemon's one websocket, events routed by prompt id.
     pub hub: Option<crate::client::Hub>,
+    /// The GPU read through NVML; none: VRAM figures come from ComfyUI's `/system_stats`.
+    pub probe: Option<Arc<dyn Gpu>>,
+    /// When to free ComfyUI's memory before a job.
+    pub memory: memory::Policy,
+    /// The model set of the job last sent to ComfyUI; none after a start (nothing known).
+    pub last_models: Arc<Mutex<Option<u64>>>,
+    /// How often VRAM is sampled while one of our prompts executes (NVML only).
+    pub sample_every: Duration,
+    /// Held from the memory decision to the prompt's submission, so jobs decide in the order
+    /// they reach ComfyUI and each sees the model set of the one before it.
+    pub submit_gate: Arc<tokio::sync::Mutex<()>>,
+    /// Set when the prompt last sent has ended.
+    pub last_ended: Arc<Mutex<Option<Arc<std::sync::atomic::AtomicBool>>>>,
+    /// What each model set took on the GPU when it last loaded (the largest seen).
+    pub footprints: Arc<Mutex<std::collections::HashMap<u64, u64>>>,
+    /// Where `/free` calls, OOM retries, ComfyUI's up/down and VRAM figures are counted.
+    pub metrics: crate::metrics::Metrics,
+    /// The ComfyUI is comfyd's built-in simulator: manifests say so.
+    pub simulated: bool,
+    /// Partner nodes: who may run them, with which key.
+    pub spend: Spend,
 }
 
-/// What the daemon last learned from ComfyUI's `/system_stats`.
+impl Context {
+    /// A context with no GPU probe, the default memory policy and no hub.
+    pub fn new(client: Client, outputs: PathBuf, gpu: u32) -> Self {
+        Context {
+            client,
+            outputs,
+            input_root: None,
+            gpu,
+            server: Arc::default(),
+            job_timeout: None,
+            unreachable_patience: Duration::from_secs(24 * 3600),
+            progress: Arc::default(),
+            hub: None,
+            probe: None,
+            memory: memory::Policy::default(),
+            last_models: Arc::default(),
+            sample_every: Duration::from_millis(100),
+            submit_gate: Arc::default(),
+            footprints: Arc::default(),
+            last_ended: Arc::default(),
+            metrics: crate::metrics::Metrics::disabled(),
+            simulated: false,
+            spend: Spend::default(),
+        }
+    }
+}
+
+/// What the daemon last learned of ComfyUI and the GPU.
 #[derive(Debug, Clone, Default)]
 pub struct ServerInfo {
     pub version: Option<String>,
     pub gpu: GpuInfo,
+    /// VRAM when it was read: NVML's, else `/system_stats`' for a GPU device.
+    pub sample: Option<Sample>,
 }
 
 impl Context {
     /// Reads `/system_stats` now (free VRAM is measured per job); on failure the last figures
     /// stay, so a manifest says what was last known rather than "unknown".
     pub async fn refresh_server(&self) -> ServerInfo {
-        match self.client.system_stats().await {
-            Ok(s) => {
+        let stats = self.client.system_stats().await;
+        self.metrics
+            .comfyui_up(stats.as_ref().err().is_none_or(answered));
+        let mut info = self.server.lock().map(|g| g.clone()).unwrap_or_default();
+        if let Ok(s) = &stats {
+            info.version = Some(s.system.comfyui_version.clone());
+        }
+        match (&self.probe, &stats) {
+            (Some(probe), _) => {
+                let id = probe.identity();
+                let sample = probe.sample();
+                info.sample = sample;
+                info.gpu = GpuInfo {
+                    index: id.index,
+                    name: id.name,
+                    uuid: id.uuid,
+                    source: probe.source().into(),
+                    vram_total_bytes: sample.map(|s| s.total).or(id.total_bytes),
+                    vram_free_before_bytes: sample.map(|s| s.free),
+                    vram_used_before_bytes: sample.map(|s| s.used),
+                    driver_version: id.driver_version,
+                    cuda_version: id.cuda_version,
+                    ..GpuInfo::default()
+                };
+            }
+            (None, Ok(s)) => {
                 let dev = s
                     .devices
                     .iter()
                     .find(|d| d.index == Some(u64::from(self.gpu)))
                     .or(s.devices.first());
-                let info = ServerInfo {
-                    version: Some(s.system.comfyui_version.clone()),
-                    gpu: GpuInfo {
-                        index: self.gpu,
-                        name: dev.map(|d| d.name.clone()),
-                        uuid: None,
-                        source: "system_stats".into(),
-                        vram_total_bytes: dev.map(|d| d.vram_total),
-                        vram_free_before_bytes: dev.map(|d| d.vram_free),
-                        ..GpuInfo::default()
-                    },
+                let sample = gpu::from_system_stats(s, self.gpu);
+                info.sample = sample;
+                info.gpu = GpuInfo {
+                    index: self.gpu,
+                    name: dev.map(|d| d.name.clone()),
+                    uuid: None,
+                    source: "system_stats".into(),
+                    vram_total_bytes: dev.map(|d| d.vram_total),
+                    vram_free_before_bytes: dev.map(|d| d.vram_free),
+                    vram_used_before_bytes: sample.map(|s| s.used),
+                    ..GpuInfo::default()
                 };
-                if let Ok(mut g) = self.server.lock() {
-                    *g = info.clone();
-                }
-                info
             }
-            Err(_) => self.server.lock().map(|g| g.clone()).unwrap_or_default(),
+            (None, Err(_)) => {
+                // The last figures stay, but they are not a reading of now.
+                info.sample = None;
+                if info.gpu.source.is_empty() {
+                    info.gpu.index = self.gpu;
+                    info.gpu.source = "none".into();
+                }
+            }
+        }
+        // As the device reports it (a CPU ComfyUI's "VRAM" is its RAM; the series' help says so).
+        if let (Some(total), Some(free)) =
+            (info.gpu.vram_total_bytes, info.gpu.vram_free_before_bytes)
+        {
+            self.metrics.vram(total.saturating_sub(free), total);
+        }
+        if let Ok(mut g) = self.server.lock() {
+            *g = info.clone();
+        }
+        info
+    }
+
+    /// VRAM now: NVML when present, else ComfyUI's figures when its device is a GPU.
+    pub async fn vram(&self) -> Option<Sample> {
+        match &self.probe {
+            Some(p) => p.sample(),
+            None => self
+                .client
+                .system_stats()
+                .await
+                .ok()
+                .and_then(|s| gpu::from_system_stats(&s, self.gpu)),
+        }
+    }
+
+    fn footprint(&self, models: u64) -> Option<u64> {
+        self.footprints.lock().ok()?.get(&models).copied()
+    }
+
+    fn learn_footprint(&self, models: u64, took: u64) {
+        if models != 0
+            && let Ok(mut f) = self.footprints.lock()
+        {
+            let e = f.entry(models).or_insert(0);
+            *e = (*e).max(took);
+        }
+    }
+
+    fn last_models(&self) -> Option<u64> {
+        self.last_models.lock().ok().and_then(|g| *g)
+    }
+
+    fn set_last_models(&self, models: u64, ended: Arc<std::sync::atomic::AtomicBool>) {
+        if let Ok(mut g) = self.last_models.lock() {
+            *g = Some(models);
+        }
+        if let Ok(mut g) = self.last_ended.lock() {
+            *g = Some(ended);
+        }
+    }
+
+    /// Waits until the prompt last sent has ended (or the job is cancelled).
+    async fn wait_last_ended(&self, run: &JobRun<'_>) {
+        let ended = self.last_ended.lock().ok().and_then(|g| g.clone());
+        let Some(ended) = ended else {
+            return;
+        };
+        while !ended.load(std::sync::atomic::Ordering::Acquire) && !(run.cancel)() {
+            tokio::time::sleep(Duration::from_millis(10)).await;
         }
     }
 }
@@ -162,8 +325,12 @@ pub struct JobRun<'a> {
     pub phase: &'a Mutex<&'static str>,
     /// The prompt in flight and the ComfyUI it went to, for cancel and shutdown.
     pub prompt: &'a Mutex<Option<(String, Client)>>,
+    /// The hash of the job's model set (0: it loads none), for the memory policy.
+    pub models: u64,
     /// What was done about ComfyUI's memory or process for this job, for its manifest.
     pub interventions: Mutex<Vec<Intervention>>,
+    /// The GPU figures of the attempt that ran, for the manifest.
+    pub measured: Mutex<Option<GpuInfo>>,
 }
 
 impl JobRun<'_> {
@@ -188,6 +355,9 @@ pub enum End {
 struct Prepared {
     graph: Value,
     resolved: comfyc::render::Resolved,
+    files: Vec<manifest::InputFile>,
+    /// The graph has partner nodes (allowed): its prompt carries the account key.
+    partner: bool,
 }
 
 fn set_phase(run: &JobRun<'_>, phase: &'static str) {
@@ -257,20 +427,53 @@ async fn prepare(ctx: &Context, run: &JobRun<'_>) -> Result<Prepared, Failure> {
                 .map(|e| serde_json::to_value(e).unwrap_or(Value::Null))
                 .collect(),
         })?;
+    let mut files = Vec::new();
     for input in workflow.inputs.iter().filter(|i| i.ty.is_file()) {
         if let Some(Value::String(rel)) = resolved.values.get(&input.name).cloned() {
-            let uploaded = upload(ctx, job, &input.name, &rel).await?;
+            let (uploaded, file) = upload(ctx, job, &input.name, &rel).await?;
             resolved
                 .values
                 .insert(input.name.clone(), Value::String(uploaded));
+            files.push(file);
         }
     }
     let mut graph = workflow
         .render(&resolved.values)
         .map_err(|e| Failure::new("invalid-inputs", e.message))?;
+    let partner = workflow.partner_nodes_in(&graph);
+    if !partner.is_empty() && !ctx.spend.allows(&workflow.name) {
+        let nodes: Vec<String> = partner
+            .iter()
+            .map(|(id, c)| format!("{id} ({c})"))
+            .collect();
+        return Err(Failure::new(
+            "spend-refused",
+            format!(
+                "workflow `{}` uses partner nodes, which run on a paid service: {}; comfyd runs it only when comfyd.toml allows it: [spend] allow = [\"{}\"]",
+                workflow.name,
+                nodes.join(", "),
+                workflow.name
+            ),
+        ));
+    }
     prefix_outputs(&mut graph, &job.id);
     missing_models(ctx, workflow, &graph).await?;
-    Ok(Prepared { graph, resolved })
+    Ok(Prepared {
+        graph,
+        resolved,
+        files,
+        partner: !partner.is_empty(),
+    })
+}
+
+/// Whether ComfyUI answered the call that failed this way (for `comfyd_comfyui_up`).
+fn answered(e: &ClientError) -> bool {
+    !matches!(
+        e,
+        ClientError::Unreachable { .. }
+            | ClientError::Timeout { .. }
+            | ClientError::Websocket { .. }
+    )
 }
 
 /// Which retry rule a client error falls under.
@@ -301,10 +504,19 @@ async fn execute(
     let mut opts = RunOptions {
         timeout: job.timeout_s.map(Duration::from_secs).or(ctx.job_timeout),
         hub: ctx.hub.clone(),
+        // Only a prompt with partner nodes carries the key; ComfyUI keeps extra_data in its
+        // history, so no other prompt gets it.
+        extra_data: ctx
+            .spend
+            .api_key
+            .as_ref()
+            .filter(|_| prepared.partner)
+            .map(|k| serde_json::json!({"api_key_comfy_org": k.0})),
         ..RunOptions::default()
     };
     let mut tried = Tried::default();
     let mut adopt = run.adopt.clone();
+    let mut oom_free: Option<String> = None;
     loop {
         if (run.cancel)() {
             return Err(End::Failed(Failure::new(
@@ -361,19 +573,97 @@ async fn execute(
                 url: ctx.client.url().to_owned(),
             };
             let record_kept = record.clone();
-            ctx.refresh_server().await;
+            let gate = ctx.submit_gate.clone().lock_owned().await;
+            let mut info = ctx.refresh_server().await;
+            let last = ctx.last_models();
+            if memory::is_switch(&ctx.memory, last, run.models) || oom_free.is_some() {
+                set_phase(run, "switching");
+                ctx.wait_last_ended(run).await;
+                info = ctx.refresh_server().await;
+            }
+            let decision = match oom_free.take() {
+                // After an out-of-memory error, free whatever the policy says.
+                Some(reason) => Before::Free { reason },
+                None => memory::before_job(
+                    &ctx.memory,
+                    last,
+                    run.models,
+                    info.sample.as_ref(),
+                    ctx.footprint(run.models),
+                ),
+            };
+            if let Before::Free { reason } = decision {
+                set_phase(run, "freeing");
+                let kind = if tried.oom > 0
+                    && run.interventions.lock().is_ok_and(|v| {
+                        v.iter().filter(|i| i.kind == "oom-retry").count() < tried.oom as usize
+                    }) {
+                    "oom-retry"
+                } else {
+                    "free"
+                };
+                tracing::info!(job = %job.id, %reason, "freeing ComfyUI's memory before the job");
+                let note = free_and_confirm(ctx, run, kind, reason, info.sample).await;
+                run.note(note);
+                info = ctx.refresh_server().await;
+            }
             if !run.guard.record_prompt(&record) || !run.guard.still_ours() {
                 return Err(End::Lost);
             }
+            let ended = Arc::new(std::sync::atomic::AtomicBool::new(false));
+            if run.models != 0 {
+                ctx.set_last_models(run.models, ended.clone());
+            }
+            // However the attempt ends, a job waiting to switch models goes on.
+            let _ended = SetOnDrop(ended);
+            let executing = Arc::new(std::sync::atomic::AtomicBool::new(false));
             remember_prompt(run, &prompt_id, &ctx.client);
             opts.prompt_id = Some(prompt_id);
             set_phase(run, "queued");
-            let mut on_event = progress_handler(ctx, run, &prepared.graph);
-            let r = ctx
-                .client
-                .run_prompt(&prepared.graph, &opts, &mut on_event)
-                .await;
+            // The next job decides once this one is recorded; its own decision takes a
+            // round trip to ComfyUI, by which time this prompt has been posted.
+            drop(gate);
+            let mut on_event = progress_handler(ctx, run, &prepared.graph, executing.clone());
+            let mut peak = Peak::default();
+            let prompt = ctx.client.run_prompt(&prepared.graph, &opts, &mut on_event);
+            let r = match &ctx.probe {
+                Some(probe) => {
+                    sample_during(
+                        prompt,
+                        probe.as_ref(),
+                        &executing,
+                        &mut peak,
+                        ctx.sample_every,
+                    )
+                    .await
+                }
+                None => prompt.await,
+            };
             clear_progress(ctx, &job.id);
+            let after = ctx.vram().await;
+            if let (Some(before), Ok(_)) = (info.sample, &r) {
+                let during = if peak.samples > 0 {
+                    peak.max_used
+                } else {
+                    after.map_or(0, |a| a.used)
+                };
+                if let Some(took) = memory::footprint(before.used, during) {
+                    ctx.learn_footprint(run.models, took);
+                }
+            }
+            if let Ok(mut m) = run.measured.lock() {
+                let mut g = info.gpu.clone();
+                if peak.samples > 0 {
+                    g.vram_peak_used_bytes = Some(peak.max_used);
+                    g.utilization_mean_percent = peak.mean_util();
+                    g.utilization_peak_percent =
+                        Some(peak.max_util).filter(|_| peak.util_samples > 0);
+                    g.samples = Some(peak.samples);
+                }
+                g.vram_used_after_bytes = after.map(|s| s.used);
+                g.vram_free_after_bytes = after.map(|s| s.free);
+                *m = Some(g);
+            }
             if let Err(e) = &r
                 && e.is_transient()
                 && !matches!(e, ClientError::Lost { .. })
@@ -384,6 +674,8 @@ async fn execute(
             }
             (ctx.client.clone(), r)
         };
+        ctx.metrics
+            .comfyui_up(result.as_ref().err().is_none_or(answered));
         let decision = match &result {
             Ok(r) => match &r.outcome {
                 Outcome::Failed(e) if e.is_out_of_memory() => {
@@ -397,15 +689,10 @@ async fn execute(
             (Decision::Retry { free: true, .. }, _) => {
                 tracing::warn!(job = %job.id, "out of memory; freeing ComfyUI's memory and retrying once");
                 tried.oom += 1;
-                let freed = ctx.client.free(true, true).await;
-                run.note(Intervention {
-                    kind: "oom-retry".into(),
-                    at_ms: now_ms(),
-                    reason: "ComfyUI ran out of memory executing the prompt".into(),
-                    vram_free_before_bytes: None,
-                    vram_free_after_bytes: None,
-                    ok: Some(freed.is_ok()),
-                });
+                ctx.metrics.oom_retry();
+                // Freed under the submit gate, with the resubmission: a prompt another job
+                // pipelined meanwhile runs first, and the free applies after it.
+                oom_free = Some("ComfyUI ran out of memory executing the prompt".to_owned());
             }
             (Decision::Retry { after, .. }, result) => {
                 if let Err(e) = &result {
@@ -413,7 +700,14 @@ async fn execute(
                 }
                 wait(run, &mut tried, after).await;
             }
-            (Decision::Fail, Ok(r)) => return Ok((client, r, attempt_ms)),
+            (Decision::Fail, Ok(r)) => {
+                if let Outcome::Failed(e) = &r.outcome
+                    && e.is_out_of_memory()
+                {
+                    return Err(End::Failed(out_of_memory(ctx, run, e)));
+                }
+                return Ok((client, r, attempt_ms));
+            }
             (Decision::Fail, Err(ClientError::Rejected(r))) => {
                 return Err(End::Failed(rejected(run.workflow, &r)));
             }
@@ -444,6 +738,7 @@ fn progress_handler(
     ctx: &Context,
     run: &JobRun<'_>,
     graph: &Value,
+    executing: Arc<std::sync::atomic::AtomicBool>,
 ) -> impl FnMut(&Event) + Send + use<> {
     let total = graph.as_object().map_or(0, |g| g.len());
     let fresh = Progress {
@@ -464,6 +759,9 @@ fn progress_handler(
     let progress = ctx.progress.clone();
     let job_id = run.job.id.clone();
     move |e: &Event| {
+        if matches!(e, Event::ExecutionStart { .. }) {
+            executing.store(true, std::sync::atomic::Ordering::Relaxed);
+        }
         let Ok(mut slot) = progress.lock() else {
             return;
         };
@@ -607,13 +905,20 @@ async fn write_outputs(
         },
         inputs: prepared.resolved.values.clone(),
         picked_seeds: prepared.resolved.picked_seeds.clone(),
+        input_files: prepared.files.clone(),
         comfyui: ComfyInfo {
             url: client.url().to_owned(),
             version: server.version.unwrap_or_else(|| "unknown".into()),
             catalogue_hash: run.catalogue_hash.to_owned(),
+            simulated: ctx.simulated,
         },
         prompt_id: report.prompt_id.clone(),
-        gpu: server.gpu,
+        gpu: run
+            .measured
+            .lock()
+            .ok()
+            .and_then(|g| g.clone())
+            .unwrap_or(server.gpu),
         timings: Timings {
             claimed_ms: run.claimed_ms,
             submitted_ms,
@@ -781,7 +1086,14 @@ pub fn prefix_outputs(graph: &mut Value, job_id: &str) {
 }
 
 /// Uploads a file input from the input root; the value ComfyUI's loader takes comes back.
-async fn upload(ctx: &Context, job: &Job, input: &str, rel: &str) -> Result<String, Failure> {
+/// Uploads a file input under a name made of its hash, so the same bytes are one file in
+/// ComfyUI's `input/` whatever the number of jobs using them.
+async fn upload(
+    ctx: &Context,
+    job: &Job,
+    input: &str,
+    rel: &str,
+) -> Result<(String, manifest::InputFile), Failure> {
     let err = |m: String| Failure {
         kind: "input-file",
         message: format!("input `{input}`: {m}"),
@@ -807,7 +1119,25 @@ async fn upload(ctx: &Context, job: &Job, input: &str, rel: &str) -> Result<Stri
         .extension()
         .map(|e| e.to_string_lossy().to_ascii_lowercase())
         .unwrap_or_else(|| "png".into());
-    let name = format!("comfyd-{}-{input}.{ext}", job.id);
+    let sha256 = hex::encode(Sha256::digest(&bytes));
+    let ext: String = ext
+        .chars()
+        .filter(char::is_ascii_alphanumeric)
+        .take(8)
+        .collect();
+    let ext = if ext.is_empty() {
+        "png".to_owned()
+    } else {
+        ext
+    };
+    let name = format!("comfyd-{}.{ext}", &sha256[..16]);
+    let file = manifest::InputFile {
+        input: input.to_owned(),
+        source: rel.to_owned(),
+        size: bytes.len() as u64,
+        sha256,
+        uploaded_as: name.clone(),
+    };
     let mut tried = Tried::default();
     loop {
         let up = ctx
@@ -822,7 +1152,16 @@ async fn upload(ctx: &Context, job: &Job, input: &str, rel: &str) -> Result<Stri
             )
             .await;
         match up {
-            Ok(up) => return Ok(up.image_value()),
+            Ok(up) => {
+                let value = up.image_value();
+                return Ok((
+                    value.clone(),
+                    manifest::InputFile {
+                        uploaded_as: value,
+                        ..file
+                    },
+                ));
+            }
             // An unreachable ComfyUI is waited for here as at submission.
             Err(e) => match retry::decide(problem(&e), tried, ctx.unreachable_patience) {
                 Decision::Retry { after, .. } => {
@@ -886,5 +1225,167 @@ fn rejected(workflow: &Workflow, r: &PromptRejection) -> Failure {
         kind: "rejected",
         message,
         details,
+    }
+}
+
+/// Runs `prompt` while sampling the GPU every `every` once the prompt executes (the flag is
+/// set by its `execution_start`): the peak belongs to this job, not to one queued before it.
+async fn sample_during<T>(
+    prompt: impl std::future::Future<Output = T>,
+    probe: &dyn Gpu,
+    executing: &std::sync::atomic::AtomicBool,
+    peak: &mut Peak,
+    every: Duration,
+) -> T {
+    let mut prompt = std::pin::pin!(prompt);
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    loop {
+        tokio::select! {
+            biased;
+            r = &mut prompt => return r,
+            _ = tick.tick() => {
+                if executing.load(std::sync::atomic::Ordering::Relaxed)
+                    && let Some(s) = probe.sample()
+                {
+                    peak.add(&s);
+                }
+            }
+        }
+    }
+}
+
+/// Asks ComfyUI to unload its models and free its memory, then waits (bounded) for the figures
+/// to show it came back. `/free` applies once ComfyUI's current prompt ends, so the bound runs
+/// from when ComfyUI is idle.
+async fn free_and_confirm(
+    ctx: &Context,
+    run: &JobRun<'_>,
+    kind: &str,
+    reason: String,
+    before: Option<Sample>,
+) -> Intervention {
+    let at_ms = now_ms();
+    ctx.metrics.free_called();
+    let asked = ctx.client.free(true, true).await;
+    let mut after = None;
+    let ok = match (&asked, before) {
+        (Err(e), _) => {
+            tracing::warn!(job = %run.job.id, error = %e, "ComfyUI did not take the request to free memory");
+            Some(false)
+        }
+        (Ok(()), None) => None,
+        (Ok(()), Some(before)) => {
+            let mut idle_since: Option<std::time::Instant> = None;
+            let mut stable: Option<(u64, std::time::Instant)> = None;
+            loop {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                if (run.cancel)() {
+                    break None;
+                }
+                let busy = ctx
+                    .client
+                    .queue()
+                    .await
+                    .map(|q| !q.running.is_empty())
+                    .unwrap_or(false);
+                let idle_for = if busy {
+                    idle_since = None;
+                    Duration::ZERO
+                } else {
+                    idle_since
+                        .get_or_insert_with(std::time::Instant::now)
+                        .elapsed()
+                };
+                let Some(now) = ctx.vram().await else {
+                    break None;
+                };
+                after = Some(now);
+                let stable_for = match stable {
+                    Some((free, since)) if now.free.abs_diff(free) < memory::SETTLED_DELTA => {
+                        since.elapsed()
+                    }
+                    _ => {
+                        stable = Some((now.free, std::time::Instant::now()));
+                        Duration::ZERO
+                    }
+                };
+                match memory::confirm(&ctx.memory, &before, &now, busy, idle_for, stable_for) {
+                    Confirm::Back => break Some(true),
+                    Confirm::Partial => {
+                        tracing::info!(
+                            job = %run.job.id,
+                            back = %memory::size(now.free.saturating_sub(before.free)),
+                            free = %memory::size(now.free),
+                            "memory came back after /free, though not over the threshold"
+                        );
+                        break Some(false);
+                    }
+                    Confirm::NotBack => {
+                        tracing::warn!(
+                            job = %run.job.id,
+                            free = %memory::size(now.free),
+                            total = %memory::size(now.total),
+                            "no memory came back after /free: something holds it"
+                        );
+                        break Some(false);
+                    }
+                    Confirm::Wait => {}
+                }
+            }
+        }
+    };
+    Intervention {
+        kind: kind.into(),
+        at_ms,
+        reason,
+        vram_free_before_bytes: before.map(|s| s.free),
+        vram_free_after_bytes: after.map(|s| s.free),
+        ok,
+    }
+}
+
+/// The failure of a job that ran out of memory again after its retry, with the VRAM figures.
+fn out_of_memory(ctx: &Context, run: &JobRun<'_>, e: &crate::client::ExecutionError) -> Failure {
+    let figures = ctx
+        .server
+        .lock()
+        .ok()
+        .and_then(|g| g.sample)
+        .map(|s| {
+            format!(
+                "; {} of {} VRAM was free before the last try",
+                memory::size(s.free),
+                memory::size(s.total)
+            )
+        })
+        .unwrap_or_default();
+    let mut f = Failure::new(
+        "out-of-memory",
+        format!(
+            "node {} ({}) ran out of memory, again after ComfyUI's memory was freed{figures}",
+            e.node_id, e.node_type
+        ),
+    );
+    f.details
+        .push(serde_json::to_value(e).unwrap_or(Value::Null));
+    f.details.push(
+        serde_json::to_value(
+            run.interventions
+                .lock()
+                .map(|v| v.clone())
+                .unwrap_or_default(),
+        )
+        .unwrap_or(Value::Null),
+    );
+    f
+}
+
+/// Sets the flag when dropped.
+struct SetOnDrop(Arc<std::sync::atomic::AtomicBool>);
+
+impl Drop for SetOnDrop {
+    fn drop(&mut self) {
+        self.0.store(true, std::sync::atomic::Ordering::Release);
     }
 }

@@ -104,6 +104,20 @@ async fn daemon_runs_single_and_batch_jobs_against_real_comfyui() {
             "{}",
             m.comfyui.version
         );
+        // No NVML here: the figures come from ComfyUI, whose device is the CPU; nothing is
+        // sampled and nothing freed (no VRAM pressure can be read from RAM figures).
+        assert_eq!(
+            (m.gpu.source.as_str(), m.gpu.name.as_deref()),
+            ("system_stats", Some("cpu")),
+            "{:?}",
+            m.gpu
+        );
+        assert_eq!((m.gpu.vram_peak_used_bytes, m.gpu.samples), (None, None));
+        assert!(
+            !m.comfyui.simulated,
+            "a real ComfyUI is not marked simulated"
+        );
+        assert!(m.interventions.is_empty(), "{:?}", m.interventions);
         for o in &m.outputs {
             let bytes = std::fs::read(entry.path().join(&o.path)).unwrap_or_else(|e| panic!("{e}"));
             assert_eq!(

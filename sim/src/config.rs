@@ -1,8 +1,10 @@
 //! What a simulator is started with: the catalogue it validates against, where its files live,
-//! and how long things take.
+//! how long things take, and optionally a GPU memory model.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
+
+use crate::memory::Memory;
 
 /// How a simulator is set up; see [`crate::start`].
 #[derive(Debug, Clone)]
@@ -17,10 +19,17 @@ pub struct Config {
     pub timing: Timing,
     /// Model folder (`checkpoints`, `loras`, ...) to the file names the server "has".
     pub models: BTreeMap<String, Vec<String>>,
+    /// A simulated CUDA device: models take VRAM, a load that does not fit fails with
+    /// torch's out-of-memory error, `/system_stats` reports a `cuda` device. `None` (the
+    /// default): a CPU device as recorded, and no prompt ever runs out of memory.
+    pub memory: Option<Memory>,
+    /// Whether [`crate::Sim::timeline`] and [`crate::Sim::submitted_prefixes`] are kept (they
+    /// grow with every prompt). On by default; off where nobody can read them (the binary).
+    pub record_timeline: bool,
 }
 
 impl Config {
-    /// Any free port, no delays, no models.
+    /// Any free port, no delays, no models, no memory model, a recorded timeline.
     pub fn new(catalogue: serde_json::Value, root: impl Into<PathBuf>) -> Self {
         Config {
             catalogue,
@@ -28,6 +37,8 @@ impl Config {
             port: 0,
             timing: Timing::default(),
             models: BTreeMap::new(),
+            memory: None,
+            record_timeline: true,
         }
     }
 }

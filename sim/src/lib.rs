@@ -7,11 +7,14 @@
 //! same frames in the same order, caches like ComfyUI and writes real PNG files for the few
 //! image classes it evaluates. Faults (rejections, execution errors, out-of-memory, interrupts,
 //! dropped websockets, slow history, GC-like stalls, restarts) are injected through [`Sim`].
+//! An optional GPU memory model ([`Memory`]) makes model switches that do not fit fail with
+//! ComfyUI's out-of-memory error, `/free` make room, and a leak grow until a restart.
 //!
 //! Layout: [`Sim`] (in `sim.rs`) owns the listener and the worker; `http/` answers requests,
 //! `ws.rs` holds the websocket hub, `validate.rs` checks prompts, `worker.rs` runs them with
-//! `order.rs` (execution order), `cache.rs` (what is cached) and `nodes.rs` (what a node
-//! produces). `pyjson.rs` writes JSON and texts the way Python does.
+//! `order.rs` (execution order), `cache.rs` (what is cached), `nodes.rs` (what a node
+//! produces) and `memory.rs` (what fits on the simulated GPU). `pyjson.rs` writes JSON and
+//! texts the way Python does.
 
 mod cache;
 mod catalogue;
@@ -22,6 +25,7 @@ mod history;
 mod http;
 mod image;
 mod listener;
+mod memory;
 mod multipart;
 mod nodes;
 mod order;
@@ -39,5 +43,6 @@ mod ws;
 
 pub use config::{Config, Timing};
 pub use fault::Fault;
+pub use memory::{FreeCall, Memory};
 pub use sim::{Sim, start};
 pub use timeline::{TimelineEntry, TimelineEvent};

@@ -1,13 +1,15 @@
 //! `comfy-sim`: runs the simulator as a process, for benchmarks and manual poking.
 //!
-//! Parses arguments, starts the library's server, prints its URL and runs until Ctrl-C.
+//! Parses arguments, starts the library's server, prints its URL and runs until Ctrl-C. Logs go
+//! to stderr, coloured only on a terminal; the timeline is not kept (no one could read it).
 
 use std::collections::BTreeMap;
+use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::Parser;
-use comfy_sim::{Config, Timing};
+use comfy_sim::{Config, Memory, Timing};
 
 /// A ComfyUI 0.3.64 protocol simulator.
 #[derive(Debug, Parser)]
@@ -31,6 +33,84 @@ struct Args {
     /// A model the server has, as `FOLDER/NAME` (`checkpoints/sd15.safetensors`); repeatable.
     #[arg(long = "model", value_name = "FOLDER/NAME")]
     models: Vec<String>,
+    /// Simulate a CUDA GPU with this much memory, in MiB. Loaded models stay resident until
+    /// `POST /free` unloads them; a load that does not fit fails the prompt with torch's
+    /// out-of-memory error, and `/system_stats` reports a `cuda` device with these figures.
+    /// [default: none, a CPU device that never runs out of memory]
+    #[arg(long, value_name = "MB", help_heading = "GPU memory model")]
+    vram_mb: Option<u64>,
+    /// VRAM one model file takes once loaded, as `NAME=MB` (`big.safetensors=6000`);
+    /// repeatable. Other models take `--default-model-mb`. Needs `--vram-mb`.
+    #[arg(
+        long = "model-mb",
+        value_name = "NAME=MB",
+        requires = "vram_mb",
+        help_heading = "GPU memory model"
+    )]
+    model_mb: Vec<String>,
+    /// VRAM a model not named by `--model-mb` takes, in MiB. Needs `--vram-mb`.
+    #[arg(
+        long,
+        value_name = "MB",
+        default_value_t = 2048,
+        requires = "vram_mb",
+        help_heading = "GPU memory model"
+    )]
+    default_model_mb: u64,
+    /// Activation memory a prompt holds while it runs, on top of its models, in MiB: taken at
+    /// its first model load or sampler, given back when it ends. Needs `--vram-mb`.
+    #[arg(
+        long,
+        value_name = "MB",
+        default_value_t = 1024,
+        requires = "vram_mb",
+        help_heading = "GPU memory model"
+    )]
+    working_mb: u64,
+    /// VRAM leaked by every prompt run, in MiB: no `/free` gives it back, only a restart of
+    /// the process. Needs `--vram-mb`.
+    #[arg(
+        long,
+        value_name = "MB",
+        default_value_t = 0,
+        requires = "vram_mb",
+        help_heading = "GPU memory model"
+    )]
+    leak_mb: u64,
+}
+
+/// MiB to bytes, or an error naming the flag.
+fn mib(flag: &str, value: u64) -> Result<u64, String> {
+    value
+        .checked_mul(1024 * 1024)
+        .ok_or_else(|| format!("`{flag} {value}` is too large"))
+}
+
+/// The memory model the flags describe, if `--vram-mb` is given.
+fn memory(args: &Args) -> Result<Option<Memory>, String> {
+    let Some(vram) = args.vram_mb else {
+        return Ok(None);
+    };
+    let mut model_bytes = BTreeMap::new();
+    for given in &args.model_mb {
+        let parsed = given
+            .rsplit_once('=')
+            .filter(|(name, _)| !name.is_empty())
+            .and_then(|(name, mb)| Some((name, mb.trim().parse::<u64>().ok()?)));
+        let Some((name, mb)) = parsed else {
+            return Err(format!(
+                "`--model-mb {given}` is not `NAME=MB`\nhelp: a model file name and its size in MiB, like `big.safetensors=6000`"
+            ));
+        };
+        model_bytes.insert(name.to_owned(), mib("--model-mb", mb)?);
+    }
+    Ok(Some(Memory {
+        vram_bytes: mib("--vram-mb", vram)?,
+        model_bytes,
+        default_model_bytes: mib("--default-model-mb", args.default_model_mb)?,
+        leak_bytes_per_prompt: mib("--leak-mb", args.leak_mb)?,
+        working_bytes: mib("--working-mb", args.working_mb)?,
+    }))
 }
 
 /// The recorded catalogue: `$COMFYC_SHARED/comfyui/object_info.json`, or the `shared/` folder
@@ -44,6 +124,7 @@ fn default_catalogue() -> Option<PathBuf> {
 }
 
 fn config(args: Args) -> Result<Config, String> {
+    let memory = memory(&args)?;
     let path = match args.catalogue.or_else(default_catalogue) {
         Some(path) => path,
         None => {
@@ -73,12 +154,20 @@ fn config(args: Args) -> Result<Config, String> {
     let mut config = Config::new(catalogue, root);
     config.port = args.port;
     config.models = models;
+    config.memory = memory;
+    // Nobody can read a separate process's timeline: keeping it would only grow memory.
+    config.record_timeline = false;
     config.timing = Timing {
         node_ms: args.node_ms,
         model_load_ms: args.model_load_ms,
         ..Timing::default()
     };
     Ok(config)
+}
+
+/// Colours only on a terminal, and not when `NO_COLOR` is set (<https://no-color.org>).
+fn colour() -> bool {
+    std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
 }
 
 fn main() -> ExitCode {
@@ -88,6 +177,7 @@ fn main() -> ExitCode {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
         .with_writer(std::io::stderr)
+        .with_ansi(colour())
         .init();
     let config = match config(Args::parse()) {
         Ok(config) => config,

@@ -16,6 +16,7 @@ use crate::config::Timing;
 use crate::fault::Armed;
 use crate::files::Dirs;
 use crate::history::History;
+use crate::memory::{Device, FreeCall, Memory};
 use crate::queue::PromptQueue;
 use crate::stall::Stall;
 use crate::timeline::Timeline;
@@ -29,6 +30,10 @@ pub(crate) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 pub(crate) struct Shared {
     pub(crate) catalogue: Catalogue,
     pub(crate) models: BTreeMap<String, Vec<String>>,
+    /// `Config::memory`; the device's state is `State::device`.
+    pub(crate) memory: Option<Memory>,
+    /// What the memory model counted, kept across restarts.
+    pub(crate) memory_log: Mutex<MemoryLog>,
     pub(crate) dirs: Dirs,
     pub(crate) timing: Mutex<Timing>,
     pub(crate) state: Mutex<State>,
@@ -49,6 +54,16 @@ pub(crate) struct State {
     pub(crate) history: History,
     /// `PromptServer.number`: counts every parsed `POST /prompt`, accepted or not.
     pub(crate) number: i64,
+    /// What the simulated GPU holds (only used with `Config::memory`).
+    pub(crate) device: Device,
+}
+
+/// Counted for tests and benchmarks; a restart keeps them.
+#[derive(Debug, Default)]
+pub(crate) struct MemoryLog {
+    /// Prompts that failed with `torch.OutOfMemoryError`, simulated or injected.
+    pub(crate) out_of_memory: u64,
+    pub(crate) frees: Vec<FreeCall>,
 }
 
 impl Shared {

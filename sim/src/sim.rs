@@ -1,4 +1,5 @@
-//! The handle a test holds: starting, faults, timing, the timeline, and the restart cycle
+//! The handle a test holds: starting, faults, timing, the timeline, the memory model's
+//! figures, and the restart cycle
 //! (`go_down` refuses connections and forgets everything a ComfyUI restart forgets;
 //! `come_back` listens again on the same port).
 
@@ -15,6 +16,7 @@ use crate::config::{Config, Timing};
 use crate::fault::{Fault, NodeFault};
 use crate::files::Dirs;
 use crate::listener::{Tracked, bind};
+use crate::memory::FreeCall;
 use crate::shared::{Shared, State, lock};
 use crate::stall::Stall;
 use crate::timeline::{Timeline, TimelineEntry};
@@ -71,6 +73,8 @@ pub async fn start(config: Config) -> io::Result<Sim> {
     let shared = Arc::new(Shared {
         catalogue: Catalogue::new(config.catalogue),
         models: config.models,
+        memory: config.memory,
+        memory_log: Mutex::default(),
         dirs,
         timing: Mutex::new(config.timing),
         state: Mutex::new(State::default()),
@@ -78,7 +82,7 @@ pub async fn start(config: Config) -> io::Result<Sim> {
         hub: Hub::default(),
         faults: Mutex::default(),
         stall: Stall::default(),
-        timeline: Timeline::new(),
+        timeline: Timeline::new(config.record_timeline),
         interrupt: Default::default(),
     });
     let running = Running::launch(&shared, listener);
@@ -129,8 +133,48 @@ impl Sim {
         self.shared.timeline.prefixes()
     }
 
+    /// The account keys (`extra_data.api_key_comfy_org`, `auth_token_comfy_org`) each accepted
+    /// prompt carried, by prompt id, in submission order: the server keeps them out of its queue
+    /// and history, as ComfyUI does, so this is where a test sees what arrived.
+    pub fn sensitive_received(&self) -> Vec<crate::timeline::Received> {
+        self.shared.timeline.sensitive()
+    }
+
+    /// How many prompts failed with `torch.OutOfMemoryError` since the start (simulated by the
+    /// memory model or injected with [`Fault::OutOfMemory`]; restarts do not reset it).
+    pub fn out_of_memory_count(&self) -> u64 {
+        lock(&self.shared.memory_log).out_of_memory
+    }
+
+    /// Every `POST /free` accepted since the start, in order, with its flags.
+    pub fn free_calls(&self) -> Vec<FreeCall> {
+        lock(&self.shared.memory_log).frees.clone()
+    }
+
+    /// The models resident on the simulated GPU now, by file name, sorted (empty without a
+    /// memory model).
+    pub fn resident_models(&self) -> Vec<String> {
+        lock(&self.shared.state)
+            .device
+            .resident()
+            .cloned()
+            .collect()
+    }
+
+    /// Bytes leaked so far in this life of the server (0 without a memory model).
+    pub fn leaked_bytes(&self) -> u64 {
+        lock(&self.shared.state).device.leaked()
+    }
+
+    /// `vram_free` as `/system_stats` reports it now; `None` without a memory model.
+    pub fn vram_free(&self) -> Option<u64> {
+        let memory = self.shared.memory.as_ref()?;
+        Some(lock(&self.shared.state).device.free(memory))
+    }
+
     /// Like a killed server: connections refused, every socket and open connection cut, the
-    /// running prompt abandoned, queue and history gone.
+    /// running prompt abandoned, queue and history gone, the simulated GPU emptied (leak
+    /// included).
     pub async fn go_down(&self) {
         let running = lock(&self.running).take();
         if let Some(running) = running {

@@ -33,17 +33,27 @@ pub enum TimelineEvent {
 
 pub(crate) struct Timeline {
     started: Instant,
+    /// `Config::record_timeline`: when false nothing is kept.
+    enabled: bool,
     entries: Mutex<Vec<TimelineEntry>>,
     /// Every accepted prompt's `filename_prefix` values, by prompt id, in submission order.
     prefixes: Mutex<Vec<(String, Vec<String>)>>,
+    /// The sensitive `extra_data` entries (account keys) each prompt came with, before they
+    /// were dropped as ComfyUI drops them: by prompt id, in submission order.
+    sensitive: Mutex<Vec<Received>>,
 }
 
+/// A prompt id and the sensitive `extra_data` entries (name, value) it came with.
+pub type Received = (String, Vec<(String, String)>);
+
 impl Timeline {
-    pub(crate) fn new() -> Self {
+    pub(crate) fn new(enabled: bool) -> Self {
         Timeline {
             started: Instant::now(),
+            enabled,
             entries: Mutex::new(Vec::new()),
             prefixes: Mutex::new(Vec::new()),
+            sensitive: Mutex::new(Vec::new()),
         }
     }
 
@@ -54,6 +64,9 @@ impl Timeline {
         prompt_id: &str,
         prompt: &serde_json::Map<String, serde_json::Value>,
     ) {
+        if !self.enabled {
+            return;
+        }
         let found: Vec<String> = prompt
             .values()
             .filter_map(|node| node.pointer("/inputs/filename_prefix"))
@@ -62,11 +75,29 @@ impl Timeline {
         crate::shared::lock(&self.prefixes).push((prompt_id.to_owned(), found));
     }
 
+    pub(crate) fn record_sensitive(&self, prompt_id: &str, entries: Vec<(String, String)>) {
+        if self.enabled {
+            crate::shared::lock(&self.sensitive).push((prompt_id.to_owned(), entries));
+        }
+    }
+
+    pub(crate) fn sensitive(&self) -> Vec<Received> {
+        crate::shared::lock(&self.sensitive).clone()
+    }
+
     pub(crate) fn prefixes(&self) -> Vec<(String, Vec<String>)> {
         crate::shared::lock(&self.prefixes).clone()
     }
 
+    /// Time since the simulator started, the clock of every entry.
+    pub(crate) fn elapsed(&self) -> Duration {
+        self.started.elapsed()
+    }
+
     pub(crate) fn record(&self, prompt_id: &str, event: TimelineEvent) {
+        if !self.enabled {
+            return;
+        }
         let entry = TimelineEntry {
             at: self.started.elapsed(),
             prompt_id: prompt_id.to_owned(),

@@ -19,6 +19,7 @@ use serde_json::{Map, Value, json};
 
 use crate::cache::{Cache, Cached, signatures};
 use crate::fault::NodeFault;
+use crate::memory::{Shortfall, torch_message};
 use crate::nodes::{Event, Failure, Node, Produced, Val, evaluate, execute_traceback};
 use crate::order::{ExecutionList, link};
 use crate::progress::Progress;
@@ -45,7 +46,11 @@ async fn next_item(shared: &Shared, executor: &mut Executor) -> QueueItem {
     loop {
         {
             let mut state = lock(&shared.state);
-            executor.free(state.queue.take_flags());
+            let flags = state.queue.take_flags();
+            if flags.unload_models || flags.free_memory {
+                state.device.unload_all();
+            }
+            executor.free(flags);
             if let Some(item) = state.queue.get() {
                 shared.queue_updated(&state);
                 return item;
@@ -88,6 +93,8 @@ struct Run<'a> {
     /// Nodes actually run (not replayed from the cache) in this prompt.
     ran: HashSet<String>,
     ui_outputs: Vec<(String, Value)>,
+    /// It failed with an out-of-memory error.
+    oom: bool,
 }
 
 impl Run<'_> {
@@ -214,6 +221,7 @@ impl Executor {
             executed: Vec::new(),
             ran: HashSet::new(),
             ui_outputs: Vec::new(),
+            oom: false,
         };
         run.record(TimelineEvent::Started);
         run.message("execution_start", json!({"prompt_id": prompt_id}), false);
@@ -277,6 +285,11 @@ impl Executor {
                 failure,
                 inputs,
             }) => {
+                run.oom = failure.exception_type == OOM_EXCEPTION;
+                if run.oom && shared.memory.is_some() {
+                    // ComfyUI: "Got an OOM, unloading all loaded models.", then the report.
+                    lock(&shared.state).device.unload_all();
+                }
                 let data = json!({
                     "prompt_id": prompt_id,
                     "node_id": node,
@@ -296,6 +309,9 @@ impl Executor {
             outcome: outcome.to_owned(),
         });
         tracing::info!(prompt_id = %prompt_id, outcome, "prompt finished");
+        if run.oom {
+            lock(&shared.memory_log).out_of_memory += 1;
+        }
         let success = outcome == "success";
         let outputs: Map<String, Value> = run.ui_outputs.iter().cloned().collect();
         let meta: Map<String, Value> = run
@@ -321,6 +337,9 @@ impl Executor {
         let delay = Duration::from_millis(shared.timing().history_delay_ms);
         {
             let mut state = lock(&shared.state);
+            if let Some(memory) = &shared.memory {
+                state.device.prompt_done(memory);
+            }
             state.queue.task_done();
             state.history.insert(
                 prompt_id.clone(),
@@ -371,8 +390,21 @@ impl Executor {
             });
         }
 
+        let loads = self.model_loads(run, node, &class_type);
+        if let Some(memory) = &shared.memory
+            && (!loads.is_empty() || sampler_steps(run, node, &class_type).is_some())
+        {
+            let admitted = lock(&shared.state).device.admit(memory, &loads);
+            if let Err(shortfall) = admitted {
+                return Err(Stop::Error {
+                    node: node.to_owned(),
+                    failure: out_of_memory(&shortfall),
+                    inputs: shown,
+                });
+            }
+        }
         let timing = shared.timing();
-        for name in self.model_loads(run, node, &class_type) {
+        for name in loads {
             run.record(TimelineEvent::ModelLoad { name });
             tokio::time::sleep(Duration::from_millis(timing.model_load_ms)).await;
         }
@@ -495,7 +527,8 @@ impl Executor {
     }
 
     /// The models this node makes ComfyUI load: its own when it is a loader, or a cached
-    /// loader's it consumes after `/free` unloaded them.
+    /// loader's it consumes after `/free` unloaded them. Without a memory model one model per
+    /// folder is loaded at a time; with one, whatever the device holds stays until unloaded.
     fn model_loads(&mut self, run: &Run<'_>, node: &str, class_type: &str) -> Vec<String> {
         let mut wanted = Vec::new();
         let mut add = |loader: &str, class: &str| {
@@ -516,7 +549,17 @@ impl Executor {
                 add(from, &run.class_of(from));
             }
         }
-        let mut loads = Vec::new();
+        let mut loads: Vec<String> = Vec::new();
+        if run.shared.memory.is_some() {
+            // What is resident is the memory model's to say (models stay side by side).
+            let state = lock(&run.shared.state);
+            for (_, name) in wanted {
+                if !state.device.is_resident(&name) && !loads.contains(&name) {
+                    loads.push(name);
+                }
+            }
+            return loads;
+        }
         for (folder, name) in wanted {
             if self.resident.get(&folder) != Some(&name) {
                 self.resident.insert(folder, name.clone());
@@ -598,12 +641,28 @@ fn injected_failure(fault: NodeFault) -> Failure {
             }
         }
         NodeFault::OutOfMemory => {
-            traceback.push("  File \"/opt/ComfyUI/comfy/model_management.py\", line 1184, in cast_to\n    r = torch.empty_like(weight, dtype=dtype, device=device)\n        ^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^\n".to_owned());
+            traceback.push(CAST_TO_FRAME.to_owned());
             Failure {
-                exception_type: "torch.OutOfMemoryError".to_owned(),
+                exception_type: OOM_EXCEPTION.to_owned(),
                 message: format!("Allocation on device \n{OOM_TIPS}"),
                 traceback,
             }
         }
+    }
+}
+
+/// `full_type_name` of torch's out-of-memory exception.
+const OOM_EXCEPTION: &str = "torch.OutOfMemoryError";
+
+const CAST_TO_FRAME: &str = "  File \"/opt/ComfyUI/comfy/model_management.py\", line 1184, in cast_to\n    r = torch.empty_like(weight, dtype=dtype, device=device)\n        ^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^\n";
+
+/// The memory model's OOM, as ComfyUI reports it: torch's message, a newline, the tips.
+fn out_of_memory(shortfall: &Shortfall) -> Failure {
+    let mut traceback = execute_traceback();
+    traceback.push(CAST_TO_FRAME.to_owned());
+    Failure {
+        exception_type: OOM_EXCEPTION.to_owned(),
+        message: format!("{}\n{OOM_TIPS}", torch_message(shortfall)),
+        traceback,
     }
 }

@@ -133,7 +133,10 @@ impl Follow {
     fn take(&mut self, event: &Event, now: Instant) -> bool {
         let mine = event.prompt_id().is_some_and(|p| p == self.prompt_id);
         match event {
-            Event::ExecutionStart { .. } if mine => self.started = Some(now),
+            // The first start counts: a history replay at the end must not move it.
+            Event::ExecutionStart { .. } if mine => {
+                self.started.get_or_insert(now);
+            }
             Event::ExecutionCached { nodes, .. } if mine => {
                 self.cached.extend(nodes.iter().cloned())
             }
@@ -583,4 +586,33 @@ const QUIET_CHECK: Duration = Duration::from_secs(2);
 
 fn backoff(attempt: u32) -> Duration {
     Duration::from_millis((100u64 << attempt.min(5)).min(3000))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_history_replay_at_the_end_keeps_the_start_the_socket_saw() {
+        let id = "0b7a2f44-9c1e-4f4e-8a53-2d7c1f0e9a11";
+        let mut f = Follow::new(id);
+        let t0 = Instant::now();
+        let start = Event::from_text(&format!(
+            r#"{{"type": "execution_start", "data": {{"prompt_id": "{id}", "timestamp": 1}}}}"#
+        ))
+        .unwrap_or_else(|e| panic!("{e}"));
+        f.take(&start, t0);
+        let entry: HistoryEntry = serde_json::from_value(serde_json::json!({
+            "prompt": [], "outputs": {}, "meta": {},
+            "status": {"status_str": "success", "completed": true, "messages": [
+                ["execution_start", {"prompt_id": id, "timestamp": 1}],
+                ["execution_success", {"prompt_id": id, "timestamp": 2}]
+            ]}
+        }))
+        .unwrap_or_else(|e| panic!("{e}"));
+        let end = t0 + Duration::from_secs(19);
+        assert!(f.take_history(&entry, end));
+        assert_eq!(f.started, Some(t0), "the replayed start moved the real one");
+        assert_eq!(f.ended, Some(end));
+    }
 }

@@ -1,13 +1,45 @@
-//! What the server says about itself: `/object_info` (with live image and model lists) and
-//! `/models`.
+//! What the server says about itself: `/object_info` (with live image and model lists),
+//! `/models` and `/system_stats` (the recorded CPU server, or the simulated CUDA device).
 
 use axum::http::StatusCode;
 use axum::response::Response;
-use serde_json::Value;
+use serde_json::{Value, json};
 
 use super::respond;
 use crate::recorded::MODEL_FOLDERS;
-use crate::shared::Shared;
+use crate::shared::{Shared, lock};
+
+/// `GET /system_stats`: as recorded, but with a memory model the device is a CUDA GPU whose
+/// figures are the model's. Torch has reserved what is allocated and all of it is in use, so
+/// `torch_vram_total` is the allocated total and `torch_vram_free` is 0
+/// (`model_management.get_total_memory`/`get_free_memory`).
+pub(crate) fn system_stats(shared: &Shared) -> Response {
+    let mut stats = crate::recorded::system_stats();
+    if let Some(memory) = &shared.memory {
+        let (used, free) = {
+            let state = lock(&shared.state);
+            (state.device.used(), state.device.free(memory))
+        };
+        stats["system"]["argv"] = json!([
+            "main.py",
+            "--listen",
+            "127.0.0.1",
+            "--port",
+            "8188",
+            "--disable-auto-launch"
+        ]);
+        stats["devices"] = json!([{
+            "name": "cuda:0 NVIDIA Simulated GPU : cudaMallocAsync",
+            "type": "cuda",
+            "index": 0,
+            "vram_total": memory.vram_bytes,
+            "vram_free": free,
+            "torch_vram_total": used.min(memory.vram_bytes),
+            "torch_vram_free": 0
+        }]);
+    }
+    respond::ok_json(&stats)
+}
 
 /// The whole catalogue, or `{class: ...}` for one class (`{}` when unknown, as recorded).
 pub(crate) fn object_info(shared: &Shared, class: Option<&str>) -> Response {

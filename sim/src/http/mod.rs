@@ -121,7 +121,7 @@ async fn handle(State(shared): State<Arc<Shared>>, req: Request) -> Response {
         (Route::Models, _) => info::models(&shared),
         (Route::ModelFolder(folder), _) => info::model_folder(&shared, &folder),
         (Route::Extensions, _) => respond::ok_json(&crate::recorded::extensions()),
-        (Route::SystemStats, _) => respond::ok_json(&crate::recorded::system_stats()),
+        (Route::SystemStats, _) => info::system_stats(&shared),
         (Route::Features, _) => respond::ok_json(&crate::recorded::features()),
         (Route::ObjectInfo, _) => info::object_info(&shared, None),
         (Route::ObjectInfoClass(class), _) => info::object_info(&shared, Some(&class)),

@@ -9,6 +9,7 @@ use axum::response::Response;
 use serde_json::{Value, json};
 
 use super::{first, respond};
+use crate::memory::FreeCall;
 use crate::queue::FreeFlags;
 use crate::shared::{Shared, lock};
 
@@ -153,6 +154,11 @@ pub(crate) fn post_free(shared: &Shared, body: &[u8]) -> Response {
         free_memory: truthy(map.get("free_memory")),
     };
     lock(&shared.state).queue.set_flags(flags);
+    lock(&shared.memory_log).frees.push(FreeCall {
+        at: shared.timeline.elapsed(),
+        unload_models: flags.unload_models,
+        free_memory: flags.free_memory,
+    });
     shared.work.notify_one();
     respond::empty(StatusCode::OK)
 }

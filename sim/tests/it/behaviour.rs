@@ -6,7 +6,9 @@ use std::time::Duration;
 use comfy_sim::{TimelineEntry, TimelineEvent};
 use serde_json::{Value, json};
 
-use crate::support::{TestSim, decode_png, png_bytes, slow_graph, small_graph, start, start_with};
+use crate::support::{
+    TestSim, decode_png, png_bytes, sd15, slow_graph, small_graph, start, start_with,
+};
 
 fn events_of(timeline: &[TimelineEntry], prompt_id: &str) -> Vec<TimelineEvent> {
     timeline
@@ -85,19 +87,6 @@ async fn only_what_changed_runs_again() {
             },
         ]
     );
-}
-
-fn sd15(checkpoint: &str, seed: u64, steps: u64) -> Value {
-    json!({
-        "3": {"class_type": "KSampler", "inputs": {"seed": seed, "steps": steps, "cfg": 7.0, "sampler_name": "euler",
-              "scheduler": "normal", "denoise": 1.0, "model": ["4", 0], "positive": ["6", 0], "negative": ["7", 0], "latent_image": ["5", 0]}},
-        "4": {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": checkpoint}},
-        "5": {"class_type": "EmptyLatentImage", "inputs": {"width": 64, "height": 64, "batch_size": 1}},
-        "6": {"class_type": "CLIPTextEncode", "inputs": {"text": "a white ceramic mug", "clip": ["4", 1]}},
-        "7": {"class_type": "CLIPTextEncode", "inputs": {"text": "blurry", "clip": ["4", 1]}},
-        "8": {"class_type": "VAEDecode", "inputs": {"samples": ["3", 0], "vae": ["4", 2]}},
-        "9": {"class_type": "SaveImage", "inputs": {"images": ["8", 0], "filename_prefix": "sd15"}}
-    })
 }
 
 #[tokio::test]

@@ -111,6 +111,7 @@ async fn out_of_memory_reads_like_torch() {
         sim.history_entry(&id).await["status"]["status_str"],
         "success"
     );
+    assert_eq!(sim.sim.out_of_memory_count(), 1);
 }
 
 #[tokio::test]

@@ -477,3 +477,18 @@ pub fn slow_graph(color: u32, blurs: usize) -> Value {
     g["3"] = json!({"class_type": "PreviewAny", "inputs": {"source": ["2", 0]}});
     g
 }
+
+/// An SD 1.5 text-to-image graph: CheckpointLoaderSimple (4) → KSampler (3) → VAEDecode (8) →
+/// SaveImage (9), with two CLIPTextEncode (6, 7) and an EmptyLatentImage (5).
+pub fn sd15(checkpoint: &str, seed: u64, steps: u64) -> Value {
+    json!({
+        "3": {"class_type": "KSampler", "inputs": {"seed": seed, "steps": steps, "cfg": 7.0, "sampler_name": "euler",
+              "scheduler": "normal", "denoise": 1.0, "model": ["4", 0], "positive": ["6", 0], "negative": ["7", 0], "latent_image": ["5", 0]}},
+        "4": {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": checkpoint}},
+        "5": {"class_type": "EmptyLatentImage", "inputs": {"width": 64, "height": 64, "batch_size": 1}},
+        "6": {"class_type": "CLIPTextEncode", "inputs": {"text": "a white ceramic mug", "clip": ["4", 1]}},
+        "7": {"class_type": "CLIPTextEncode", "inputs": {"text": "blurry", "clip": ["4", 1]}},
+        "8": {"class_type": "VAEDecode", "inputs": {"samples": ["3", 0], "vae": ["4", 2]}},
+        "9": {"class_type": "SaveImage", "inputs": {"images": ["8", 0], "filename_prefix": "sd15"}}
+    })
+}
