@@ -283,10 +283,7 @@ impl Catalogue {
     /// `sha256:` of the snapshot's canonical form (sorted keys, compact), so formatting does
     /// not change it. Computed on first use.
     pub fn hash(&self) -> &str {
-        self.inner.hash.get_or_init(|| {
-            let value: Value = serde_json::from_str(&self.inner.text).unwrap_or(Value::Null);
-            content_hash(&value)
-        })
+        self.inner.hash.get_or_init(|| text_hash(&self.inner.text))
     }
 
     /// Class names close to `name`, for "did you mean" help.
@@ -324,6 +321,108 @@ pub fn sorted(value: &Value) -> Value {
 pub fn content_hash(value: &Value) -> String {
     let bytes = serde_json::to_vec(&sorted(value)).unwrap_or_default();
     format!("sha256:{}", hex::encode(Sha256::digest(&bytes)))
+}
+
+/// [`content_hash`] of a JSON text (of `null` when it does not parse), computed without
+/// building its [`Value`]: a 1 MB snapshot takes some 10 MB as values, and a daemon's heap
+/// keeps its high-water mark.
+pub fn text_hash(text: &str) -> String {
+    use serde::de::DeserializeSeed;
+    let mut out = Vec::with_capacity(text.len());
+    let mut de = serde_json::Deserializer::from_str(text);
+    let ok = Canonical(&mut out).deserialize(&mut de).is_ok() && de.end().is_ok();
+    if !ok {
+        out = b"null".to_vec();
+    }
+    format!("sha256:{}", hex::encode(Sha256::digest(&out)))
+}
+
+/// Writes the value it deserializes as [`content_hash`] serializes it: compact, object keys
+/// sorted at every level, a repeated key's last value kept (as parsing into a map does).
+struct Canonical<'a>(&'a mut Vec<u8>);
+
+impl Canonical<'_> {
+    fn scalar<E: serde::de::Error>(self, v: impl serde::Serialize) -> Result<(), E> {
+        serde_json::to_writer(&mut *self.0, &v).map_err(E::custom)
+    }
+}
+
+impl<'de> serde::de::DeserializeSeed<'de> for Canonical<'_> {
+    type Value = ();
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for Canonical<'_> {
+    type Value = ();
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("any JSON value")
+    }
+    fn visit_bool<E: serde::de::Error>(self, v: bool) -> Result<(), E> {
+        self.scalar(v)
+    }
+    fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<(), E> {
+        self.scalar(v)
+    }
+    fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<(), E> {
+        self.scalar(v)
+    }
+    fn visit_f64<E: serde::de::Error>(self, v: f64) -> Result<(), E> {
+        // As `Value` holds it: a number, or null when not finite.
+        self.scalar(serde_json::Number::from_f64(v))
+    }
+    fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<(), E> {
+        self.scalar(v)
+    }
+    fn visit_unit<E: serde::de::Error>(self) -> Result<(), E> {
+        self.0.extend_from_slice(b"null");
+        Ok(())
+    }
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+        self.0.push(b'[');
+        let mut first = true;
+        loop {
+            if !first {
+                self.0.push(b',');
+            }
+            if seq.next_element_seed(Canonical(self.0))?.is_none() {
+                if !first {
+                    self.0.pop();
+                }
+                break;
+            }
+            first = false;
+        }
+        self.0.push(b']');
+        Ok(())
+    }
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        let mut entries: Vec<(String, Vec<u8>)> = Vec::new();
+        while let Some(key) = map.next_key::<String>()? {
+            let mut value = Vec::new();
+            map.next_value_seed(Canonical(&mut value))?;
+            entries.push((key, value));
+        }
+        // Stable: of equal keys the last one written is the last one after sorting.
+        entries.sort_by(|a, b| a.0.cmp(&b.0));
+        self.0.push(b'{');
+        let mut first = true;
+        for (i, (key, value)) in entries.iter().enumerate() {
+            if entries.get(i + 1).is_some_and(|next| next.0 == *key) {
+                continue;
+            }
+            if !first {
+                self.0.push(b',');
+            }
+            first = false;
+            serde_json::to_writer(&mut *self.0, key).map_err(serde::de::Error::custom)?;
+            self.0.push(b':');
+            self.0.extend_from_slice(value);
+        }
+        self.0.push(b'}');
+        Ok(())
+    }
 }
 
 fn parse_class(name: &str, v: &Value) -> NodeClass {
@@ -694,6 +793,30 @@ mod tests {
         assert_eq!(cat.hash(), content_hash(&value));
         assert!(Catalogue::from_json("[1, 2]").is_err());
         assert!(Catalogue::from_json("{").is_err());
+    }
+
+    #[test]
+    fn the_text_hash_is_the_hash_of_the_parsed_value() {
+        let cases = [
+            r#"{"b": [1, -2, 3.5, 1e300, 0.1, 18446744073709551615, -9223372036854775808], "a": {"z": null, "y": true, "x": "\u00e9\n\"q\"\t\u0001"}}"#,
+            r#"{"k": 1, "j": [], "k": {"n": [[], {}, [{"b": 2, "a": 1}]]}, "": "", "é": 0}"#,
+            r#"[1, 2.0, "x", {"b": {}, "a": []}]"#,
+            "  \"just a string\"  ",
+            "12",
+            "{",
+            "{} trailing",
+        ];
+        for text in cases {
+            let value: Value = serde_json::from_str(text).unwrap_or(Value::Null);
+            assert_eq!(text_hash(text), content_hash(&value), "{text}");
+        }
+        let real = std::fs::read_to_string(
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("../examples/nodes/object_info.json"),
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        let value: Value = serde_json::from_str(&real).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(text_hash(&real), content_hash(&value));
     }
 
     #[test]

@@ -29,7 +29,7 @@ use crate::report::{FileReport, JobFailure, MAX_REPORTED, RunningJob, Status};
 use crate::runner::{self, Context, End, Failure, Guard, JobRun};
 use crate::scheduler;
 use crate::store::{
-    self, Claim, DirStore, FileKey, Held, JobResult, JobStore, Lease, PromptRecord, Slot,
+    self, Claim, DirStore, FileKey, Held, JobResult, JobStore, Lease, PromptRecord, Slot, TakenIn,
 };
 use comfyc::Workflow;
 
@@ -64,7 +64,9 @@ pub struct Settings {
     pub min_free_bytes: u64,
     /// Classes, weights, aging and model affinity.
     pub policy: scheduler::Policy,
-    /// Inbox files one scan keeps track of; the rest wait for the next scan.
+    /// Inbox files that settle at once; no more are looked at while this many wait for intake.
+    /// Bounds memory; with the settle time it bounds how fast files that were in the inbox
+    /// before the daemon looked (no change events) are taken in: 4,096 per 500 ms.
     pub scan_limit: usize,
     /// Files indexed at once (taken in and not finished) before more are taken in: bounds
     /// memory when the inbox holds hundreds of thousands.
@@ -397,11 +399,20 @@ struct Wakes {
     arrivals: Mutex<HashMap<PathBuf, bool>>,
 }
 
-/// An inbox entry seen with this size and time, since then (our clock).
+/// An inbox file watched settle: a fingerprint of its size and time, since when it has had
+/// them (our clock), and the last scan that saw it. Small, as thousands are kept.
 struct Settling {
-    len: u64,
-    modified: Option<std::time::SystemTime>,
+    look: u64,
     since: Instant,
+    seen: u64,
+}
+
+/// The fingerprint of an inbox file's size and modification time.
+fn look(meta: &std::fs::Metadata) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::hash::DefaultHasher::new();
+    (meta.len(), meta.modified().ok()).hash(&mut h);
+    h.finish()
 }
 
 /// The owner's state.
@@ -422,13 +433,25 @@ struct Owner {
     sched: scheduler::State,
     held: HashMap<JobRef, Arc<HeldJob>>,
     watched: HashMap<(u64, Slot), Watched>,
-    settling: HashMap<PathBuf, Settling>,
+    /// Inbox files watched settle (at most the scan limit), by name.
+    settling: HashMap<Arc<str>, Settling>,
+    /// Inbox files waiting for intake, and whether each came in whole (renamed in: it cannot
+    /// grow).
+    waiting: HashMap<Arc<str>, bool>,
+    /// Scans so far.
+    scans: u64,
+    /// When the first settling file has been still for the settle time.
+    settle_due: Option<Instant>,
     last_inbox_scan: Instant,
     /// The last scan stopped at its limit: there is more in the inbox.
     inbox_more: bool,
-    ready: VecDeque<PathBuf>,
-    /// Inbox files known to be whole (renamed in): no settling, no quiet period.
-    whole: HashSet<PathBuf>,
+    /// Inbox files waiting for intake, in the order found.
+    ready: VecDeque<Arc<str>>,
+    /// Files taken in but not settled or given a folder (another daemon's, seen by a rescan,
+    /// or ours after an error), since when (our clock): looked at after [`TAKEN_GRACE`].
+    taken_seen: HashMap<TakenIn, Instant>,
+    /// Taken-in files due to be looked at.
+    taken_due: VecDeque<TakenIn>,
     cancels: HashMap<String, Instant>,
     pending_results: Vec<(u64, JobResult)>,
     taken: Vec<Taken>,
@@ -464,6 +487,15 @@ const QUEUE_RESCAN: Duration = Duration::from_millis(500);
 /// Synchronous work (intake, fast failures) done per turn of the loop before it looks at
 /// events again, so a huge inbox never starves running jobs.
 const TURN_BUDGET: usize = 512;
+
+/// How long a file taken in by another daemon may stay without a folder before this one looks
+/// at it (its taker settles it within a turn, or died). Only saves double work: whoever looks,
+/// one rename decides where the file goes.
+const TAKEN_GRACE: Duration = Duration::from_secs(2);
+
+/// Most jobs of a file settled at intake (each is a look at its manifest); a bigger file gets
+/// its folder and its jobs are settled one by one as they come up.
+const SETTLE_AT_INTAKE_MAX: usize = 4096;
 
 /// Runs the daemon until `shutdown` turns true (or nothing is left, with `until_idle`).
 pub async fn run(
@@ -544,10 +576,14 @@ pub async fn run(
         held: HashMap::new(),
         watched: HashMap::new(),
         settling: HashMap::new(),
+        waiting: HashMap::new(),
+        scans: 0,
+        settle_due: None,
         last_inbox_scan: now,
         inbox_more: false,
         ready: VecDeque::new(),
-        whole: HashSet::new(),
+        taken_seen: HashMap::new(),
+        taken_due: VecDeque::new(),
         cancels: HashMap::new(),
         pending_results: Vec::new(),
         taken: Vec::new(),
@@ -611,9 +647,10 @@ pub async fn run(
         if wakes.workflows.swap(false, Ordering::AcqRel) {
             o.workflows.reload();
         }
-        // While files found by the last scan wait for intake, another scan would only find
-        // them again (our own intake renames raise inbox events too).
-        if o.ready.is_empty()
+        // While a scan's worth of files waits for intake, another scan would only find them
+        // again (our own intake renames raise inbox events too); below that, the next files
+        // settle while these are taken in.
+        if o.ready.len() < o.settings.scan_limit.max(1)
             && o.last_inbox_scan.elapsed() >= INBOX_RESCAN
             && (o.inbox_more | wakes.inbox.swap(false, Ordering::AcqRel))
         {
@@ -661,13 +698,19 @@ impl Owner {
         // is taken in as fast as its jobs end, never all at once into memory.
         while budget > TURN_BUDGET / 2
             && self.files.len() < self.settings.open_files
+            && self.space_ok
             && !self.stopping
         {
-            let Some(path) = self.ready.pop_front() else {
+            if let Some(t) = self.taken_due.pop_front() {
+                budget -= 1;
+                self.admit(t, false);
+                continue;
+            }
+            let Some(name) = self.ready.pop_front() else {
                 break;
             };
             budget -= 1;
-            self.take_in(&path);
+            self.take_in(name);
         }
         self.spawn_taken(running);
         let finish: Vec<u64> = self.to_finish.drain().collect();
@@ -681,18 +724,21 @@ impl Owner {
             }
         }
         // More to do right away: the budget ran out, files wait for intake while the index has
-        // room, files wait to be finished, or the inbox holds more than the last scan took.
+        // room, or files wait to be finished. (More in the inbox than the last scan took is a
+        // timer: scans are at least `INBOX_RESCAN` apart.)
         budget == 0
-            || (!self.ready.is_empty()
+            || ((!self.ready.is_empty() || !self.taken_due.is_empty())
                 && self.files.len() < self.settings.open_files
+                && self.space_ok
                 && !self.stopping)
             || !self.to_finish.is_empty()
-            || (self.inbox_more && self.ready.is_empty())
     }
 
     fn idle(&self) -> bool {
-        self.ready.is_empty()
-            && self.settling.is_empty()
+        self.settling.is_empty()
+            && self.waiting.is_empty()
+            && self.taken_seen.is_empty()
+            && self.taken_due.is_empty()
             && self.buckets.len == 0
             && self.held.is_empty()
             && self.watched.is_empty()
@@ -713,8 +759,16 @@ impl Owner {
         if !self.watched.is_empty() || !self.to_finish.is_empty() {
             next = next.min((ttl / 4).saturating_sub(self.last_watch.elapsed()));
         }
-        if !self.settling.is_empty() {
-            next = next.min(self.settings.settle.max(Duration::from_millis(50)));
+        if let Some(due) = self.settle_due {
+            let due = due.max(self.last_inbox_scan + INBOX_RESCAN);
+            next = next.min(due.saturating_duration_since(Instant::now()));
+        }
+        if self.inbox_more && self.settling.len() < self.settings.scan_limit {
+            let due = self.last_inbox_scan + INBOX_RESCAN;
+            next = next.min(due.saturating_duration_since(Instant::now()));
+        }
+        if let Some(first) = self.taken_seen.values().min() {
+            next = next.min((TAKEN_GRACE).saturating_sub(first.elapsed()));
         }
         if let Some(t) = self.finish_at.values().min() {
             next = next.min(t.saturating_duration_since(Instant::now()));
@@ -748,11 +802,23 @@ impl Owner {
         if self.last_rescan.elapsed() >= ttl / 2 {
             self.rescan_queue();
         }
-        if !self.settling.is_empty()
-            && self.ready.is_empty()
+        if self
+            .settle_due
+            .is_some_and(|t| t <= Instant::now() && self.ready.len() < self.settings.scan_limit)
             && self.last_inbox_scan.elapsed() >= INBOX_RESCAN
         {
             self.scan_inbox();
+        }
+        let now = Instant::now();
+        let due: Vec<TakenIn> = self
+            .taken_seen
+            .iter()
+            .filter(|(_, t)| now.duration_since(**t) >= TAKEN_GRACE)
+            .map(|(k, _)| k.clone())
+            .collect();
+        for t in due {
+            self.taken_seen.remove(&t);
+            self.taken_due.push_back(t);
         }
         if !self.pending_results.is_empty() {
             let pending = std::mem::take(&mut self.pending_results);
@@ -777,7 +843,9 @@ impl Owner {
     // ---- intake -------------------------------------------------------------------------
 
     /// Looks at the inbox: job files whose size and time held still for the settle time are
-    /// queued for intake; cancel files are applied; badly named files are refused.
+    /// queued for intake; cancel files are applied; badly named files are refused. At most the
+    /// scan limit of files settle at once, and no new ones are looked at while that many wait
+    /// for intake; the next ones settle while earlier ones are taken in.
     fn scan_inbox(&mut self) {
         let Ok(rd) = std::fs::read_dir(self.store.inbox()) else {
             return;
@@ -785,20 +853,23 @@ impl Owner {
         let now = Instant::now();
         self.last_inbox_scan = now;
         self.inbox_more = false;
-        let mut seen = HashSet::new();
-        let queued: HashSet<PathBuf> = self.ready.iter().cloned().collect();
+        self.scans += 1;
+        let scan = self.scans;
+        let limit = self.settings.scan_limit.max(1);
+        let settle = self.settings.settle;
+        // Settling files this scan has not come to yet: once there are none and no new one
+        // fits, the rest of the inbox waits for a later scan.
+        let mut unvisited = self.settling.len();
+        let mut complete = true;
         for entry in rd.filter_map(Result::ok) {
-            // Files this scan keeps track of (waiting for intake or settling).
-            if self.ready.len() + seen.len() >= self.settings.scan_limit.max(1) {
+            if unvisited == 0 && self.settling.len() >= limit {
                 self.inbox_more = true;
+                complete = false;
                 break;
             }
-            let path = entry.path();
-            let Some(name) = path.file_name().map(|n| n.to_owned()) else {
-                continue;
-            };
-            let Some(name) = name.to_str().map(str::to_owned) else {
-                self.refuse_name(&path);
+            let name = entry.file_name();
+            let Some(name) = name.to_str() else {
+                self.refuse_name(&entry.path());
                 continue;
             };
             let lower = name.to_ascii_lowercase();
@@ -806,23 +877,41 @@ impl Owner {
                 continue;
             }
             if let Some(id) = name.strip_suffix(".cancel") {
-                self.cancel(id, &path);
+                self.cancel(id, &entry.path());
                 continue;
             }
             if name.len() > store::MAX_NAME_BYTES {
-                self.refuse_name(&path);
+                self.refuse_name(&entry.path());
                 continue;
             }
-            if queued.contains(&path) {
+            if self.waiting.contains_key(name) {
                 continue;
             }
-            let Ok(meta) = std::fs::symlink_metadata(&path) else {
-                continue;
+            let full = self.settling.len() >= limit;
+            match self.settling.get_mut(name) {
+                Some(s) => {
+                    s.seen = scan;
+                    unvisited = unvisited.saturating_sub(1);
+                    // Not still for long enough yet: the next look that counts is when it is
+                    // due (a change meanwhile shows then as another size or time).
+                    if now.duration_since(s.since) < settle {
+                        continue;
+                    }
+                }
+                None if full => {
+                    self.inbox_more = true;
+                    continue;
+                }
+                None => {}
+            }
+            let path = entry.path();
+            let meta = match std::fs::symlink_metadata(&path) {
+                Ok(m) if !m.is_dir() => m,
+                _ => {
+                    self.settling.remove(name);
+                    continue;
+                }
             };
-            if meta.is_dir() {
-                continue;
-            }
-            seen.insert(path.clone());
             let arrival = self
                 .wakes
                 .arrivals
@@ -831,26 +920,28 @@ impl Owner {
                 .and_then(|a| a.get(&path).copied());
             if arrival == Some(false) {
                 // Renamed in whole, as files should be dropped: nothing to wait for.
-                self.settling.remove(&path);
-                self.whole.insert(path.clone());
-                self.ready.push_back(path);
+                self.settling.remove(name);
+                self.wait_for_intake(name.into(), true);
                 continue;
             }
-            let modified = meta.modified().ok();
-            let s = self.settling.entry(path.clone()).or_insert(Settling {
-                len: meta.len(),
-                modified,
-                since: now,
-            });
-            if s.len != meta.len() || s.modified != modified {
-                *s = Settling {
-                    len: meta.len(),
-                    modified,
-                    since: now,
-                };
-                continue;
-            }
-            if now.duration_since(s.since) < self.settings.settle {
+            let look = look(&meta);
+            let since = match self.settling.get_mut(name) {
+                Some(s) if s.look == look => s.since,
+                Some(s) => {
+                    (s.look, s.since) = (look, now);
+                    continue;
+                }
+                None => {
+                    let s = Settling {
+                        look,
+                        since: now,
+                        seen: scan,
+                    };
+                    self.settling.insert(name.into(), s);
+                    now
+                }
+            };
+            if now.duration_since(since) < settle {
                 continue;
             }
             // A JSONL whose last line has no newline may still be being written: it waits
@@ -859,14 +950,27 @@ impl Owner {
                 && meta.is_file()
                 && meta.len() > 0
                 && last_byte(&path) != Some(b'\n')
-                && now.duration_since(s.since) < JSONL_QUIET.max(self.settings.settle)
+                && now.duration_since(since) < JSONL_QUIET.max(settle)
             {
                 continue;
             }
-            self.settling.remove(&path);
-            self.ready.push_back(path);
+            self.settling.remove(name);
+            self.wait_for_intake(name.into(), false);
         }
-        self.settling.retain(|p, _| seen.contains(p));
+        // Settling files a whole scan did not find are gone.
+        if complete {
+            self.settling.retain(|_, s| s.seen == scan);
+        }
+        if self.settling.is_empty() {
+            // A batch of thousands should not keep its table for good.
+            self.settling = HashMap::new();
+        }
+        self.settle_due = self.settling.values().map(|s| s.since + settle).min();
+    }
+
+    fn wait_for_intake(&mut self, name: Arc<str>, whole: bool) {
+        self.waiting.insert(name.clone(), whole);
+        self.ready.push_back(name);
     }
 
     fn refuse_name(&mut self, path: &Path) {
@@ -875,21 +979,29 @@ impl Owner {
         }
     }
 
-    /// Takes one inbox file into the store and indexes its jobs.
-    fn take_in(&mut self, path: &Path) {
-        let whole = self.whole.remove(path);
-        if let Ok(mut a) = self.wakes.arrivals.lock() {
-            a.remove(path);
+    /// Takes one inbox file into the store: settled at once when none of its jobs needs
+    /// ComfyUI, else given its folder and indexed.
+    fn take_in(&mut self, name: Arc<str>) {
+        let whole = self.waiting.remove(&name).unwrap_or(false);
+        if self.waiting.is_empty() && self.ready.is_empty() {
+            // A batch of thousands should not keep its tables for good.
+            self.waiting = HashMap::new();
+            self.ready = VecDeque::new();
         }
-        match self.store.intake(path) {
-            Ok(Some(key)) => {
-                tracing::debug!(file = %key, "taken in");
-                self.index_file(key, true, whole);
+        let path = self.store.inbox().join(&*name);
+        if let Ok(mut a) = self.wakes.arrivals.lock() {
+            a.remove(&path);
+        }
+        match self.store.take(&path) {
+            Ok(Some(taken)) => {
+                tracing::debug!(file = %taken, "taken in");
+                self.admit(taken, whole);
             }
             Ok(None) => {}
             Err(e) if store::is_no_space(&e) => {
                 self.no_space(&e);
-                self.ready.push_front(path.to_path_buf());
+                self.waiting.insert(name.clone(), whole);
+                self.ready.push_front(name);
             }
             Err(e) => {
                 tracing::warn!(file = %path.display(), error = %e, "could not take a job file in")
@@ -897,13 +1009,158 @@ impl Owner {
         }
     }
 
+    /// Looks at a taken-in file's jobs. A file that cannot grow and none of whose jobs needs
+    /// ComfyUI (each failed from the file alone, or finished before) goes straight to
+    /// `failed/` or `done/`: one report written, one rename, no folder, no lease. Any other
+    /// gets its folder, lazily, now that a job needs a lease.
+    fn admit(&mut self, taken: TakenIn, whole: bool) {
+        let read = self.store.read_taken(&taken, job::MAX_FILE_BYTES);
+        // Gone: another daemon settled it first.
+        let Some((len, parsed)) = parse_read(taken.name(), read, whole) else {
+            return;
+        };
+        let may_grow = !whole && taken.name().to_ascii_lowercase().ends_with(".jsonl");
+        if (parsed.is_err() || !may_grow)
+            && let Some(results) = self.settle_at_intake(taken.name(), &parsed)
+        {
+            self.finish_taken(taken, &parsed, results);
+            return;
+        }
+        match self.store.open(&taken) {
+            Ok(Some(key)) => self.index_parsed(key, true, whole, len, parsed),
+            Ok(None) => {}
+            Err(e) => {
+                if store::is_no_space(&e) {
+                    self.no_space(&e);
+                } else {
+                    tracing::warn!(file = %taken.name(), error = %e, "could not give a job file its folder");
+                }
+                // Looked at again later; it stays in queue/ meanwhile, never lost.
+                self.taken_seen.insert(taken, Instant::now());
+            }
+        }
+    }
+
+    /// Every job's end, when the whole file ends without ComfyUI: refused whole, or each job
+    /// skipped (its manifest exists) or failed from the file alone. `None` as soon as one job
+    /// needs running.
+    fn settle_at_intake(
+        &self,
+        name: &str,
+        parsed: &Result<Parsed, job::JobFileError>,
+    ) -> Option<Vec<(JobResult, String)>> {
+        let Ok(parsed) = parsed else {
+            return Some(Vec::new());
+        };
+        if parsed.len() > SETTLE_AT_INTAKE_MAX {
+            return None;
+        }
+        let mut out = Vec::with_capacity(parsed.len());
+        for (i, job) in parsed.jobs().enumerate() {
+            let failure = match self.verdict(&job, name) {
+                Verdict::Run(_) => return None,
+                Verdict::Skip => None,
+                Verdict::Fail(f) => Some(f),
+            };
+            out.push((result(&self.owner, &job, i as u32, failure), job.workflow));
+        }
+        Some(out)
+    }
+
+    /// Moves a taken-in file whose jobs all ended at intake, its report first.
+    fn finish_taken(
+        &mut self,
+        taken: TakenIn,
+        parsed: &Result<Parsed, job::JobFileError>,
+        ended: Vec<(JobResult, String)>,
+    ) {
+        let name = taken.name().to_owned();
+        // How each job ended, for the summary and the metrics once the file has moved.
+        let mut outcomes = Vec::with_capacity(ended.len());
+        let mut results = Vec::with_capacity(ended.len());
+        for (r, workflow) in ended {
+            let outcome = match &r.failure {
+                Some(f) => Outcome::of_failure(&f.kind),
+                None => Outcome::Skipped,
+            };
+            outcomes.push((self.workflow_label(&workflow), outcome));
+            results.push(r);
+        }
+        let report = match parsed {
+            Ok(p) => file_report(&name, None, p, results),
+            Err(e) => {
+                tracing::warn!(file = %name, error = %e, "job file refused");
+                file_report(&name, Some(e), &Parsed::default(), results)
+            }
+        };
+        let bytes = report
+            .as_ref()
+            .map(|r| serde_json::to_vec_pretty(r).unwrap_or_default());
+        match self.store.finish_taken(&taken, bytes.as_deref()) {
+            Ok(Some(dest)) => {
+                if report.is_some() {
+                    self.summary.files_failed += 1;
+                } else {
+                    self.summary.files_done += 1;
+                }
+                for (workflow, outcome) in outcomes {
+                    match outcome {
+                        Outcome::Skipped => self.summary.jobs_skipped += 1,
+                        _ => self.summary.jobs_failed += 1,
+                    }
+                    self.settings.metrics.job_finished(&workflow, outcome);
+                }
+                self.status_dirty = true;
+                tracing::info!(file = %name, to = %dest.display(), "job file finished");
+            }
+            Ok(None) => {}
+            Err(e) => {
+                if store::is_no_space(&e) {
+                    self.no_space(&e);
+                } else {
+                    tracing::warn!(file = %name, error = %e, "could not move a finished job file");
+                }
+                self.taken_seen.insert(taken, Instant::now());
+            }
+        }
+    }
+
+    /// What becomes of a job, when that is certain without ComfyUI: its manifest exists
+    /// (done before: skipped, or another file's job under the same id), its workflow is
+    /// unknown, or its inputs fail the workflow's schema. Else it runs.
+    fn verdict(&self, job: &Job, file_name: &str) -> Verdict {
+        match runner::finished_by(&self.settings.outputs, &job.id) {
+            Some(by) if by == file_name || by == original_name(file_name) => return Verdict::Skip,
+            Some(other) => {
+                return Verdict::Fail(Failure::new(
+                    "duplicate-id",
+                    format!(
+                        "job id `{}` is already used by a finished job from `{other}`; give this job another `id`",
+                        job.id
+                    ),
+                ));
+            }
+            None => {}
+        }
+        let workflow = match self.workflows.find(&job.workflow) {
+            Ok(w) => w.clone(),
+            Err(msg) => return Verdict::Fail(Failure::new("unknown-workflow", msg)),
+        };
+        let errors = workflow.validate(&job.inputs);
+        if !errors.is_empty() {
+            return Verdict::Fail(invalid_inputs(&errors));
+        }
+        Verdict::Run(workflow)
+    }
+
     /// Reads `queue/` for files this daemon does not know (taken in by others, or by itself
     /// before a restart) and forgets those that are gone.
     fn rescan_queue(&mut self) {
         self.last_rescan = Instant::now();
-        let Ok(keys) = self.store.files() else {
+        let Ok(listing) = self.store.list() else {
             return;
         };
+        let keys = listing.files;
         let present: HashSet<&FileKey> = keys.iter().collect();
         let gone: Vec<u64> = self
             .files
@@ -919,35 +1176,45 @@ impl Owner {
                 self.index_file(key, false, false);
             }
         }
+        // Files taken in and left without a folder: their taker is settling them right now,
+        // or died. Looked at once they have been there a while.
+        let taken: HashSet<&TakenIn> = listing.taken.iter().collect();
+        self.taken_seen.retain(|t, _| taken.contains(t));
+        let now = Instant::now();
+        for t in listing.taken {
+            if !self.taken_due.contains(&t) {
+                self.taken_seen.entry(t).or_insert(now);
+            }
+        }
     }
 
     /// Parses a file of the store and puts its jobs where they belong: results are resolved,
     /// others' leases watched, our own orphans taken back, the rest waiting.
     fn index_file(&mut self, key: FileKey, fresh: bool, whole: bool) {
-        let mut len = 0;
-        let parsed = self
-            .store
-            .read(&key, job::MAX_FILE_BYTES)
-            .map_err(|e| job::JobFileError {
-                line: None,
-                message: e.to_string(),
-            })
-            .and_then(|bytes| {
-                len = bytes.len();
-                String::from_utf8(bytes).map_err(|e| job::JobFileError {
-                    line: None,
-                    message: format!("the file is not UTF-8 text: {e}"),
-                })
-            })
-            .and_then(|text| job::parse_with(key.name(), &text, whole));
+        let read = self.store.read(&key, job::MAX_FILE_BYTES);
+        let Some((len, parsed)) = parse_read(key.name(), read, whole) else {
+            // Finished by another daemon meanwhile, or a folder a killed daemon left behind.
+            if let Err(e) = self.store.sweep(&key) {
+                tracing::debug!(file = %key, error = %e, "could not remove a left-over folder");
+            }
+            return;
+        };
+        self.index_parsed(key, fresh, whole, len, parsed);
+    }
+
+    fn index_parsed(
+        &mut self,
+        key: FileKey,
+        fresh: bool,
+        whole: bool,
+        len: usize,
+        parsed: Result<Parsed, job::JobFileError>,
+    ) {
         let f = self.next_file;
         self.next_file += 1;
         let (parsed, refused) = match parsed {
             Ok(p) => (p, None),
             Err(e) => {
-                if e.message.contains("No such file") {
-                    return;
-                }
                 tracing::warn!(file = %key.name(), error = %e, "job file refused");
                 (Parsed::default(), Some(e))
             }
@@ -1119,33 +1386,19 @@ impl Owner {
         };
         let key = entry.key.clone();
         let file_name = key.name().to_owned();
-        // A job whose manifest exists is done (a restart); another file's job under the same id
-        // is a conflict. Both are certain without a lease.
-        match runner::finished_by(&self.settings.outputs, &job.id) {
-            Some(by) if by == file_name || by == original_name(&file_name) => {
+        // Done before, a conflicting id, an unknown workflow, invalid inputs: all certain
+        // without a lease.
+        let workflow = match self.verdict(&job, &file_name) {
+            Verdict::Run(w) => w,
+            Verdict::Skip => {
                 self.summary.jobs_skipped += 1;
                 let name = self.workflow_label(&job.workflow);
                 self.settings.metrics.job_finished(&name, Outcome::Skipped);
                 self.record(f, result(&self.owner, &job, i, None));
                 return Started::No;
             }
-            Some(other) => {
-                let failure = Failure::new(
-                    "duplicate-id",
-                    format!(
-                        "job id `{}` is already used by a finished job from `{other}`; give this job another `id`",
-                        job.id
-                    ),
-                );
+            Verdict::Fail(failure) => {
                 self.fail(f, i, &job, failure);
-                return Started::No;
-            }
-            None => {}
-        }
-        let workflow = match self.workflows.find(&job.workflow) {
-            Ok(w) => w.clone(),
-            Err(msg) => {
-                self.fail(f, i, &job, Failure::new("unknown-workflow", msg));
                 return Started::No;
             }
         };
@@ -1481,6 +1734,16 @@ impl Owner {
     }
 }
 
+/// What becomes of a job, as far as that is certain without ComfyUI.
+enum Verdict {
+    /// Its manifest exists: done before (a restart, or the file dropped again).
+    Skip,
+    /// Fails from the file alone.
+    Fail(Failure),
+    /// Needs running, with this workflow.
+    Run(Arc<Workflow>),
+}
+
 /// Whether [`Owner::start`] started the job.
 enum Started {
     Yes,
@@ -1598,16 +1861,7 @@ impl Owner {
         };
         let name = entry.key.name().to_owned();
         let report = match &entry.refused {
-            Some(e) => Some(FileReport {
-                file: name.clone(),
-                error: Some(e.message.clone()),
-                line: e.line,
-                jobs: 0,
-                done: 0,
-                failed: 0,
-                failures: Vec::new(),
-                more: 0,
-            }),
+            Some(e) => file_report(&name, Some(e), &entry.parsed, Vec::new()),
             None => {
                 let results = match self.store.results(&entry.key) {
                     Ok(r) => r,
@@ -1623,40 +1877,7 @@ impl Owner {
                     self.watch(f, Slot::End);
                     return;
                 }
-                let mut failures: Vec<JobFailure> = entry
-                    .parsed
-                    .errors
-                    .iter()
-                    .map(|e| JobFailure {
-                        job: None,
-                        line: e.line,
-                        sweep_index: None,
-                        workflow: None,
-                        kind: "job-file".into(),
-                        message: e.message.clone(),
-                        details: Vec::new(),
-                    })
-                    .collect();
-                let done = results.iter().filter(|r| r.ok).count();
-                let failed_jobs: Vec<JobFailure> =
-                    results.into_iter().filter_map(|r| r.failure).collect();
-                let failed = failed_jobs.len() + entry.parsed.error_count;
-                failures.extend(failed_jobs);
-                failures.sort_by_key(|f| (f.line, f.sweep_index));
-                (failed > 0).then(|| FileReport {
-                    file: name.clone(),
-                    error: None,
-                    line: None,
-                    jobs: entry.parsed.len() + entry.parsed.error_count,
-                    done,
-                    failed,
-                    more: failures.len().saturating_sub(MAX_REPORTED),
-                    failures: failures
-                        .into_iter()
-                        .take(MAX_REPORTED)
-                        .map(JobFailure::shortened)
-                        .collect(),
-                })
+                file_report(&name, None, &entry.parsed, results)
             }
         };
         let bytes = report
@@ -1908,6 +2129,99 @@ impl Owner {
         }
         self.status_dirty = false;
         self.status_written = Some(Instant::now());
+    }
+}
+
+/// A file's report: why it was refused whole, or every failed job (lines that did not parse
+/// first, in file order); `None` when nothing failed.
+fn file_report(
+    name: &str,
+    refused: Option<&job::JobFileError>,
+    parsed: &Parsed,
+    results: Vec<JobResult>,
+) -> Option<FileReport> {
+    if let Some(e) = refused {
+        return Some(FileReport {
+            file: name.to_owned(),
+            error: Some(e.message.clone()),
+            line: e.line,
+            jobs: 0,
+            done: 0,
+            failed: 0,
+            failures: Vec::new(),
+            more: 0,
+        });
+    }
+    let mut failures: Vec<JobFailure> = parsed
+        .errors
+        .iter()
+        .map(|e| JobFailure {
+            job: None,
+            line: e.line,
+            sweep_index: None,
+            workflow: None,
+            kind: "job-file".into(),
+            message: e.message.clone(),
+            details: Vec::new(),
+        })
+        .collect();
+    let done = results.iter().filter(|r| r.ok).count();
+    let failed_jobs: Vec<JobFailure> = results.into_iter().filter_map(|r| r.failure).collect();
+    let failed = failed_jobs.len() + parsed.error_count;
+    failures.extend(failed_jobs);
+    failures.sort_by_key(|f| (f.line, f.sweep_index));
+    (failed > 0).then(|| FileReport {
+        file: name.to_owned(),
+        error: None,
+        line: None,
+        jobs: parsed.len() + parsed.error_count,
+        done,
+        failed,
+        more: failures.len().saturating_sub(MAX_REPORTED),
+        failures: failures
+            .into_iter()
+            .take(MAX_REPORTED)
+            .map(JobFailure::shortened)
+            .collect(),
+    })
+}
+
+/// A job file's bytes as read, parsed: their length and the jobs, or why the file is refused
+/// whole. `None` when the file is gone.
+fn parse_read(
+    name: &str,
+    read: std::io::Result<Vec<u8>>,
+    whole: bool,
+) -> Option<(usize, Result<Parsed, job::JobFileError>)> {
+    let refused = |message: String| job::JobFileError {
+        line: None,
+        message,
+    };
+    let bytes = match read {
+        Ok(b) => b,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return None,
+        Err(e) => return Some((0, Err(refused(e.to_string())))),
+    };
+    let len = bytes.len();
+    let parsed = String::from_utf8(bytes)
+        .map_err(|e| refused(format!("the file is not UTF-8 text: {e}")))
+        .and_then(|text| job::parse_with(name, &text, whole));
+    Some((len, parsed))
+}
+
+/// A job whose inputs fail the workflow's schema, as the runner would have failed it.
+fn invalid_inputs(errors: &[comfyc::render::InputError]) -> Failure {
+    Failure {
+        kind: "invalid-inputs",
+        message: errors
+            .iter()
+            .map(|e| e.message.clone())
+            .collect::<Vec<_>>()
+            .join("; "),
+        details: errors
+            .iter()
+            .map(|e| serde_json::to_value(e).unwrap_or(serde_json::Value::Null))
+            .collect(),
     }
 }
 

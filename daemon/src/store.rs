@@ -7,10 +7,14 @@
 //! implements the same trait; the scheduler and the runner never see which one they use.
 //!
 //! The directory protocol (see ARCHITECTURE.md):
-//! - `inbox/NAME` is taken in by one atomic rename to `queue/F/NAME`, where `F` is a fresh
-//!   folder `TOKEN~NAME` (TOKEN orders intake). Jobs are *not* written out: a file's jobs are a
-//!   pure function of its bytes ([`crate::job::parse`]), so expansion is idempotent and a daemon
-//!   killed half-way loses and duplicates nothing.
+//! - `inbox/NAME` is taken in by one atomic rename to `queue/TOKEN=NAME` (TOKEN orders
+//!   intake): one daemon wins. Jobs are *not* written out: a file's jobs are a pure function of
+//!   its bytes ([`crate::job::parse`]), so expansion is idempotent and a daemon killed half-way
+//!   loses and duplicates nothing.
+//! - A taken-in file leaves that state by one more rename, so again one daemon wins: straight
+//!   to `failed/` (its report written first) or `done/` when none of its jobs needs ComfyUI,
+//!   or into a fresh folder `queue/F/NAME` (`F` = `TOKEN<more>~NAME`) as soon as a job needs a
+//!   lease. A file whose jobs all fail at once never gets a folder.
 //! - Job `i` of `F` is claimed by creating `queue/F/L<i>.1` with `link(2)` from a temp file
 //!   that already holds the whole lease: the claim and its lease are one atomic step, and
 //!   `link` fails if the name exists, so exactly one claimer wins.
@@ -50,6 +54,35 @@ impl std::fmt::Display for FileKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(&self.0)
     }
+}
+
+/// A job file taken in from the inbox that has no folder yet: `queue/TOKEN=NAME`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct TakenIn(pub String);
+
+impl TakenIn {
+    /// The name the file was dropped under.
+    pub fn name(&self) -> &str {
+        self.0.split_once('=').map_or(&self.0, |(_, n)| n)
+    }
+    fn token(&self) -> &str {
+        self.0.split_once('=').map_or("", |(t, _)| t)
+    }
+}
+
+impl std::fmt::Display for TakenIn {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// What `queue/` holds, in intake order.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Listing {
+    /// Files with a folder (leases, results).
+    pub files: Vec<FileKey>,
+    /// Files taken in whose jobs were not looked at yet (or whose taker died meanwhile).
+    pub taken: Vec<TakenIn>,
 }
 
 /// Which lease: a job of a file, or the right to finish the file.
@@ -143,10 +176,30 @@ pub struct FileState {
 pub trait JobStore: Send + Sync {
     /// Creates what the store needs.
     fn create(&self) -> io::Result<()>;
-    /// Takes `inbox/NAME` into the store. `Ok(None)` when another daemon was faster.
-    fn intake(&self, inbox_file: &Path) -> io::Result<Option<FileKey>>;
-    /// Every file in the store, in intake order.
-    fn files(&self) -> io::Result<Vec<FileKey>>;
+    /// Takes `inbox/NAME` into the store, without a folder yet. `Ok(None)` when another daemon
+    /// was faster.
+    fn take(&self, inbox_file: &Path) -> io::Result<Option<TakenIn>>;
+    /// A taken-in file's bytes (at most `limit` bytes are read; longer is an error).
+    fn read_taken(&self, taken: &TakenIn, limit: u64) -> io::Result<Vec<u8>>;
+    /// Gives a taken-in file its folder, so that its jobs can be claimed. `Ok(None)` when
+    /// another daemon moved it first.
+    fn open(&self, taken: &TakenIn) -> io::Result<Option<FileKey>>;
+    /// Moves a taken-in file none of whose jobs needs ComfyUI to `done/` (no report) or
+    /// `failed/` (report written first). `Ok(None)` when another daemon moved it first.
+    fn finish_taken(&self, taken: &TakenIn, report: Option<&[u8]>) -> io::Result<Option<PathBuf>>;
+    /// Takes `inbox/NAME` in and gives it its folder at once.
+    fn intake(&self, inbox_file: &Path) -> io::Result<Option<FileKey>> {
+        match self.take(inbox_file)? {
+            Some(t) => self.open(&t),
+            None => Ok(None),
+        }
+    }
+    /// Everything in the store, in intake order.
+    fn list(&self) -> io::Result<Listing>;
+    /// Every file with a folder, in intake order.
+    fn files(&self) -> io::Result<Vec<FileKey>> {
+        Ok(self.list()?.files)
+    }
     /// The job file's bytes (at most `limit` bytes are read; longer is an error).
     fn read(&self, file: &FileKey, limit: u64) -> io::Result<Vec<u8>>;
     /// Leases and results of one file.
@@ -177,6 +230,11 @@ pub trait JobStore: Send + Sync {
     /// Moves a finished file to `done/` (no report) or `failed/` (report written first), and
     /// removes its folder. The caller holds its `End` slot.
     fn finish(&self, held: &Held, report: Option<&[u8]>) -> io::Result<Option<PathBuf>>;
+    /// Removes a file's folder whose job file is gone, when that is safe: nothing in it (a
+    /// daemon died between making it and moving the file in) or finished (it has an `End`
+    /// lease: the finisher died between moving the file out and removing the folder). True
+    /// when it was removed.
+    fn sweep(&self, file: &FileKey) -> io::Result<bool>;
 }
 
 /// The error [`JobStore::write_lease`] returns when the slot is no longer ours.
@@ -313,6 +371,65 @@ impl DirStore {
     fn job_file(&self, file: &FileKey) -> PathBuf {
         self.folder(file).join(file.name())
     }
+
+    fn taken_path(&self, taken: &TakenIn) -> PathBuf {
+        self.queue().join(&taken.0)
+    }
+
+    /// Moves a job file out of the queue to `done/` (no report) or `failed/` (its report
+    /// written first), under a name no file there has. `Ok(None)` when `src` was gone: another
+    /// daemon moved it first, and the report written here is taken back unless that daemon's
+    /// move put a file under the very name (it then wrote the same report).
+    fn move_out(
+        &self,
+        src: &Path,
+        name: &str,
+        report: Option<&[u8]>,
+    ) -> io::Result<Option<PathBuf>> {
+        let dest_dir = if report.is_some() {
+            self.failed()
+        } else {
+            self.done()
+        };
+        let dest = fsutil::unique(&dest_dir, name)?;
+        let report_path = match report {
+            Some(report) => {
+                let file = dest
+                    .file_name()
+                    .map(|n| n.to_string_lossy().into_owned())
+                    .unwrap_or_default();
+                let path = dest_dir.join(format!("{file}.error.json"));
+                // Written before the file moves; not fsynced (a killed process loses nothing,
+                // and this keeps a 100,000-file inbox of failing jobs fast).
+                fsutil::write_atomic_unsynced(&path, report)?;
+                Some(path)
+            }
+            None => None,
+        };
+        match std::fs::rename(src, &dest) {
+            Ok(()) => Ok(Some(dest)),
+            Err(e) => {
+                if let Some(path) = report_path
+                    && std::fs::symlink_metadata(&dest).is_err()
+                {
+                    let _ = std::fs::remove_file(path);
+                }
+                if e.kind() == io::ErrorKind::NotFound {
+                    Ok(None)
+                } else {
+                    Err(e)
+                }
+            }
+        }
+    }
+}
+
+/// What a name in `queue/` is: `TOKEN~NAME` a folder, `TOKEN=NAME` a file taken in (TOKEN is
+/// hex, so the first other character tells).
+fn classify(name: &str) -> Option<char> {
+    let sep = name.trim_start_matches(|c: char| c.is_ascii_hexdigit());
+    let c = sep.chars().next()?;
+    (sep.len() < name.len() && (c == '~' || c == '=')).then_some(c)
 }
 
 impl JobStore for DirStore {
@@ -329,18 +446,38 @@ impl JobStore for DirStore {
         Ok(())
     }
 
-    fn intake(&self, inbox_file: &Path) -> io::Result<Option<FileKey>> {
+    fn take(&self, inbox_file: &Path) -> io::Result<Option<TakenIn>> {
         let Some(name) = inbox_file.file_name().and_then(|n| n.to_str()) else {
             return Ok(None);
         };
-        let key = FileKey(format!(
-            "{:012x}{:04x}~{name}",
+        let taken = TakenIn(format!(
+            "{:012x}{:04x}={name}",
             crate::runner::now_ms(),
             fastrand::u16(..)
         ));
+        match std::fs::rename(inbox_file, self.taken_path(&taken)) {
+            Ok(()) => Ok(Some(taken)),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    fn read_taken(&self, taken: &TakenIn, limit: u64) -> io::Result<Vec<u8>> {
+        fsutil::read_limited(&self.taken_path(taken), limit)
+    }
+
+    fn open(&self, taken: &TakenIn) -> io::Result<Option<FileKey>> {
+        // A fresh folder of its own (the token extended, so intake order holds): a daemon that
+        // loses the race below removes only what it made.
+        let key = FileKey(format!(
+            "{}{:04x}~{}",
+            taken.token(),
+            fastrand::u16(..),
+            taken.name()
+        ));
         let folder = self.folder(&key);
         std::fs::create_dir(&folder)?;
-        match std::fs::rename(inbox_file, folder.join(name)) {
+        match std::fs::rename(self.taken_path(taken), folder.join(taken.name())) {
             Ok(()) => Ok(Some(key)),
             Err(e) => {
                 let _ = std::fs::remove_dir(&folder);
@@ -353,8 +490,12 @@ impl JobStore for DirStore {
         }
     }
 
-    fn files(&self) -> io::Result<Vec<FileKey>> {
-        let mut out = Vec::new();
+    fn finish_taken(&self, taken: &TakenIn, report: Option<&[u8]>) -> io::Result<Option<PathBuf>> {
+        self.move_out(&self.taken_path(taken), taken.name(), report)
+    }
+
+    fn list(&self) -> io::Result<Listing> {
+        let mut out = Listing::default();
         for e in std::fs::read_dir(self.queue())?.filter_map(Result::ok) {
             let Ok(name) = e.file_name().into_string() else {
                 continue;
@@ -362,11 +503,16 @@ impl JobStore for DirStore {
             if name.starts_with(".gone-") {
                 // A finished folder whose removal was interrupted.
                 let _ = std::fs::remove_dir_all(e.path());
-            } else if !name.starts_with('.') && name.contains('~') {
-                out.push(FileKey(name));
+                continue;
+            }
+            match classify(&name) {
+                Some('~') => out.files.push(FileKey(name)),
+                Some('=') => out.taken.push(TakenIn(name)),
+                _ => {}
             }
         }
-        out.sort();
+        out.files.sort();
+        out.taken.sort();
         Ok(out)
     }
 
@@ -518,30 +664,7 @@ impl JobStore for DirStore {
             return Ok(None);
         }
         let file = &held.file;
-        let src = self.job_file(file);
-        let mut moved = None;
-        if src.exists() {
-            let dest_dir = if report.is_some() {
-                self.failed()
-            } else {
-                self.done()
-            };
-            let dest = fsutil::unique(&dest_dir, file.name())?;
-            if let Some(report) = report {
-                let name = dest
-                    .file_name()
-                    .map(|n| n.to_string_lossy().into_owned())
-                    .unwrap_or_default();
-                // Written before the file moves; not fsynced (a killed process loses nothing,
-                // and this keeps a 100,000-file inbox of failing jobs fast).
-                fsutil::write_atomic_unsynced(
-                    &dest_dir.join(format!("{name}.error.json")),
-                    report,
-                )?;
-            }
-            std::fs::rename(&src, &dest)?;
-            moved = Some(dest);
-        }
+        let moved = self.move_out(&self.job_file(file), file.name(), report)?;
         // The folder leaves the queue in one rename before anything in it is deleted, so no
         // reader ever sees a file whose results are half gone.
         let tomb = self.queue().join(format!(".gone-{}", file.0));
@@ -553,6 +676,33 @@ impl JobStore for DirStore {
             Err(e) => return Err(e),
         }
         Ok(moved)
+    }
+
+    fn sweep(&self, file: &FileKey) -> io::Result<bool> {
+        let state = match self.state(file) {
+            Ok(s) => s,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(false),
+            Err(e) => return Err(e),
+        };
+        if state.has_file {
+            return Ok(false);
+        }
+        if state.leases.is_empty() && state.results.is_empty() {
+            // Fails when something arrived meanwhile: only an empty folder goes.
+            return Ok(std::fs::remove_dir(self.folder(file)).is_ok());
+        }
+        if !state.leases.contains_key(&Slot::End) {
+            return Ok(false);
+        }
+        let tomb = self.queue().join(format!(".gone-{}", file.0));
+        match std::fs::rename(self.folder(file), &tomb) {
+            Ok(()) => {
+                let _ = std::fs::remove_dir_all(&tomb);
+                Ok(true)
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
+            Err(e) => Err(e),
+        }
     }
 }
 
@@ -616,6 +766,107 @@ mod tests {
         // The second daemon finds nothing to take.
         assert_eq!(s.intake(&s.inbox().join("a.jsonl")).ok().flatten(), None);
         assert_eq!(s.files().unwrap_or_default().len(), 1);
+    }
+
+    fn taken(s: &DirStore, name: &str) -> TakenIn {
+        std::fs::write(s.inbox().join(name), "x\n").unwrap_or_else(|e| panic!("{e}"));
+        s.take(&s.inbox().join(name))
+            .unwrap_or_else(|e| panic!("{e}"))
+            .unwrap_or_else(|| panic!("not taken"))
+    }
+
+    fn names(dir: &Path) -> Vec<String> {
+        let mut v: Vec<String> = std::fs::read_dir(dir)
+            .map(|r| {
+                r.filter_map(Result::ok)
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .collect()
+            })
+            .unwrap_or_default();
+        v.sort();
+        v
+    }
+
+    #[test]
+    fn a_file_failed_at_intake_needs_one_report_and_one_rename() {
+        let (_t, s, _) = store();
+        let t = taken(&s, "bad~x=y.json");
+        assert_eq!(t.name(), "bad~x=y.json");
+        // Taken in without a folder, told apart from folders by the character after the token.
+        let l = s.list().unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!((l.files.len(), l.taken), (1, vec![t.clone()]));
+        // A second daemon finds nothing to take.
+        assert_eq!(s.take(&s.inbox().join("bad~x=y.json")).ok().flatten(), None);
+        let moved = s
+            .finish_taken(&t, Some(b"{}"))
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(moved, Some(s.failed().join("bad~x=y.json")));
+        assert_eq!(
+            names(&s.failed()),
+            ["bad~x=y.json", "bad~x=y.json.error.json"]
+        );
+        // A daemon that settled it too and lost the rename leaves the winner's report alone.
+        assert_eq!(s.finish_taken(&t, Some(b"{}")).ok().flatten(), None);
+        assert_eq!(names(&s.failed()).len(), 2);
+        assert!(s.list().is_ok_and(|l| l.taken.is_empty()));
+    }
+
+    #[test]
+    fn of_two_daemons_settling_one_taken_file_one_rename_wins() {
+        let (_t, s, _) = store();
+        let t = taken(&s, "b.json");
+        // One daemon gives it a folder; the other decided it fails and loses the rename: its
+        // report is taken back, and the file is only in its folder.
+        let key = s
+            .open(&t)
+            .unwrap_or_else(|e| panic!("{e}"))
+            .unwrap_or_else(|| panic!("not opened"));
+        assert_eq!(key.name(), "b.json");
+        assert!(key.0.starts_with(t.token()), "intake order holds");
+        assert_eq!(s.finish_taken(&t, Some(b"{}")).ok().flatten(), None);
+        assert!(names(&s.failed()).is_empty(), "{:?}", names(&s.failed()));
+        // A third opening it too makes no second folder.
+        assert_eq!(s.open(&t).ok().flatten(), None);
+        let l = s.list().unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(l.files.iter().filter(|k| k.name() == "b.json").count(), 1);
+        assert!(l.taken.is_empty());
+        assert!(s.state(&key).is_ok_and(|st| st.has_file));
+        // The other way round: settled first, so nobody can open it.
+        let t = taken(&s, "c.json");
+        assert_eq!(
+            s.finish_taken(&t, None).ok().flatten(),
+            Some(s.done().join("c.json"))
+        );
+        assert_eq!(s.open(&t).ok().flatten(), None);
+        assert_eq!(s.list().map(|l| l.files.len()).ok(), Some(2));
+    }
+
+    #[test]
+    fn left_over_folders_are_swept_and_live_ones_kept() {
+        let (_t, s, k) = store();
+        assert_eq!(s.sweep(&k).ok(), Some(false), "it has its file");
+        // Made by a daemon killed before it moved the file in.
+        let empty = FileKey("0123456789abcdef0000~e.json".into());
+        std::fs::create_dir(s.queue().join(&empty.0)).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(s.sweep(&empty).ok(), Some(true));
+        // Finished by a daemon killed before it removed the folder.
+        let end = match s.claim(&k, Slot::End, &lease("a")) {
+            Ok(Claim::Claimed(h)) => h,
+            other => panic!("{other:?}"),
+        };
+        std::fs::rename(s.job_file(&k), s.done().join("a.jsonl")).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(s.sweep(&k).ok(), Some(true));
+        assert!(s.list().is_ok_and(|l| l.files.is_empty()));
+        // Its finisher, woken, finds nothing left to do.
+        assert_eq!(s.finish(&end, None).ok().flatten(), None);
+        // Leases without the file and without an end: not ours to judge.
+        let (_t2, s2, k2) = store();
+        assert!(matches!(
+            s2.claim(&k2, Slot::Job(0), &lease("a")),
+            Ok(Claim::Claimed(_))
+        ));
+        std::fs::remove_file(s2.job_file(&k2)).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(s2.sweep(&k2).ok(), Some(false));
     }
 
     #[test]

@@ -1134,3 +1134,103 @@ async fn a_cancel_file_for_an_unknown_id_expires() {
     d.stop().await;
     rig.assert_finished(&files, &ids);
 }
+
+// 9. Several daemons racing for an inbox of files that fail at intake and files that run, plus
+// two files a daemon killed right after its intake rename left in `queue/` without a folder:
+// each file ends once, in one place, with its own report; each runnable job runs once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn daemons_racing_for_failing_and_runnable_files_end_each_file_once() {
+    let _serial = SERIAL.lock().await;
+    let rig = Rig::new(Timing::default()).await;
+    let jobs = rig.jobs();
+    let mut failing: BTreeMap<String, &str> = BTreeMap::new();
+    let mut runnable = Vec::new();
+    for i in 0..150 {
+        let name = format!("u{i:03}.toml");
+        drop_job(&jobs, &name, "workflow = \"no-such-workflow\"\n");
+        failing.insert(name, "unknown-workflow");
+    }
+    for i in 0..50 {
+        let name = format!("w{i:03}.json");
+        drop_job(
+            &jobs,
+            &name,
+            "{\"workflow\": \"solid-color\", \"inputs\": {\"width\": 99999}}\n",
+        );
+        failing.insert(name, "invalid-inputs");
+    }
+    for i in 0..20 {
+        let name = format!("r{i:02}.toml");
+        drop_job(&jobs, &name, &solid(i));
+        runnable.push(name);
+    }
+    // Taken in (`queue/TOKEN=NAME`) by a daemon that died before it looked at them.
+    std::fs::create_dir_all(jobs.join("queue")).unwrap_or_else(|e| panic!("{e}"));
+    std::fs::write(
+        jobs.join("queue/0000000000010000=left-bad.toml"),
+        "workflow = \"no-such-workflow\"\n",
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    failing.insert("left-bad.toml".into(), "unknown-workflow");
+    std::fs::write(jobs.join("queue/0000000000010001=left-ok.toml"), solid(99))
+        .unwrap_or_else(|e| panic!("{e}"));
+    runnable.push("left-ok.toml".into());
+    runnable.sort();
+    let ids = set(runnable
+        .iter()
+        .map(|n| n.trim_end_matches(".toml").to_owned()));
+
+    let mut daemons: Vec<Daemon> = (0..3)
+        .map(|g| {
+            rig.comfyd(
+                &format!("d{g}"),
+                g,
+                &["--lease-ttl", "2", "--settle-ms", "0"],
+            )
+        })
+        .collect();
+    rig.wait_until(
+        "every file is done or failed",
+        Duration::from_secs(60),
+        || {
+            job_files(&jobs.join("done")).len() + job_files(&jobs.join("failed")).len()
+                >= runnable.len() + failing.len()
+                && tree(&jobs.join("queue")).is_empty()
+        },
+    )
+    .await;
+    // Time for a late loser to leave something behind.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    for d in &mut daemons {
+        d.assert_alive("at the end");
+        d.stop().await;
+    }
+    let state = rig.state();
+    assert_eq!(job_files(&jobs.join("done")), runnable, "done/\n{state}");
+    let failed = names(&jobs.join("failed"));
+    let mut want: Vec<String> = failing
+        .keys()
+        .flat_map(|n| [n.clone(), format!("{n}.error.json")])
+        .collect();
+    want.sort();
+    assert_eq!(
+        failed, want,
+        "each failed file once, with its report\n{state}"
+    );
+    for (name, kind) in &failing {
+        let text = std::fs::read_to_string(jobs.join("failed").join(format!("{name}.error.json")))
+            .unwrap_or_else(|e| panic!("{name}: {e}"));
+        let r: serde_json::Value =
+            serde_json::from_str(&text).unwrap_or_else(|e| panic!("{name}: {e}"));
+        assert_eq!(r["file"], name.as_str(), "{r}");
+        assert_eq!(r["failures"][0]["kind"], *kind, "{name}: {r}");
+    }
+    // Not even an empty folder of a daemon that lost a race.
+    let queue = names(&jobs.join("queue"));
+    assert!(queue.is_empty(), "left in queue/: {queue:?}\n{state}");
+    assert!(job_files(&jobs.join("inbox")).is_empty(), "{state}");
+    for id in &ids {
+        check_manifest(&rig.outputs(), id);
+    }
+    assert_each_once(&rig.sim, &ids);
+}

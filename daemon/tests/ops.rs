@@ -167,7 +167,7 @@ async fn metrics_count_what_the_daemon_did_and_promtool_accepts_them() {
         "lighthouse.toml",
         "workflow = \"lora\"\n[inputs]\nseed = 1\nsteps = 1\n",
     );
-    // Claimed, then refused by its schema.
+    // Refused by its schema where it is taken in: never claimed.
     drop_job(
         &jobs,
         "too-wide.toml",
@@ -207,10 +207,10 @@ async fn metrics_count_what_the_daemon_did_and_promtool_accepts_them() {
     assert_eq!(jobs_total("lora", "done"), 1.0);
     assert_eq!(jobs_total("solid-color", "failed"), 1.0);
     assert_eq!(jobs_total("(unknown)", "failed"), 1.0);
-    assert_eq!(sample(&text, "comfyd_claims_total{gpu=\"0\"}"), 5.0);
+    assert_eq!(sample(&text, "comfyd_claims_total{gpu=\"0\"}"), 4.0);
     assert_eq!(
         sample(&text, "comfyd_queue_wait_seconds_count{gpu=\"0\"}"),
-        5.0
+        4.0
     );
     assert_eq!(
         sample(&text, "comfyd_execution_seconds_count{gpu=\"0\"}"),
