@@ -88,6 +88,15 @@ fn copy_dir(from: &Path, to: &Path) -> Res<()> {
 /// use. Returns it with an instant taken just before it started: its timeline's offsets count
 /// from (very slightly after) that instant.
 pub async fn start_sim(root: &Path, timing: Timing) -> Res<(Sim, Instant)> {
+    start_sim_with(root, timing, None).await
+}
+
+/// [`start_sim`] with a GPU memory model (`None`: the recorded CPU device, no accounting).
+pub async fn start_sim_with(
+    root: &Path,
+    timing: Timing,
+    memory: Option<comfy_sim::Memory>,
+) -> Res<(Sim, Instant)> {
     let text = std::fs::read_to_string(examples_dir().join("nodes/object_info.json"))?;
     let mut config = comfy_sim::Config::new(serde_json::from_str(&text)?, root);
     config.models.insert(
@@ -102,6 +111,7 @@ pub async fn start_sim(root: &Path, timing: Timing) -> Res<(Sim, Instant)> {
         ],
     );
     config.timing = timing;
+    config.memory = memory;
     let t0 = Instant::now();
     let sim = comfy_sim::start(config).await?;
     Ok((sim, t0))
@@ -482,4 +492,42 @@ pub fn prompt_spans(timeline: &[TimelineEntry]) -> Vec<(String, Duration, Durati
             Some((p, s, f))
         })
         .collect()
+}
+
+/// What the daemon did for the jobs `ids` besides running them, counted by kind (`free`,
+/// `oom-retry`, `comfyui-restart`): the `interventions` of their manifests, and those listed in
+/// the details of the failures in the run's error reports (a failed job has no manifest).
+pub fn interventions(run: &RunDir, ids: &[String]) -> BTreeMap<String, usize> {
+    fn count(list: &serde_json::Value, into: &mut BTreeMap<String, usize>) {
+        for i in list.as_array().into_iter().flatten() {
+            if let Some(kind) = i.get("kind").and_then(serde_json::Value::as_str) {
+                *into.entry(kind.to_owned()).or_insert(0) += 1;
+            }
+        }
+    }
+    let read = |path: &Path| -> Option<serde_json::Value> {
+        serde_json::from_str(&std::fs::read_to_string(path).ok()?).ok()
+    };
+    let mut kinds = BTreeMap::new();
+    for id in ids {
+        if let Some(m) = read(&run.outputs.join(id).join("manifest.json")) {
+            count(&m["interventions"], &mut kinds);
+        }
+    }
+    let reports = std::fs::read_dir(run.jobs.join("failed"))
+        .into_iter()
+        .flatten()
+        .filter_map(Result::ok)
+        .filter(|e| e.file_name().to_string_lossy().ends_with(".error.json"));
+    for e in reports {
+        let Some(report) = read(&e.path()) else {
+            continue;
+        };
+        for f in report["failures"].as_array().into_iter().flatten() {
+            for d in f["details"].as_array().into_iter().flatten() {
+                count(d, &mut kinds);
+            }
+        }
+    }
+    kinds
 }
