@@ -6,10 +6,11 @@
 //!     cargo run --release -p comfyd --example bench_core -- [SCENARIO...] [--quick]
 //!
 //! Scenarios (all when none is named): `affinity` (1), `overhead` (2), `gap` (3),
-//! `starvation` (4), `shared` (5), `inbox` (6), `memory` (7); numbers work too. `--quick` shrinks every size
+//! `starvation` (4), `shared` (5), `inbox` (6), `memory` (7), `leak` (8); numbers work too. `--quick` shrinks every size
 //! (a run of a minute or so in release); each size has its own flag (`--help`).
 //! The daemon is `comfyd` beside this example's executable (`target/<profile>/comfyd`) unless
-//! `--comfyd PATH` says otherwise; temporary folders go under `$TMPDIR`.
+//! `--comfyd PATH` says otherwise, and `leak` runs the `comfy-sim` binary beside it (build both:
+//! `cargo build --release -p comfyd -p comfy-sim`); temporary folders go under `$TMPDIR`.
 
 mod bench;
 
@@ -18,16 +19,16 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use bench::report::{Goal, print_summary};
-use bench::rig::{Comfyd, Ctx, workflow_repo};
-use bench::{Res, affinity, gap, inbox, memory, overhead, shared_dir, starvation};
+use bench::rig::{Comfyd, Ctx, locate_sim, workflow_repo};
+use bench::{Res, affinity, gap, inbox, leak, memory, overhead, shared_dir, starvation};
 use clap::Parser;
 
 /// Issues 7 and 8's benchmarks: the real comfyd binary against in-process simulators.
 #[derive(Parser)]
 #[command(name = "bench_core", max_term_width = 100)]
 struct Args {
-    /// Scenarios to run: affinity, overhead, gap, starvation, shared, inbox, memory (or 1-7)
-    /// [default: all].
+    /// Scenarios to run: affinity, overhead, gap, starvation, shared, inbox, memory, leak
+    /// (or 1-8) [default: all].
     scenarios: Vec<String>,
     /// Small sizes everywhere, for a run of a minute or so.
     #[arg(long)]
@@ -35,6 +36,9 @@ struct Args {
     /// The comfyd binary [default: target/<profile>/comfyd beside this example].
     #[arg(long, value_name = "PATH")]
     comfyd: Option<PathBuf>,
+    /// The comfy-sim binary scenario 8 runs [default: comfy-sim beside the comfyd binary].
+    #[arg(long, value_name = "PATH")]
+    comfy_sim: Option<PathBuf>,
     /// Seed of scenarios 1 and 7's job order.
     #[arg(long, default_value_t = 7)]
     seed: u64,
@@ -114,9 +118,30 @@ struct Args {
     /// 7: sampling (KSampler) time per job in ms [default: 100, quick 50].
     #[arg(long, value_name = "MS")]
     memory_sample_ms: Option<u64>,
+    /// 8: jobs, all on one checkpoint [default: 50, quick 24].
+    #[arg(long, value_name = "N")]
+    leak_jobs: Option<usize>,
+    /// 8: VRAM leaked by every prompt, in MiB [default: 1024].
+    #[arg(long, value_name = "MB")]
+    leak_mb: Option<u64>,
+    /// 8: the simulated GPU's memory in MiB [default: 24576].
+    #[arg(long, value_name = "MB")]
+    leak_vram_mb: Option<u64>,
+    /// 8: the checkpoint's size in MiB [default: 4096].
+    #[arg(long, value_name = "MB")]
+    leak_model_mb: Option<u64>,
+    /// 8: working memory a prompt holds while it runs, in MiB [default: 2048].
+    #[arg(long, value_name = "MB")]
+    leak_working_mb: Option<u64>,
+    /// 8: execution time of every node in ms [default: 20, quick 10].
+    #[arg(long, value_name = "MS")]
+    leak_node_ms: Option<u64>,
+    /// 8: model load time in ms [default: 300, quick 150].
+    #[arg(long, value_name = "MS")]
+    leak_load_ms: Option<u64>,
 }
 
-const SCENARIOS: [&str; 7] = [
+const SCENARIOS: [&str; 8] = [
     "affinity",
     "overhead",
     "gap",
@@ -124,6 +149,7 @@ const SCENARIOS: [&str; 7] = [
     "shared",
     "inbox",
     "memory",
+    "leak",
 ];
 
 fn main() -> ExitCode {
@@ -172,7 +198,7 @@ async fn run(args: Args) -> Res<()> {
     let mut chosen = Vec::new();
     for s in &args.scenarios {
         let name = match s.parse::<usize>() {
-            Ok(n @ 1..=7) => SCENARIOS[n - 1],
+            Ok(n @ 1..=8) => SCENARIOS[n - 1],
             _ => SCENARIOS
                 .iter()
                 .find(|n| **n == s.as_str())
@@ -306,6 +332,26 @@ async fn run(args: Args) -> Res<()> {
                         load_ms: pick(args.memory_load_ms, 300, 150),
                         sample_ms: pick(args.memory_sample_ms, 100, 50),
                         seed: args.seed,
+                    },
+                )
+                .await?
+            }
+            "leak" => {
+                let (sim, warning) = locate_sim(args.comfy_sim.clone(), &ctx.comfyd)?;
+                if let Some(w) = warning {
+                    eprintln!("{w}");
+                }
+                leak::run(
+                    &ctx,
+                    &leak::Params {
+                        jobs: pick_n(args.leak_jobs, 50, 24).max(1),
+                        vram_mb: args.leak_vram_mb.unwrap_or(24_576),
+                        model_mb: args.leak_model_mb.unwrap_or(4096),
+                        working_mb: args.leak_working_mb.unwrap_or(2048),
+                        leak_mb: args.leak_mb.unwrap_or(1024),
+                        node_ms: pick(args.leak_node_ms, 20, 10),
+                        load_ms: pick(args.leak_load_ms, 300, 150),
+                        sim,
                     },
                 )
                 .await?

@@ -5,6 +5,7 @@
 pub mod affinity;
 pub mod gap;
 pub mod inbox;
+pub mod leak;
 pub mod memory;
 pub mod overhead;
 pub mod plain;

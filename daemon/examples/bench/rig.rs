@@ -139,6 +139,8 @@ impl Comfyd {
                 profile.join(format!("comfyd{}", std::env::consts::EXE_SUFFIX))
             }
         };
+        // Absolute: it runs from each run's folder.
+        let path = std::path::absolute(&path)?;
         if !path.is_file() {
             return Err(format!(
                 "no comfyd binary at {}\nhelp: build it first: `cargo build --release -p comfyd` (or `cargo build -p comfyd` for a debug run), or pass `--comfyd PATH`",
@@ -191,6 +193,39 @@ impl Comfyd {
             .unwrap_or_default();
         format!("{} ({age})", self.path.display())
     }
+}
+
+/// The `comfy-sim` binary scenario 8 runs: `explicit`, else `comfy-sim` beside `comfyd`. A
+/// warning comes with it when a source file of the simulator is newer than the binary.
+pub fn locate_sim(explicit: Option<PathBuf>, comfyd: &Comfyd) -> Res<(PathBuf, Option<String>)> {
+    let path = match explicit {
+        Some(p) => p,
+        None => comfyd
+            .path
+            .with_file_name(format!("comfy-sim{}", std::env::consts::EXE_SUFFIX)),
+    };
+    // Absolute: comfyd runs it from the run's folder.
+    let path = std::path::absolute(&path)?;
+    if !path.is_file() {
+        return Err(format!(
+            "no comfy-sim binary at {}\nhelp: build it first: `cargo build --release -p comfy-sim` (or `cargo build -p comfy-sim` for a debug run), or pass `--comfy-sim PATH`",
+            path.display()
+        )
+        .into());
+    }
+    let built = std::fs::metadata(&path).and_then(|m| m.modified()).ok();
+    let sources = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../sim/src");
+    let stale = match (built, newest(&sources)) {
+        (Some(b), Some(t)) => t > b,
+        _ => false,
+    };
+    let warning = stale.then(|| {
+        format!(
+            "warning: {} is older than its sources\nhelp: rebuild it: `cargo build --release -p comfy-sim` (or without `--release` for a debug run)",
+            path.display()
+        )
+    });
+    Ok((path, warning))
 }
 
 /// The newest modification time of a file under `dir`.
@@ -277,6 +312,8 @@ impl RunDir {
             .args(args)
             .current_dir(&self.root)
             .env("NO_COLOR", "1")
+            // comfyd reads COMFYD_LOG; a supervised simulator logs its starts at its default.
+            .env_remove("RUST_LOG")
             .stdin(Stdio::null())
             .stdout(file.try_clone()?)
             .stderr(file);
