@@ -107,7 +107,7 @@ struct Args {
     #[arg(long, value_name = "GIB")]
     vram_gib: Option<u64>,
     /// 7: the three checkpoints' sizes in GiB, comma-separated [default: 10,12,14].
-    #[arg(long, value_name = "A,B,C", value_delimiter = ',', num_args = 3)]
+    #[arg(long, value_name = "A,B,C", value_delimiter = ',')]
     checkpoint_gib: Option<Vec<u64>>,
     /// 7: working memory a prompt holds while it runs, in GiB [default: 2].
     #[arg(long, value_name = "GIB")]
