@@ -101,6 +101,25 @@ impl Workflow {
         self.inputs.iter().find(|i| i.name == name)
     }
 
+    /// The partner (paid, remote) nodes of a rendered graph, `api_node` in the catalogue:
+    /// `(node id, class)`, sorted.
+    pub fn partner_nodes_in(&self, graph: &Value) -> Vec<(String, String)> {
+        let mut out: Vec<(String, String)> = graph
+            .as_object()
+            .into_iter()
+            .flatten()
+            .filter_map(|(id, node)| {
+                let class = node.get("class_type").and_then(Value::as_str)?;
+                self.catalogue
+                    .get(class)
+                    .filter(|c| c.api_node)
+                    .map(|c| (id.clone(), c.name.clone()))
+            })
+            .collect();
+        out.sort();
+        out
+    }
+
     /// The model files a rendered graph names: `(folder, file name)`, sorted and unique.
     pub fn models_in(&self, graph: &Value) -> Vec<(String, String)> {
         let mut out = Vec::new();

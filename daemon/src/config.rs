@@ -17,6 +17,12 @@
 //! max_wait = 600                   # no image job waits longer than this
 //! [classes.video]
 //! weight = 1
+//!
+//! [comfyui]                        # optional: comfyd starts and supervises its ComfyUI
+//! command = ["/opt/comfyui/venv/bin/python", "main.py", "--port", "8188", "--cuda-device", "0"]
+//! cwd = "/opt/comfyui"
+//! stall = 600                      # a prompt with no progress this long restarts ComfyUI
+//! warmup = "txt2img"               # run with its defaults after each start
 //! ```
 
 use std::path::{Path, PathBuf};
@@ -62,12 +68,39 @@ pub struct FileConfig {
     /// Serve Prometheus metrics at `http://ADDR/metrics`: a bare port (`"9400"`) listens on
     /// loopback, `"HOST:PORT"` where it says. Default: no metrics, nothing listens.
     pub metrics: Option<String>,
+    /// Partner (paid, remote) nodes: which workflows may run them, and the account key.
+    #[serde(default)]
+    pub spend: SpendConfig,
     /// How the next job is chosen.
     #[serde(default)]
     pub scheduler: SchedulerConfig,
     /// Scheduling classes (a workflow's `class`): `[classes.image] weight = 4, max_wait = 600`.
     #[serde(default)]
     pub classes: std::collections::BTreeMap<String, ClassConfig>,
+    /// A ComfyUI that comfyd starts, watches and restarts (`--comfy-cmd` wins over it).
+    pub comfyui: Option<ComfyuiConfig>,
+}
+
+/// `[comfyui]`: the ComfyUI this daemon starts and supervises.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ComfyuiConfig {
+    /// The command that starts ComfyUI, program first: `["python", "main.py", "--port",
+    /// "8188", "--cuda-device", "0"]`. Without it comfyd uses a ComfyUI someone else runs.
+    pub command: Option<Vec<String>>,
+    /// The folder the command runs in (default: comfyd's own).
+    pub cwd: Option<PathBuf>,
+    /// The file ComfyUI's output is appended to (default: `logs/comfyui-gpu-N.log` beside the
+    /// job directory).
+    pub log: Option<PathBuf>,
+    /// Seconds ComfyUI has to answer after a start before it is started again (default 300).
+    pub ready_timeout: Option<u64>,
+    /// Seconds a running prompt may go without a progress event before ComfyUI is restarted
+    /// (default 600; 0: never).
+    pub stall: Option<u64>,
+    /// A workflow of the repository run with its defaults after each start, outputs not
+    /// fetched, so the first real job does not pay the cold load.
+    pub warmup: Option<String>,
 }
 
 /// `gpu = 0` or `gpu = "GPU-..."`.
@@ -145,6 +178,42 @@ impl MemoryConfig {
             p.confirm_within = std::time::Duration::from_secs(s);
         }
         Ok(p)
+    }
+}
+
+/// `[spend]`: partner nodes (`api_node` in ComfyUI's catalogue) run on a paid service and bill
+/// the account whose key the prompt carries; comfyd runs a workflow that uses them only when it
+/// is named here.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SpendConfig {
+    /// Workflow names (or `"*"` for every workflow) allowed to run partner nodes.
+    #[serde(default)]
+    pub allow: Vec<String>,
+    /// A file holding the comfy.org API key sent with their prompts
+    /// (`extra_data.api_key_comfy_org`); else the `COMFY_ORG_API_KEY` environment variable;
+    /// else none is sent (ComfyUI uses its own login, if any). The key is never written to
+    /// manifests, `graph.json`, logs or error reports.
+    pub api_key_file: Option<PathBuf>,
+}
+
+impl SpendConfig {
+    /// The policy, reading the key file (or the environment) now.
+    pub fn policy(&self) -> Result<crate::runner::Spend, String> {
+        let key = match &self.api_key_file {
+            Some(p) => Some(
+                std::fs::read_to_string(p)
+                    .map_err(|e| format!("[spend] api_key_file {}: {e}", p.display()))?
+                    .trim()
+                    .to_owned(),
+            ),
+            None => std::env::var("COMFY_ORG_API_KEY").ok(),
+        }
+        .filter(|k| !k.is_empty());
+        Ok(crate::runner::Spend {
+            allow: self.allow.clone(),
+            api_key: key.map(crate::runner::ApiKey),
+        })
     }
 }
 
@@ -235,9 +304,19 @@ impl FileConfig {
             )
         })?;
         let base = path.parent().unwrap_or(Path::new("."));
-        for p in [&mut c.jobs, &mut c.workflows, &mut c.outputs, &mut c.inputs]
-            .into_iter()
-            .flatten()
+        let comfyui = c.comfyui.as_mut();
+        let (cwd, log) = comfyui.map_or((None, None), |u| (u.cwd.as_mut(), u.log.as_mut()));
+        for p in [
+            &mut c.jobs,
+            &mut c.workflows,
+            &mut c.outputs,
+            &mut c.inputs,
+            &mut c.spend.api_key_file,
+        ]
+        .into_iter()
+        .flatten()
+        .chain(cwd)
+        .chain(log)
         {
             if p.is_relative() {
                 *p = base.join(&*p);
@@ -307,5 +386,29 @@ mod tests {
             .policy(Some("off"))
             .unwrap_or_else(|e| panic!("{e}"));
         assert!(!p.enabled);
+    }
+
+    #[test]
+    fn the_comfyui_table_takes_a_command_and_paths_relative_to_the_file() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let p = dir.path().join("comfyd.toml");
+        std::fs::write(
+            &p,
+            "[comfyui]\ncommand = [\"python\", \"main.py\"]\ncwd = \"comfy\"\nlog = \"/var/log/c.log\"\nstall = 0\n",
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        let c = FileConfig::load(&p).unwrap_or_else(|e| panic!("{e}"));
+        let u = c.comfyui.unwrap_or_default();
+        assert_eq!(u.command, Some(vec!["python".into(), "main.py".into()]));
+        assert_eq!(u.cwd, Some(dir.path().join("comfy")));
+        assert_eq!(u.log, Some(PathBuf::from("/var/log/c.log")));
+        assert_eq!(u.stall, Some(0));
+        std::fs::write(&p, "[comfyui]\ncommand = \"python main.py\"\n")
+            .unwrap_or_else(|e| panic!("{e}"));
+        let e = FileConfig::load(&p).err().unwrap_or_default();
+        assert!(e.contains("comfyd.toml:2"), "{e}");
+        std::fs::write(&p, "[comfyui]\ncomand = [\"python\"]\n").unwrap_or_else(|e| panic!("{e}"));
+        let e = FileConfig::load(&p).err().unwrap_or_default();
+        assert!(e.contains("comand"), "{e}");
     }
 }

@@ -71,8 +71,14 @@ pub struct Settings {
     pub probe: Option<Arc<dyn crate::gpu::Gpu>>,
     /// When to free ComfyUI's memory before a job.
     pub memory: crate::memory::Policy,
+    /// The ComfyUI is the built-in simulator (`--sim`): manifests say so.
+    pub simulated: bool,
+    /// Which workflows may run partner (paid) nodes, and the account key.
+    pub spend: crate::runner::Spend,
     /// Where events are counted for Prometheus (`--metrics`); disabled by default.
     pub metrics: Metrics,
+    /// A ComfyUI to start and supervise; none: one someone else runs answers at `comfy_url`.
+    pub comfyui: Option<crate::supervisor::Config>,
 }
 
 impl Settings {
@@ -106,7 +112,10 @@ impl Settings {
             open_files: 1024,
             probe: None,
             memory: crate::memory::Policy::default(),
+            simulated: false,
+            spend: crate::runner::Spend::default(),
             metrics: Metrics::disabled(),
+            comfyui: None,
         }
     }
 
@@ -434,6 +443,8 @@ struct Owner {
     last_renew: Instant,
     last_watch: Instant,
     last_rescan: Instant,
+    /// Restarts of the supervised ComfyUI already counted in the metrics.
+    restarts_counted: u64,
     /// systemd's `sd_notify` (a no-op outside a `Type=notify` unit).
     notify: Notifier,
 }
@@ -463,6 +474,16 @@ pub async fn run(
     std::fs::create_dir_all(&settings.outputs)
         .map_err(|e| DaemonError::Io(settings.outputs.display().to_string(), e))?;
     let client = Client::new(&settings.comfy_url).map_err(|e| DaemonError::Setup(e.to_string()))?;
+    let supervisor = match settings.comfyui.clone() {
+        Some(mut c) => {
+            c.log = Some(c.log_path(&settings.jobs, settings.gpu));
+            Some(
+                crate::supervisor::Supervisor::start(c, &settings.comfy_url)
+                    .map_err(DaemonError::Setup)?,
+            )
+        }
+        None => None,
+    };
     let ctx = Arc::new(Context {
         client: client.clone(),
         outputs: settings.outputs.clone(),
@@ -481,6 +502,9 @@ pub async fn run(
         footprints: Arc::default(),
         last_ended: Arc::default(),
         metrics: settings.metrics.clone(),
+        simulated: settings.simulated,
+        spend: settings.spend.clone(),
+        supervisor: supervisor.as_ref().map(|s| s.handle()),
     });
     if ctx.refresh_server().await.version.is_none() {
         tracing::warn!("ComfyUI is not answering yet; jobs will wait for it");
@@ -529,6 +553,7 @@ pub async fn run(
         last_renew: now,
         last_watch: now,
         last_rescan: now,
+        restarts_counted: 0,
         notify: Notifier::from_env(),
         settings,
     };
@@ -597,6 +622,9 @@ pub async fn run(
     o.stopping = true;
     o.notify.stopping();
     o.write_status(true);
+    if let Some(s) = supervisor {
+        s.stop().await;
+    }
     Ok(o.summary)
 }
 
@@ -1788,6 +1816,13 @@ impl Owner {
 
     /// Writes the status file when something changed, at most four times a second.
     fn write_status(&mut self, force: bool) {
+        if let Some(sup) = &self.ctx.supervisor {
+            let n = sup.restarts();
+            while self.restarts_counted < n {
+                self.ctx.metrics.comfyui_restarted();
+                self.restarts_counted += 1;
+            }
+        }
         let progress = self.ctx.progress.lock().ok().and_then(|p| p.clone());
         let mut running: Vec<RunningJob> = self
             .held

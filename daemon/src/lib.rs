@@ -20,3 +20,4 @@ pub mod runner;
 pub mod scheduler;
 pub mod status;
 pub mod store;
+pub mod supervisor;

@@ -81,9 +81,17 @@ enum Command {
         /// Where file inputs (images, masks) are read from; paths in jobs are relative to it.
         #[arg(long, value_name = "DIR")]
         inputs: Option<PathBuf>,
-        /// The ComfyUI server of this GPU [default: http://127.0.0.1:8188].
+        /// The ComfyUI server of this GPU [default: http://127.0.0.1:8188, or the `--port` of
+        /// --comfy-cmd].
         #[arg(long)]
         comfy_url: Option<String>,
+        /// Start ComfyUI with this command and keep it running: restarted when it exits or a
+        /// prompt stalls, stopped with the daemon; output appended to `logs/comfyui-gpu-N.log`
+        /// beside the job directory. One string, split like a shell does:
+        /// 'python main.py --port 8188 --cuda-device 0'. Wins over `[comfyui] command` in
+        /// comfyd.toml [default: none, a ComfyUI someone else runs answers at --comfy-url].
+        #[arg(long, value_name = "COMMAND")]
+        comfy_cmd: Option<String>,
         /// The GPU this daemon serves: its index, as ComfyUI's `--cuda-device` takes it, or its
         /// UUID (`GPU-...`, from `nvidia-smi -L`) [default: 0]. VRAM is read through NVML when
         /// the NVIDIA driver is there; otherwise from ComfyUI's /system_stats, and the log says so.
@@ -145,6 +153,7 @@ enum Command {
         /// Where the job directory and outputs go (replaced if it exists).
         #[arg(long, value_name = "DIR", default_value = "comfyd-demo")]
         dir: PathBuf,
+        /// The ComfyUI to try first; the built-in simulator when none answers there.
         #[arg(long, default_value = "http://127.0.0.1:8188")]
         comfy_url: String,
     },
@@ -162,9 +171,13 @@ enum Command {
     },
     /// Show how many jobs wait, run, are done or failed, and what each daemon is doing.
     Status {
-        /// The job directory.
+        /// The job directory [default: `jobs` from --config, or from `comfyd.toml` in the
+        /// current directory].
         #[arg(long, value_name = "DIR")]
-        jobs: PathBuf,
+        jobs: Option<PathBuf>,
+        /// A comfyd.toml to find the job directory in.
+        #[arg(long, value_name = "FILE")]
+        config: Option<PathBuf>,
         /// `human` or `json`.
         #[arg(long, value_enum, default_value_t = Format::Human)]
         format: Format,
@@ -186,7 +199,42 @@ fn main() -> ExitCode {
         LogFormat::Text => builder.init(),
     }
     match cli.command {
-        Command::Status { jobs, format } => status(&jobs, format),
+        Command::Status {
+            jobs,
+            config,
+            format,
+        } => {
+            let jobs = match jobs {
+                Some(j) => j,
+                None => match config
+                    .or_else(|| Some(PathBuf::from("comfyd.toml")).filter(|p| p.is_file()))
+                {
+                    Some(p) => match comfyd::config::FileConfig::load(&p) {
+                        Ok(c) => match c.jobs {
+                            Some(j) => j,
+                            None => {
+                                eprintln!(
+                                    "error: {} names no job directory (`jobs = \"...\"`); give --jobs DIR",
+                                    p.display()
+                                );
+                                return ExitCode::from(2);
+                            }
+                        },
+                        Err(e) => {
+                            eprintln!("error: {e}");
+                            return ExitCode::from(2);
+                        }
+                    },
+                    None => {
+                        eprintln!(
+                            "error: which job directory? give --jobs DIR, or --config FILE (or run where comfyd.toml is)"
+                        );
+                        return ExitCode::from(2);
+                    }
+                },
+            };
+            status(&jobs, format)
+        }
         Command::Gpu { gpu, format } => show_gpu(&gpu, format),
         Command::Demo {
             workflows,
@@ -206,6 +254,7 @@ fn main() -> ExitCode {
             outputs,
             inputs,
             comfy_url,
+            comfy_cmd,
             gpu,
             free_below,
             sim,
@@ -239,10 +288,25 @@ fn main() -> ExitCode {
                 );
                 return ExitCode::from(2);
             };
-            let url = comfy_url
-                .or(file.comfy_url)
-                .unwrap_or_else(|| "http://127.0.0.1:8188".into());
+            let supervised = match comfyd::supervisor::Config::resolve(
+                file.comfyui.as_ref(),
+                comfy_cmd.as_deref(),
+                &workflows,
+            ) {
+                Ok(s) => s,
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    return ExitCode::from(2);
+                }
+            };
+            let url = comfy_url.or(file.comfy_url).unwrap_or_else(|| {
+                let port = supervised
+                    .as_ref()
+                    .and_then(|c| comfyd::supervisor::command_port(&c.command));
+                format!("http://127.0.0.1:{}", port.unwrap_or(8188))
+            });
             let mut settings = Settings::new(jobs, workflows, url);
+            settings.comfyui = supervised;
             if let Some(o) = outputs.or(file.outputs) {
                 settings.outputs = o;
             }
@@ -255,6 +319,13 @@ fn main() -> ExitCode {
                 Ok(s) => s,
                 Err(e) => {
                     eprintln!("error: --gpu: {e}");
+                    return ExitCode::from(2);
+                }
+            };
+            settings.spend = match file.spend.policy() {
+                Ok(p) => p,
+                Err(e) => {
+                    eprintln!("error: {e}");
                     return ExitCode::from(2);
                 }
             };
@@ -426,6 +497,7 @@ async fn run(
         match start_sim(&settings).await {
             Ok((s, dir)) => {
                 settings.comfy_url = s.url();
+                settings.simulated = true;
                 tracing::warn!(url = %settings.comfy_url, "trial mode: jobs run against the built-in ComfyUI simulator, not a real ComfyUI");
                 Some((s, dir))
             }
@@ -641,4 +713,35 @@ fn show_gpu(gpu: &str, format: Format) -> ExitCode {
         }
     }
     ExitCode::SUCCESS
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    /// Every flag of every subcommand says what it does.
+    #[test]
+    fn every_flag_has_help() {
+        fn walk(cmd: &clap::Command, path: &str, missing: &mut Vec<String>) {
+            for a in cmd.get_arguments() {
+                let id = a.get_id().as_str();
+                if id == "help" || id == "version" {
+                    continue;
+                }
+                if a.get_help().is_none() && a.get_long_help().is_none() {
+                    missing.push(format!("{path} --{id}"));
+                }
+            }
+            for sub in cmd.get_subcommands() {
+                if sub.get_about().is_none() && sub.get_name() != "help" {
+                    missing.push(format!("{path} {}", sub.get_name()));
+                }
+                walk(sub, &format!("{path} {}", sub.get_name()), missing);
+            }
+        }
+        let mut missing = Vec::new();
+        walk(&Cli::command(), "comfyd", &mut missing);
+        assert!(missing.is_empty(), "no help text: {missing:?}");
+    }
 }

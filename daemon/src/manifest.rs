@@ -21,6 +21,9 @@ pub struct Manifest {
     pub inputs: Map<String, Value>,
     /// Seed inputs the job left out, for which the daemon picked a value.
     pub picked_seeds: Vec<String>,
+    /// Each file input: where it was read, its hash, and the name ComfyUI got it under.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub input_files: Vec<InputFile>,
     pub comfyui: ComfyInfo,
     pub prompt_id: String,
     pub gpu: GpuInfo,
@@ -55,6 +58,20 @@ pub struct Intervention {
     pub ok: Option<bool>,
 }
 
+/// A file input as it was uploaded.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct InputFile {
+    /// The input's name in the workflow.
+    pub input: String,
+    /// The path the job gave, relative to the daemon's input root.
+    pub source: String,
+    pub size: u64,
+    pub sha256: String,
+    /// The name in ComfyUI's `input/`: `comfyd-<first 16 hex of the sha256>.<ext>`, so the
+    /// same bytes are one file there, however many jobs use them.
+    pub uploaded_as: String,
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct JobInfo {
     pub id: String,
@@ -84,6 +101,10 @@ pub struct ComfyInfo {
     pub version: String,
     /// `sha256:` of the node catalogue the workflow was compiled against.
     pub catalogue_hash: String,
+    /// True when the job ran on comfyd's built-in simulator (`--sim`), not a real ComfyUI:
+    /// its outputs are placeholders.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub simulated: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, JsonSchema)]

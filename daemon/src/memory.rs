@@ -142,7 +142,8 @@ pub const SETTLE: Duration = Duration::from_secs(1);
 /// Less than this coming back is "nothing came back".
 pub const MIN_GAIN: u64 = 64 << 20;
 
-/// Judges a sample after a `/free`: `before` was taken when the free was asked for; `busy`
+/// Judges a sample after a `/free`: back means over the threshold and over what the next
+/// job's models took when they last loaded (`need`). `before` was taken when the free was asked for; `busy`
 /// says whether ComfyUI still runs an earlier prompt (the free applies only after it);
 /// `idle_for` is how long it has been idle since, `stable_for` how long the free figure has
 /// stayed within [`SETTLED_DELTA`].
@@ -153,8 +154,9 @@ pub fn confirm(
     busy: bool,
     idle_for: Duration,
     stable_for: Duration,
+    need: Option<u64>,
 ) -> Confirm {
-    if now.free >= p.free_below.bytes(now.total) {
+    if now.free >= p.free_below.bytes(now.total).max(need.unwrap_or(0)) {
         return Confirm::Back;
     }
     if busy || (stable_for.min(idle_for) < SETTLE && idle_for < p.confirm_within) {
@@ -324,12 +326,12 @@ mod tests {
         let p = Policy::default();
         let before = s(BOTH, 80);
         assert_eq!(
-            confirm(&p, &before, &s(IDLE, 80), false, Z, Z),
+            confirm(&p, &before, &s(IDLE, 80), false, Z, Z, None),
             Confirm::Back
         );
         // Even while an earlier prompt still runs: the figures already say enough is free.
         assert_eq!(
-            confirm(&p, &before, &s(SDXL, 80), true, Z, Z),
+            confirm(&p, &before, &s(SDXL, 80), true, Z, Z, None),
             Confirm::Back
         );
     }
@@ -339,7 +341,7 @@ mod tests {
         let p = Policy::default();
         let before = s(BOTH, 80);
         assert_eq!(
-            confirm(&p, &before, &before, true, LONG, LONG),
+            confirm(&p, &before, &before, true, LONG, LONG, None),
             Confirm::Wait
         );
     }
@@ -351,15 +353,21 @@ mod tests {
         let now = s(BOTH - 2.0, 80);
         let half = Duration::from_millis(500);
         let two = Duration::from_secs(2);
-        assert_eq!(confirm(&p, &before, &now, false, two, half), Confirm::Wait);
-        assert_eq!(confirm(&p, &before, &now, false, half, LONG), Confirm::Wait);
         assert_eq!(
-            confirm(&p, &before, &now, false, SETTLE, SETTLE),
+            confirm(&p, &before, &now, false, two, half, None),
+            Confirm::Wait
+        );
+        assert_eq!(
+            confirm(&p, &before, &now, false, half, LONG, None),
+            Confirm::Wait
+        );
+        assert_eq!(
+            confirm(&p, &before, &now, false, SETTLE, SETTLE, None),
             Confirm::Partial
         );
         // Still moving, but the bound passed.
         assert_eq!(
-            confirm(&p, &before, &now, false, LONG, half),
+            confirm(&p, &before, &now, false, LONG, half, None),
             Confirm::Partial
         );
     }
@@ -382,14 +390,26 @@ mod tests {
         };
         let before = at(mib(141_975));
         assert_eq!(
-            confirm(&p, &before, &at(mib(142_327)), false, SETTLE, SETTLE),
+            confirm(&p, &before, &at(mib(142_327)), false, SETTLE, SETTLE, None),
             Confirm::Partial
         );
         // A leak: 70 GiB held, the free gave back nothing.
         let p = Policy::default();
         assert_eq!(
-            confirm(&p, &s(70.0, 80), &s(69.99, 80), false, SETTLE, SETTLE),
+            confirm(&p, &s(70.0, 80), &s(69.99, 80), false, SETTLE, SETTLE, None),
             Confirm::NotBack
+        );
+    }
+
+    #[test]
+    fn back_means_enough_for_the_next_job_too() {
+        let p = Policy::default();
+        // 30 GiB free is over the 20 GiB threshold, but the next models took 40 GiB.
+        let (before, now) = (s(BOTH, 80), s(50.0, 80));
+        assert_eq!(confirm(&p, &before, &now, false, Z, Z, None), Confirm::Back);
+        assert_eq!(
+            confirm(&p, &before, &now, false, SETTLE, SETTLE, Some(40 * GIB)),
+            Confirm::Partial
         );
     }
 

@@ -28,6 +28,8 @@ pub struct Tried {
     pub waited: Duration,
     /// Out-of-memory retries.
     pub oom: u32,
+    /// Restarts of a supervised ComfyUI while the job's prompt executed.
+    pub restarts: u32,
 }
 
 /// The answer.
@@ -42,11 +44,18 @@ pub enum Decision {
 /// Out-of-memory retries before the job fails.
 pub const OOM_RETRIES: u32 = 1;
 
-/// Decides the next step. `patience` bounds how long a job waits for an unreachable ComfyUI
+/// Restarts of ComfyUI under one executing job before the job fails instead of running again:
+/// the poison-job guard. One restart is bad luck (a leak, a kill), two may be; a third while
+/// the same job executes says the job is what brings ComfyUI down.
+pub const RESTART_LIMIT: u32 = 3;
+
+/// Decides the next step. A job under which a supervised ComfyUI restarted [`RESTART_LIMIT`]
+/// times fails rather than bringing it down again. `patience` bounds how long a job waits for an unreachable ComfyUI
 /// (a day by default: an unreachable ComfyUI is not the job's fault); a full disk is waited out
 /// without bound, since nothing is lost by waiting.
 pub fn decide(problem: Problem, tried: Tried, patience: Duration) -> Decision {
     match problem {
+        Problem::Unreachable | Problem::Lost if tried.restarts >= RESTART_LIMIT => Decision::Fail,
         Problem::Unreachable if tried.waited < patience => Decision::Retry {
             after: backoff(tried.waits),
             free: false,
@@ -91,7 +100,7 @@ mod tests {
         let later = Tried {
             waits: 30,
             waited: DAY,
-            oom: 0,
+            ..Tried::default()
         };
         assert_eq!(decide(Problem::Unreachable, later, DAY), Decision::Fail);
         // The backoff is capped.
@@ -118,6 +127,7 @@ mod tests {
             waits: 100,
             waited: DAY * 2,
             oom: 5,
+            restarts: RESTART_LIMIT - 1,
         };
         assert!(matches!(
             decide(Problem::Lost, long, DAY),
@@ -131,5 +141,33 @@ mod tests {
             decide(Problem::Final, Tried::default(), DAY),
             Decision::Fail
         );
+    }
+
+    #[test]
+    fn a_job_under_which_comfyui_restarted_too_often_fails_instead_of_running_again() {
+        let t = Tried {
+            restarts: RESTART_LIMIT - 1,
+            ..Tried::default()
+        };
+        assert!(matches!(
+            decide(Problem::Lost, t, DAY),
+            Decision::Retry { free: false, .. }
+        ));
+        let poison = Tried {
+            restarts: RESTART_LIMIT,
+            ..Tried::default()
+        };
+        assert_eq!(decide(Problem::Lost, poison, DAY), Decision::Fail);
+        // Waiting for the restarted ComfyUI to answer does not outlast the guard either.
+        assert_eq!(decide(Problem::Unreachable, poison, DAY), Decision::Fail);
+        // Restarts say nothing about memory or disk.
+        assert!(matches!(
+            decide(Problem::OutOfMemory, poison, DAY),
+            Decision::Retry { free: true, .. }
+        ));
+        assert!(matches!(
+            decide(Problem::NoSpace, poison, DAY),
+            Decision::Retry { .. }
+        ));
     }
 }

@@ -79,6 +79,30 @@ pub fn finished_by(outputs: &Path, job_id: &str) -> Option<String> {
     )
 }
 
+/// Which workflows may run partner (paid) nodes, and the account key their prompts carry.
+#[derive(Debug, Clone, Default)]
+pub struct Spend {
+    /// Workflow names, or `*`.
+    pub allow: Vec<String>,
+    pub api_key: Option<ApiKey>,
+}
+
+impl Spend {
+    pub fn allows(&self, workflow: &str) -> bool {
+        self.allow.iter().any(|a| a == "*" || a == workflow)
+    }
+}
+
+/// A comfy.org API key: sent to ComfyUI in `extra_data`, never printed.
+#[derive(Clone)]
+pub struct ApiKey(pub String);
+
+impl std::fmt::Debug for ApiKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ApiKey(<hidden>)")
+    }
+}
+
 /// What every job needs from the daemon.
 #[derive(Debug, Clone)]
 pub struct Context {
@@ -113,6 +137,12 @@ pub struct Context {
     pub footprints: Arc<Mutex<std::collections::HashMap<u64, u64>>>,
     /// Where `/free` calls, OOM retries, ComfyUI's up/down and VRAM figures are counted.
     pub metrics: crate::metrics::Metrics,
+    /// The ComfyUI is comfyd's built-in simulator: manifests say so.
+    pub simulated: bool,
+    /// Partner nodes: who may run them, with which key.
+    pub spend: Spend,
+    /// The ComfyUI this daemon started and watches, when it did.
+    pub supervisor: Option<crate::supervisor::SupervisorHandle>,
 }
 
 impl Context {
@@ -136,6 +166,9 @@ impl Context {
             footprints: Arc::default(),
             last_ended: Arc::default(),
             metrics: crate::metrics::Metrics::disabled(),
+            simulated: false,
+            spend: Spend::default(),
+            supervisor: None,
         }
     }
 }
@@ -325,6 +358,9 @@ pub enum End {
 struct Prepared {
     graph: Value,
     resolved: comfyc::render::Resolved,
+    files: Vec<manifest::InputFile>,
+    /// The graph has partner nodes (allowed): its prompt carries the account key.
+    partner: bool,
 }
 
 fn set_phase(run: &JobRun<'_>, phase: &'static str) {
@@ -394,20 +430,43 @@ async fn prepare(ctx: &Context, run: &JobRun<'_>) -> Result<Prepared, Failure> {
                 .map(|e| serde_json::to_value(e).unwrap_or(Value::Null))
                 .collect(),
         })?;
+    let mut files = Vec::new();
     for input in workflow.inputs.iter().filter(|i| i.ty.is_file()) {
         if let Some(Value::String(rel)) = resolved.values.get(&input.name).cloned() {
-            let uploaded = upload(ctx, job, &input.name, &rel).await?;
+            let (uploaded, file) = upload(ctx, job, &input.name, &rel).await?;
             resolved
                 .values
                 .insert(input.name.clone(), Value::String(uploaded));
+            files.push(file);
         }
     }
     let mut graph = workflow
         .render(&resolved.values)
         .map_err(|e| Failure::new("invalid-inputs", e.message))?;
+    let partner = workflow.partner_nodes_in(&graph);
+    if !partner.is_empty() && !ctx.spend.allows(&workflow.name) {
+        let nodes: Vec<String> = partner
+            .iter()
+            .map(|(id, c)| format!("{id} ({c})"))
+            .collect();
+        return Err(Failure::new(
+            "spend-refused",
+            format!(
+                "workflow `{}` uses partner nodes, which run on a paid service: {}; comfyd runs it only when comfyd.toml allows it: [spend] allow = [\"{}\"]",
+                workflow.name,
+                nodes.join(", "),
+                workflow.name
+            ),
+        ));
+    }
     prefix_outputs(&mut graph, &job.id);
     missing_models(ctx, workflow, &graph).await?;
-    Ok(Prepared { graph, resolved })
+    Ok(Prepared {
+        graph,
+        resolved,
+        files,
+        partner: !partner.is_empty(),
+    })
 }
 
 /// Whether ComfyUI answered the call that failed this way (for `comfyd_comfyui_up`).
@@ -448,11 +507,25 @@ async fn execute(
     let mut opts = RunOptions {
         timeout: job.timeout_s.map(Duration::from_secs).or(ctx.job_timeout),
         hub: ctx.hub.clone(),
+        // Only a prompt with partner nodes carries the key; ComfyUI keeps extra_data in its
+        // history, so no other prompt gets it.
+        extra_data: ctx
+            .spend
+            .api_key
+            .as_ref()
+            .filter(|_| prepared.partner)
+            .map(|k| serde_json::json!({"api_key_comfy_org": k.0})),
         ..RunOptions::default()
     };
     let mut tried = Tried::default();
     let mut adopt = run.adopt.clone();
     let mut oom_free: Option<String> = None;
+    let sup = ctx.supervisor.as_ref();
+    let mut restarts_seen = sup.map_or(0, |s| s.restarts());
+    // Where the prompt last submitted got to: a restart while it executed counts against the
+    // job; one while it may have waited in ComfyUI's queue is only noted; one while ComfyUI was
+    // down (it was never submitted) is neither.
+    let mut exposure = Exposure::None;
     loop {
         if (run.cancel)() {
             return Err(End::Failed(Failure::new(
@@ -554,12 +627,26 @@ async fn execute(
             let _ended = SetOnDrop(ended);
             let executing = Arc::new(std::sync::atomic::AtomicBool::new(false));
             remember_prompt(run, &prompt_id, &ctx.client);
-            opts.prompt_id = Some(prompt_id);
+            opts.prompt_id = Some(prompt_id.clone());
             set_phase(run, "queued");
             // The next job decides once this one is recorded; its own decision takes a
             // round trip to ComfyUI, by which time this prompt has been posted.
             drop(gate);
-            let mut on_event = progress_handler(ctx, run, &prepared.graph, executing.clone());
+            restarts_seen = sup.map_or(0, |s| s.restarts());
+            let up = sup.is_some_and(|s| s.is_up());
+            let mut progress = progress_handler(ctx, run, &prepared.graph, executing.clone());
+            // From its execution start to its end the supervisor's stall clock runs for it
+            // (queued, it waits for others, which is no stall).
+            let mut stall_clock: Option<crate::supervisor::Executing> = None;
+            let mut on_event = |e: &Event| {
+                if let Some(s) = sup {
+                    s.progressed();
+                    if matches!(e, Event::ExecutionStart { prompt_id: p, .. } if *p == prompt_id) {
+                        stall_clock = Some(s.prompt_executing());
+                    }
+                }
+                progress(e);
+            };
             let mut peak = Peak::default();
             let prompt = ctx.client.run_prompt(&prepared.graph, &opts, &mut on_event);
             let r = match &ctx.probe {
@@ -574,6 +661,11 @@ async fn execute(
                     .await
                 }
                 None => prompt.await,
+            };
+            exposure = match (stall_clock.take().is_some(), up) {
+                (true, _) => Exposure::Executing,
+                (false, true) => Exposure::Queued,
+                (false, false) => Exposure::None,
             };
             clear_progress(ctx, &job.id);
             let after = ctx.vram().await;
@@ -612,6 +704,11 @@ async fn execute(
         };
         ctx.metrics
             .comfyui_up(result.as_ref().err().is_none_or(answered));
+        if result.is_err()
+            && let Some(s) = sup
+        {
+            restarts_seen = note_restarts(run, s, restarts_seen, exposure, &mut tried);
+        }
         let decision = match &result {
             Ok(r) => match &r.outcome {
                 Outcome::Failed(e) if e.is_out_of_memory() => {
@@ -635,6 +732,21 @@ async fn execute(
                     tracing::warn!(job = %job.id, error = %e, retry_in_ms = after.as_millis() as u64, "ComfyUI is not answering; the job waits");
                 }
                 wait(run, &mut tried, after).await;
+            }
+            (Decision::Fail, Err(e))
+                if tried.restarts >= retry::RESTART_LIMIT
+                    && matches!(problem(&e), Problem::Lost | Problem::Unreachable) =>
+            {
+                let last = sup
+                    .and_then(|s| s.last_restart())
+                    .map_or_else(String::new, |l| format!(" (the last: {})", l.reason));
+                return Err(End::Failed(Failure::new(
+                    "comfyui",
+                    format!(
+                        "ComfyUI restarted {} times while this job executed{last}; the job may be what brings it down, so it is not run again",
+                        tried.restarts
+                    ),
+                )));
             }
             (Decision::Fail, Ok(r)) => {
                 if let Outcome::Failed(e) = &r.outcome
@@ -661,6 +773,57 @@ async fn execute(
             }
         }
     }
+}
+
+/// How far the job's prompt got at a supervised ComfyUI.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Exposure {
+    /// Not submitted: ComfyUI was down.
+    None,
+    /// Submitted while ComfyUI was up; no sign it started executing.
+    Queued,
+    Executing,
+}
+
+/// Notes in the manifest the restarts of the supervised ComfyUI since `seen` that the job's
+/// prompt was there for, and counts them toward the job's retries when it was executing; the
+/// new count seen comes back.
+fn note_restarts(
+    run: &JobRun<'_>,
+    sup: &crate::supervisor::SupervisorHandle,
+    seen: u64,
+    exposure: Exposure,
+    tried: &mut Tried,
+) -> u64 {
+    let now = sup.restarts();
+    if now <= seen || exposure == Exposure::None {
+        return now;
+    }
+    let n = u32::try_from(now - seen).unwrap_or(u32::MAX);
+    let executing = exposure == Exposure::Executing;
+    if executing {
+        tried.restarts = tried.restarts.saturating_add(n);
+    }
+    let last = sup.last_restart();
+    let mut reason = last
+        .as_ref()
+        .map_or_else(|| "ComfyUI restarted".to_owned(), |l| l.reason.clone());
+    if n > 1 {
+        reason = format!("{n} restarts, the last: {reason}");
+    }
+    if !executing {
+        reason.push_str("; the job's prompt was waiting in ComfyUI's queue");
+    }
+    tracing::warn!(job = %run.job.id, restarts = tried.restarts, %reason, "ComfyUI restarted under the job; it runs again");
+    run.note(Intervention {
+        kind: "comfyui-restart".into(),
+        at_ms: last.map_or_else(now_ms, |l| l.at_ms),
+        reason,
+        vram_free_before_bytes: None,
+        vram_free_after_bytes: None,
+        ok: None,
+    });
+    now
 }
 
 fn remember_prompt(run: &JobRun<'_>, prompt_id: &str, client: &Client) {
@@ -841,10 +1004,12 @@ async fn write_outputs(
         },
         inputs: prepared.resolved.values.clone(),
         picked_seeds: prepared.resolved.picked_seeds.clone(),
+        input_files: prepared.files.clone(),
         comfyui: ComfyInfo {
             url: client.url().to_owned(),
             version: server.version.unwrap_or_else(|| "unknown".into()),
             catalogue_hash: run.catalogue_hash.to_owned(),
+            simulated: ctx.simulated,
         },
         prompt_id: report.prompt_id.clone(),
         gpu: run
@@ -1020,7 +1185,14 @@ pub fn prefix_outputs(graph: &mut Value, job_id: &str) {
 }
 
 /// Uploads a file input from the input root; the value ComfyUI's loader takes comes back.
-async fn upload(ctx: &Context, job: &Job, input: &str, rel: &str) -> Result<String, Failure> {
+/// Uploads a file input under a name made of its hash, so the same bytes are one file in
+/// ComfyUI's `input/` whatever the number of jobs using them.
+async fn upload(
+    ctx: &Context,
+    job: &Job,
+    input: &str,
+    rel: &str,
+) -> Result<(String, manifest::InputFile), Failure> {
     let err = |m: String| Failure {
         kind: "input-file",
         message: format!("input `{input}`: {m}"),
@@ -1046,7 +1218,25 @@ async fn upload(ctx: &Context, job: &Job, input: &str, rel: &str) -> Result<Stri
         .extension()
         .map(|e| e.to_string_lossy().to_ascii_lowercase())
         .unwrap_or_else(|| "png".into());
-    let name = format!("comfyd-{}-{input}.{ext}", job.id);
+    let sha256 = hex::encode(Sha256::digest(&bytes));
+    let ext: String = ext
+        .chars()
+        .filter(char::is_ascii_alphanumeric)
+        .take(8)
+        .collect();
+    let ext = if ext.is_empty() {
+        "png".to_owned()
+    } else {
+        ext
+    };
+    let name = format!("comfyd-{}.{ext}", &sha256[..16]);
+    let file = manifest::InputFile {
+        input: input.to_owned(),
+        source: rel.to_owned(),
+        size: bytes.len() as u64,
+        sha256,
+        uploaded_as: name.clone(),
+    };
     let mut tried = Tried::default();
     loop {
         let up = ctx
@@ -1061,7 +1251,16 @@ async fn upload(ctx: &Context, job: &Job, input: &str, rel: &str) -> Result<Stri
             )
             .await;
         match up {
-            Ok(up) => return Ok(up.image_value()),
+            Ok(up) => {
+                let value = up.image_value();
+                return Ok((
+                    value.clone(),
+                    manifest::InputFile {
+                        uploaded_as: value,
+                        ..file
+                    },
+                ));
+            }
             // An unreachable ComfyUI is waited for here as at submission.
             Err(e) => match retry::decide(problem(&e), tried, ctx.unreachable_patience) {
                 Decision::Retry { after, .. } => {
@@ -1210,15 +1409,20 @@ async fn free_and_confirm(
                         Duration::ZERO
                     }
                 };
-                match memory::confirm(&ctx.memory, &before, &now, busy, idle_for, stable_for) {
+                let need = ctx.footprint(run.models);
+                match memory::confirm(&ctx.memory, &before, &now, busy, idle_for, stable_for, need)
+                {
                     Confirm::Back => break Some(true),
                     Confirm::Partial => {
                         tracing::info!(
                             job = %run.job.id,
                             back = %memory::size(now.free.saturating_sub(before.free)),
                             free = %memory::size(now.free),
-                            "memory came back after /free, though not over the threshold"
+                            "memory came back after /free, though not enough"
                         );
+                        if restart_for_memory(ctx, run, &now).await {
+                            after = ctx.vram().await;
+                        }
                         break Some(false);
                     }
                     Confirm::NotBack => {
@@ -1228,6 +1432,9 @@ async fn free_and_confirm(
                             total = %memory::size(now.total),
                             "no memory came back after /free: something holds it"
                         );
+                        if restart_for_memory(ctx, run, &now).await {
+                            after = ctx.vram().await;
+                        }
                         break Some(false);
                     }
                     Confirm::Wait => {}
@@ -1289,3 +1496,48 @@ impl Drop for SetOnDrop {
         self.0.store(true, std::sync::atomic::Ordering::Release);
     }
 }
+
+/// Memory that `/free` did not bring back is held inside ComfyUI (a leak): a supervised ComfyUI
+/// is restarted for it, once a minute at most (memory another process holds would otherwise
+/// restart it at every switch), and the job waits until it is up again. True when it was.
+async fn restart_for_memory(ctx: &Context, run: &JobRun<'_>, now: &Sample) -> bool {
+    let Some(sup) = &ctx.supervisor else {
+        return false;
+    };
+    let recent = sup.last_restart().is_some_and(|r| {
+        now_ms().saturating_sub(r.at_ms) < MEMORY_RESTART_EVERY.as_millis() as u64
+    });
+    if recent {
+        return false;
+    }
+    let reason = format!(
+        "no memory came back after /free: {} free of {}",
+        memory::size(now.free),
+        memory::size(now.total)
+    );
+    tracing::warn!(job = %run.job.id, %reason, "restarting the supervised ComfyUI for its memory");
+    let before = sup.restarts();
+    sup.restart(reason.clone());
+    let t0 = std::time::Instant::now();
+    while (sup.restarts() == before || !sup.is_up()) && !(run.cancel)() {
+        if t0.elapsed() > Duration::from_secs(600) {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    if let Ok(mut g) = ctx.last_models.lock() {
+        *g = None;
+    }
+    run.note(Intervention {
+        kind: "comfyui-restart".into(),
+        at_ms: now_ms(),
+        reason,
+        vram_free_before_bytes: Some(now.free),
+        vram_free_after_bytes: None,
+        ok: Some(sup.is_up()),
+    });
+    true
+}
+
+/// Restarts of a supervised ComfyUI for memory, at most one per this.
+const MEMORY_RESTART_EVERY: Duration = Duration::from_secs(60);

@@ -57,7 +57,14 @@ fn demo_runs_the_example_jobs_on_the_simulator_when_no_comfyui_answers() {
         out.contains("4 done, 0 failed") && out.contains("0 waiting, 0 running"),
         "{out}"
     );
-    assert!(dir.join("outputs/hello/manifest.json").is_file());
+    let manifest: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(dir.join("outputs/hello/manifest.json")).unwrap_or_default(),
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(
+        manifest["comfyui"]["simulated"], true,
+        "a simulated run says so in its manifests"
+    );
     let o = comfyd(
         &["status", "--jobs", &dir.join("jobs").to_string_lossy()],
         &root,
@@ -158,5 +165,37 @@ fn settings_come_from_comfyd_toml_and_bad_files_are_named() {
         text(&o.stderr).contains("bad.toml:2"),
         "{}",
         text(&o.stderr)
+    );
+}
+
+#[test]
+fn status_finds_the_job_directory_in_comfyd_toml() {
+    let tmp = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    // No --jobs and no comfyd.toml: a usage error that says what to give.
+    let out = comfyd(&["status"], tmp.path());
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        text(&out.stderr).contains("--jobs DIR"),
+        "{}",
+        text(&out.stderr)
+    );
+    std::fs::create_dir_all(tmp.path().join("spool/inbox")).unwrap_or_else(|e| panic!("{e}"));
+    std::fs::write(tmp.path().join("spool/inbox/a.toml"), "workflow = \"x\"\n")
+        .unwrap_or_else(|e| panic!("{e}"));
+    std::fs::write(tmp.path().join("comfyd.toml"), "jobs = \"spool\"\n")
+        .unwrap_or_else(|e| panic!("{e}"));
+    let out = comfyd(&["status", "--format", "json"], tmp.path());
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let v: serde_json::Value =
+        serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(v["inbox_files"], 1, "{v:#}");
+    // A config naming no job directory says so.
+    std::fs::write(tmp.path().join("other.toml"), "gpu = 1\n").unwrap_or_else(|e| panic!("{e}"));
+    let out = comfyd(&["status", "--config", "other.toml"], tmp.path());
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        text(&out.stderr).contains("other.toml names no job directory"),
+        "{}",
+        text(&out.stderr)
     );
 }

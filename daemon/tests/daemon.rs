@@ -887,3 +887,58 @@ async fn jobs_that_share_a_checkpoint_run_together() {
         "each checkpoint is loaded once, not once per switch: {loads:?}"
     );
 }
+
+#[tokio::test]
+async fn file_inputs_are_uploaded_once_by_content_and_recorded_with_their_hash() {
+    let rig = Rig::new(Timing::default()).await;
+    let inputs = rig.tmp.path().join("in");
+    std::fs::create_dir_all(inputs.join("sub")).unwrap_or_else(|e| panic!("{e}"));
+    // A real PNG, under two names; and a different one.
+    let png = |shade: u8| {
+        let mut out = Vec::new();
+        {
+            let mut enc = png::Encoder::new(&mut out, 2, 2);
+            enc.set_color(png::ColorType::Rgb);
+            let mut w = enc.write_header().unwrap_or_else(|e| panic!("{e}"));
+            w.write_image_data(&[shade; 12])
+                .unwrap_or_else(|e| panic!("{e}"));
+        }
+        out
+    };
+    let (same, other) = (png(10), png(200));
+    for (name, bytes) in [("a.png", &same), ("sub/b.png", &same), ("c.png", &other)] {
+        std::fs::write(inputs.join(name), bytes).unwrap_or_else(|e| panic!("{e}"));
+    }
+    rig.drop_job(
+        "inv.jsonl",
+        "{\"id\": \"i1\", \"workflow\": \"invert-image\", \"inputs\": {\"image\": \"a.png\"}}\n\
+         {\"id\": \"i2\", \"workflow\": \"invert-image\", \"inputs\": {\"image\": \"sub/b.png\"}}\n\
+         {\"id\": \"i3\", \"workflow\": \"invert-image\", \"inputs\": {\"image\": \"c.png\"}}\n",
+    );
+    let mut settings = rig.settings();
+    settings.inputs = Some(inputs);
+    let s = rig.run(settings).await;
+    assert_eq!((s.jobs_done, s.jobs_failed), (3, 0), "{s:?}");
+    let file = |id: &str| {
+        let m = rig.manifest(id);
+        assert_eq!(m.input_files.len(), 1, "{id}: {:?}", m.input_files);
+        m.input_files[0].clone()
+    };
+    let (a, b, c) = (file("i1"), file("i2"), file("i3"));
+    assert_eq!((a.input.as_str(), a.source.as_str()), ("image", "a.png"));
+    assert_eq!(b.source, "sub/b.png");
+    assert_eq!(a.sha256, hex::encode(Sha256::digest(&same)));
+    assert_eq!(a.size, same.len() as u64);
+    assert_eq!(a.uploaded_as, format!("comfyd-{}.png", &a.sha256[..16]));
+    assert_eq!(a.uploaded_as, b.uploaded_as, "the same bytes, one name");
+    assert_ne!(a.uploaded_as, c.uploaded_as);
+    // ComfyUI's input/ holds one file per content (and the example a checkout ships).
+    let mut uploaded: Vec<String> = names(&rig.tmp.path().join("sim/input"))
+        .into_iter()
+        .filter(|n| n.starts_with("comfyd-"))
+        .collect();
+    uploaded.sort();
+    let mut want = vec![a.uploaded_as.clone(), c.uploaded_as.clone()];
+    want.sort();
+    assert_eq!(uploaded, want);
+}

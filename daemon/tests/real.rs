@@ -113,6 +113,10 @@ async fn daemon_runs_single_and_batch_jobs_against_real_comfyui() {
             m.gpu
         );
         assert_eq!((m.gpu.vram_peak_used_bytes, m.gpu.samples), (None, None));
+        assert!(
+            !m.comfyui.simulated,
+            "a real ComfyUI is not marked simulated"
+        );
         assert!(m.interventions.is_empty(), "{:?}", m.interventions);
         for o in &m.outputs {
             let bytes = std::fs::read(entry.path().join(&o.path)).unwrap_or_else(|e| panic!("{e}"));
@@ -244,4 +248,166 @@ async fn two_daemons_and_a_kill_9_run_each_job_once_at_real_comfyui() {
         );
         assert!(outputs.join(&id).join("manifest.json").is_file(), "{id}");
     }
+}
+
+/// comfyd supervises a real ComfyUI of its own (the lane's install on another free port, its
+/// own output, temp, input and user folders), settings from `[comfyui]` in comfyd.toml: a
+/// text-to-image job runs, ComfyUI is killed with SIGKILL while the job executes, comfyd
+/// starts it again, the job runs again and finishes, its manifest says ComfyUI restarted
+/// under it, and no ComfyUI is left once comfyd exits.
+#[tokio::test]
+#[ignore = "needs a real ComfyUI: scripts/real-comfyui runs these"]
+async fn a_supervised_real_comfyui_killed_mid_job_is_restarted_and_the_job_finishes() {
+    use std::process::{Command, Stdio};
+    use std::time::{Duration, Instant};
+    let (_, checkpoint) = lane_env();
+    let var = |name: &str| {
+        std::env::var(name)
+            .unwrap_or_else(|_| panic!("{name} is not set: run this through scripts/real-comfyui"))
+    };
+    let (command, comfy_dir) = (var("COMFYUI_COMMAND"), var("COMFYUI_DIR"));
+    let tmp = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let repo = tiny_repo(tmp.path(), &checkpoint);
+    let jobs = tmp.path().join("jobs");
+    let outputs = tmp.path().join("outputs");
+    let own = tmp.path().join("comfyui");
+    for d in ["output", "temp", "input", "user"] {
+        std::fs::create_dir_all(own.join(d)).unwrap_or_else(|e| panic!("{e}"));
+    }
+    let port = common::free_port();
+    let mut argv = shell_words::split(&command).unwrap_or_else(|e| panic!("COMFYUI_COMMAND: {e}"));
+    argv.extend(["--port".to_owned(), port.to_string()]);
+    for (flag, dir) in [
+        ("--output-directory", "output"),
+        ("--temp-directory", "temp"),
+        ("--input-directory", "input"),
+        ("--user-directory", "user"),
+    ] {
+        argv.extend([flag.to_owned(), own.join(dir).display().to_string()]);
+    }
+    argv.extend([
+        "--database-url".to_owned(),
+        format!("sqlite:///{}", own.join("user/comfyui.db").display()),
+    ]);
+    let config = tmp.path().join("comfyd.toml");
+    let quoted: Vec<String> = argv.iter().map(|a| format!("{a:?}")).collect();
+    std::fs::write(
+        &config,
+        format!(
+            "[comfyui]\ncommand = [{}]\ncwd = {comfy_dir:?}\nready_timeout = 300\n",
+            quoted.join(", ")
+        ),
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    common::drop_job(
+        &jobs,
+        "mug.toml",
+        &format!(
+            "workflow = \"txt2img\"\nid = \"mug\"\n[inputs]\nprompt = \"a white ceramic mug\"\ncheckpoint = \"{checkpoint}\"\nwidth = 64\nheight = 64\nsteps = 40\nseed = 7\n"
+        ),
+    );
+    let log = tmp.path().join("comfyd.log");
+    let mut daemon = Command::new(env!("CARGO_BIN_EXE_comfyd"))
+        .args([
+            "run",
+            "--until-idle",
+            "--settle-ms",
+            "0",
+            "--min-free-mb",
+            "0",
+        ])
+        .arg("--config")
+        .arg(&config)
+        .arg("--jobs")
+        .arg(&jobs)
+        .arg("--workflows")
+        .arg(&repo)
+        .arg("--outputs")
+        .arg(&outputs)
+        .env("COMFYD_LOG", "info")
+        .env("NO_COLOR", "1")
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap_or_else(|e| panic!("{e}")))
+        .spawn()
+        .unwrap_or_else(|e| panic!("{e}"));
+    let log_text = || std::fs::read_to_string(&log).unwrap_or_default();
+    // Kill ComfyUI once the job executes there.
+    let client = Client::new(&format!("http://127.0.0.1:{port}")).unwrap_or_else(|e| panic!("{e}"));
+    let t = Instant::now();
+    loop {
+        if let Ok(q) = client.queue().await
+            && !q.running.is_empty()
+        {
+            break;
+        }
+        if let Ok(Some(s)) = daemon.try_wait() {
+            panic!("comfyd exited before the job ran: {s:?}\n{}", log_text());
+        }
+        if t.elapsed() > Duration::from_secs(300) {
+            let _ = daemon.kill();
+            panic!("the job did not start within 300 s\n{}", log_text());
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let first = common::procs_on_port(port);
+    assert_eq!(first.len(), 1, "one ComfyUI on port {port}: {first:?}");
+    let pid = rustix::process::Pid::from_raw(first[0] as i32).unwrap_or_else(|| panic!("pid"));
+    rustix::process::kill_process(pid, rustix::process::Signal::KILL)
+        .unwrap_or_else(|e| panic!("{e}"));
+    let killed_at = Instant::now();
+    let status = loop {
+        if let Some(s) = daemon.try_wait().unwrap_or_else(|e| panic!("{e}")) {
+            break s;
+        }
+        if killed_at.elapsed() > Duration::from_secs(400) {
+            let _ = daemon.kill();
+            panic!(
+                "the job did not finish within 400 s of the kill\n{}",
+                log_text()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert!(status.success(), "{status:?}\n{}", log_text());
+    assert_eq!(
+        common::names(&jobs.join("done")),
+        ["mug.toml"],
+        "{}",
+        log_text()
+    );
+    let text = std::fs::read_to_string(outputs.join("mug/manifest.json"))
+        .unwrap_or_else(|e| panic!("{e}"));
+    let m: comfyd::manifest::Manifest =
+        serde_json::from_str(&text).unwrap_or_else(|e| panic!("{e}"));
+    let restarts: Vec<_> = m
+        .interventions
+        .iter()
+        .filter(|i| i.kind == "comfyui-restart")
+        .collect();
+    assert_eq!(restarts.len(), 1, "{:?}", m.interventions);
+    assert!(
+        restarts[0].reason.contains("SIGKILL"),
+        "{}",
+        restarts[0].reason
+    );
+    assert_eq!(
+        (m.outputs[0].width, m.outputs[0].height),
+        (Some(64), Some(64))
+    );
+    assert!(
+        m.comfyui.version.starts_with("0.3"),
+        "{}",
+        m.comfyui.version
+    );
+    let log = log_text();
+    assert!(
+        log.contains("ComfyUI exited (signal: 9 (SIGKILL))"),
+        "{log}"
+    );
+    eprintln!(
+        "restarted and finished {:.1} s after the kill",
+        killed_at.elapsed().as_secs_f64()
+    );
+    let left = common::procs_on_port(port);
+    assert!(left.is_empty(), "ComfyUI outlived comfyd: {left:?}");
 }

@@ -133,6 +133,13 @@ impl Sim {
         self.shared.timeline.prefixes()
     }
 
+    /// The account keys (`extra_data.api_key_comfy_org`, `auth_token_comfy_org`) each accepted
+    /// prompt carried, by prompt id, in submission order: the server keeps them out of its queue
+    /// and history, as ComfyUI does, so this is where a test sees what arrived.
+    pub fn sensitive_received(&self) -> Vec<crate::timeline::Received> {
+        self.shared.timeline.sensitive()
+    }
+
     /// How many prompts failed with `torch.OutOfMemoryError` since the start (simulated by the
     /// memory model or injected with [`Fault::OutOfMemory`]; restarts do not reset it).
     pub fn out_of_memory_count(&self) -> u64 {

@@ -38,7 +38,13 @@ pub(crate) struct Timeline {
     entries: Mutex<Vec<TimelineEntry>>,
     /// Every accepted prompt's `filename_prefix` values, by prompt id, in submission order.
     prefixes: Mutex<Vec<(String, Vec<String>)>>,
+    /// The sensitive `extra_data` entries (account keys) each prompt came with, before they
+    /// were dropped as ComfyUI drops them: by prompt id, in submission order.
+    sensitive: Mutex<Vec<Received>>,
 }
+
+/// A prompt id and the sensitive `extra_data` entries (name, value) it came with.
+pub type Received = (String, Vec<(String, String)>);
 
 impl Timeline {
     pub(crate) fn new(enabled: bool) -> Self {
@@ -47,6 +53,7 @@ impl Timeline {
             enabled,
             entries: Mutex::new(Vec::new()),
             prefixes: Mutex::new(Vec::new()),
+            sensitive: Mutex::new(Vec::new()),
         }
     }
 
@@ -66,6 +73,16 @@ impl Timeline {
             .filter_map(|p| p.as_str().map(str::to_owned))
             .collect();
         crate::shared::lock(&self.prefixes).push((prompt_id.to_owned(), found));
+    }
+
+    pub(crate) fn record_sensitive(&self, prompt_id: &str, entries: Vec<(String, String)>) {
+        if self.enabled {
+            crate::shared::lock(&self.sensitive).push((prompt_id.to_owned(), entries));
+        }
+    }
+
+    pub(crate) fn sensitive(&self) -> Vec<Received> {
+        crate::shared::lock(&self.sensitive).clone()
     }
 
     pub(crate) fn prefixes(&self) -> Vec<(String, Vec<String>)> {

@@ -86,3 +86,45 @@ pub fn copy_dir(from: &Path, to: &Path) {
         }
     }
 }
+
+/// Live processes (zombies left out) whose arguments contain `--port PORT` and whose program
+/// is not `comfyd` itself: the ComfyUI (or simulator) a daemon supervises on that port, and
+/// anything it started with the same arguments.
+pub fn procs_on_port(port: u16) -> Vec<u32> {
+    let port = port.to_string();
+    let mut found = Vec::new();
+    for e in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Some(pid) = e.file_name().to_str().and_then(|p| p.parse::<u32>().ok()) else {
+            continue;
+        };
+        let args: Vec<String> = std::fs::read(e.path().join("cmdline"))
+            .unwrap_or_default()
+            .split(|b| *b == 0)
+            .map(|a| String::from_utf8_lossy(a).into_owned())
+            .collect();
+        let is_comfyd = args
+            .first()
+            .is_some_and(|a| Path::new(a).file_name().is_some_and(|n| n == "comfyd"));
+        let names_port = args.windows(2).any(|w| w[0] == "--port" && w[1] == port)
+            || args.iter().any(|a| a.contains(&format!("--port {port}")));
+        if !is_comfyd && names_port && process_state(pid).is_some_and(|s| s != 'Z') {
+            found.push(pid);
+        }
+    }
+    found.sort_unstable();
+    found
+}
+
+/// The one-letter state of a process (`R`, `S`, `T`, `Z`...), or `None` when it is gone.
+pub fn process_state(pid: u32) -> Option<char> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    stat.rsplit_once(')')?.1.trim_start().chars().next()
+}
+
+/// A loopback port nothing listens on right now.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .unwrap_or_else(|e| panic!("no free port: {e}"))
+}

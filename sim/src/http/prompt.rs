@@ -131,9 +131,13 @@ pub(crate) fn post_prompt(shared: &Arc<Shared>, body: &[u8]) -> Response {
             &json!({"error": error, "node_errors": node_errors}),
         );
     }
+    let mut sensitive = Vec::new();
     for key in SENSITIVE {
-        extra_data.remove(*key);
+        if let Some(v) = extra_data.remove(*key) {
+            sensitive.push(((*key).to_owned(), v.as_str().unwrap_or_default().to_owned()));
+        }
     }
+    shared.timeline.record_sensitive(&prompt_id, sensitive);
     shared.timeline.record_prefixes(&prompt_id, &prompt);
     let item = QueueItem {
         number: number.clone(),
