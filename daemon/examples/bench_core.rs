@@ -1,15 +1,16 @@
-//! The benchmarks of issue 7, side by side in one run: the real `comfyd` binary (child
+//! The benchmarks of issues 7 and 8, side by side in one run: the real `comfyd` binary (child
 //! processes) against simulators started in this process, each scenario's figures in a table
-//! with ratios against its baseline, then a summary against the issue's goals.
+//! with ratios against its baseline, then a summary against the issues' goals.
 //!
 //!     cargo build --release -p comfyd
 //!     cargo run --release -p comfyd --example bench_core -- [SCENARIO...] [--quick]
 //!
 //! Scenarios (all when none is named): `affinity` (1), `overhead` (2), `gap` (3),
-//! `starvation` (4), `shared` (5), `inbox` (6); numbers work too. `--quick` shrinks every size
+//! `starvation` (4), `shared` (5), `inbox` (6), `memory` (7), `leak` (8); numbers work too. `--quick` shrinks every size
 //! (a run of a minute or so in release); each size has its own flag (`--help`).
 //! The daemon is `comfyd` beside this example's executable (`target/<profile>/comfyd`) unless
-//! `--comfyd PATH` says otherwise; temporary folders go under `$TMPDIR`.
+//! `--comfyd PATH` says otherwise, and `leak` runs the `comfy-sim` binary beside it (build both:
+//! `cargo build --release -p comfyd -p comfy-sim`); temporary folders go under `$TMPDIR`.
 
 mod bench;
 
@@ -18,15 +19,16 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use bench::report::{Goal, print_summary};
-use bench::rig::{Comfyd, Ctx, workflow_repo};
-use bench::{Res, affinity, gap, inbox, overhead, shared_dir, starvation};
+use bench::rig::{Comfyd, Ctx, locate_sim, workflow_repo};
+use bench::{Res, affinity, gap, inbox, leak, memory, overhead, shared_dir, starvation};
 use clap::Parser;
 
-/// Issue 7's benchmarks: the real comfyd binary against in-process simulators.
+/// Issues 7 and 8's benchmarks: the real comfyd binary against in-process simulators.
 #[derive(Parser)]
 #[command(name = "bench_core", max_term_width = 100)]
 struct Args {
-    /// Scenarios to run: affinity, overhead, gap, starvation, shared, inbox (or 1-6) [default: all].
+    /// Scenarios to run: affinity, overhead, gap, starvation, shared, inbox, memory, leak
+    /// (or 1-8) [default: all].
     scenarios: Vec<String>,
     /// Small sizes everywhere, for a run of a minute or so.
     #[arg(long)]
@@ -34,7 +36,10 @@ struct Args {
     /// The comfyd binary [default: target/<profile>/comfyd beside this example].
     #[arg(long, value_name = "PATH")]
     comfyd: Option<PathBuf>,
-    /// Seed of scenario 1's job order.
+    /// The comfy-sim binary scenario 8 runs [default: comfy-sim beside the comfyd binary].
+    #[arg(long, value_name = "PATH")]
+    comfy_sim: Option<PathBuf>,
+    /// Seed of scenarios 1 and 7's job order.
     #[arg(long, default_value_t = 7)]
     seed: u64,
     /// Longest any one run may take, in seconds [default: 600, quick 120].
@@ -95,15 +100,56 @@ struct Args {
     /// 6: length of each idle window in seconds [default: 3, quick 2].
     #[arg(long, value_name = "SECONDS")]
     idle_secs: Option<u64>,
+    /// 7: jobs over three checkpoints [default: 60, quick 18].
+    #[arg(long, value_name = "N")]
+    memory_jobs: Option<usize>,
+    /// 7: the simulated GPU's memory in GiB [default: 24].
+    #[arg(long, value_name = "GIB")]
+    vram_gib: Option<u64>,
+    /// 7: the three checkpoints' sizes in GiB, comma-separated [default: 10,12,14].
+    #[arg(long, value_name = "A,B,C", value_delimiter = ',')]
+    checkpoint_gib: Option<Vec<u64>>,
+    /// 7: working memory a prompt holds while it runs, in GiB [default: 2].
+    #[arg(long, value_name = "GIB")]
+    working_gib: Option<u64>,
+    /// 7: model load time in ms [default: 300, quick 150].
+    #[arg(long, value_name = "MS")]
+    memory_load_ms: Option<u64>,
+    /// 7: sampling (KSampler) time per job in ms [default: 100, quick 50].
+    #[arg(long, value_name = "MS")]
+    memory_sample_ms: Option<u64>,
+    /// 8: jobs, all on one checkpoint [default: 50, quick 24].
+    #[arg(long, value_name = "N")]
+    leak_jobs: Option<usize>,
+    /// 8: VRAM leaked by every prompt, in MiB [default: 1024].
+    #[arg(long, value_name = "MB")]
+    leak_mb: Option<u64>,
+    /// 8: the simulated GPU's memory in MiB [default: 24576].
+    #[arg(long, value_name = "MB")]
+    leak_vram_mb: Option<u64>,
+    /// 8: the checkpoint's size in MiB [default: 4096].
+    #[arg(long, value_name = "MB")]
+    leak_model_mb: Option<u64>,
+    /// 8: working memory a prompt holds while it runs, in MiB [default: 2048].
+    #[arg(long, value_name = "MB")]
+    leak_working_mb: Option<u64>,
+    /// 8: execution time of every node in ms [default: 20, quick 10].
+    #[arg(long, value_name = "MS")]
+    leak_node_ms: Option<u64>,
+    /// 8: model load time in ms [default: 300, quick 150].
+    #[arg(long, value_name = "MS")]
+    leak_load_ms: Option<u64>,
 }
 
-const SCENARIOS: [&str; 6] = [
+const SCENARIOS: [&str; 8] = [
     "affinity",
     "overhead",
     "gap",
     "starvation",
     "shared",
     "inbox",
+    "memory",
+    "leak",
 ];
 
 fn main() -> ExitCode {
@@ -152,15 +198,16 @@ async fn run(args: Args) -> Res<()> {
     let mut chosen = Vec::new();
     for s in &args.scenarios {
         let name = match s.parse::<usize>() {
-            Ok(n @ 1..=6) => SCENARIOS[n - 1],
+            Ok(n @ 1..=8) => SCENARIOS[n - 1],
             _ => SCENARIOS
                 .iter()
                 .find(|n| **n == s.as_str())
                 .copied()
                 .ok_or_else(|| {
                     format!(
-                        "unknown scenario `{s}`\nhelp: pick from {} (or 1-6)",
-                        SCENARIOS.join(", ")
+                        "unknown scenario `{s}`\nhelp: pick from {} (or 1-{})",
+                        SCENARIOS.join(", "),
+                        SCENARIOS.len()
                     )
                 })?,
         };
@@ -265,6 +312,46 @@ async fn run(args: Args) -> Res<()> {
                     &shared_dir::Params {
                         daemons: args.daemons.unwrap_or(4).max(1),
                         jobs: pick_n(args.shared_jobs, 2000, 400),
+                    },
+                )
+                .await?
+            }
+            "memory" => {
+                let checkpoint_gib = match args.checkpoint_gib.as_deref() {
+                    None => [10, 12, 14],
+                    Some(&[a, b, c]) => [a, b, c],
+                    Some(_) => return Err("--checkpoint-gib takes three sizes: A,B,C".into()),
+                };
+                memory::run(
+                    &ctx,
+                    &memory::Params {
+                        jobs: pick_n(args.memory_jobs, 60, 18).max(2),
+                        vram_gib: args.vram_gib.unwrap_or(24).max(1),
+                        checkpoint_gib,
+                        working_gib: args.working_gib.unwrap_or(2),
+                        load_ms: pick(args.memory_load_ms, 300, 150),
+                        sample_ms: pick(args.memory_sample_ms, 100, 50),
+                        seed: args.seed,
+                    },
+                )
+                .await?
+            }
+            "leak" => {
+                let (sim, warning) = locate_sim(args.comfy_sim.clone(), &ctx.comfyd)?;
+                if let Some(w) = warning {
+                    eprintln!("{w}");
+                }
+                leak::run(
+                    &ctx,
+                    &leak::Params {
+                        jobs: pick_n(args.leak_jobs, 50, 24).max(1),
+                        vram_mb: args.leak_vram_mb.unwrap_or(24_576),
+                        model_mb: args.leak_model_mb.unwrap_or(4096),
+                        working_mb: args.leak_working_mb.unwrap_or(2048),
+                        leak_mb: args.leak_mb.unwrap_or(1024),
+                        node_ms: pick(args.leak_node_ms, 20, 10),
+                        load_ms: pick(args.leak_load_ms, 300, 150),
+                        sim,
                     },
                 )
                 .await?

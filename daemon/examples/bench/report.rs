@@ -74,7 +74,7 @@ impl Table {
     }
 }
 
-/// One line of the final summary: a measured figure beside its goal from issue 7.
+/// One line of the final summary: a measured figure beside its goal from issue 7 or 8.
 pub struct Goal {
     pub scenario: String,
     pub text: String,
@@ -128,7 +128,7 @@ fn fmt_num(v: f64, unit: &str) -> String {
 
 /// Prints the goals, one per line, marked `ok`, `MISS` or `n/a`.
 pub fn print_summary(goals: &[Goal]) {
-    println!("\nSummary against the goals of issue 7");
+    println!("\nSummary against the goals of issues 7 and 8");
     for g in goals {
         let mark = match g.met {
             Some(true) => "ok  ",

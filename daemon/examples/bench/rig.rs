@@ -88,6 +88,15 @@ fn copy_dir(from: &Path, to: &Path) -> Res<()> {
 /// use. Returns it with an instant taken just before it started: its timeline's offsets count
 /// from (very slightly after) that instant.
 pub async fn start_sim(root: &Path, timing: Timing) -> Res<(Sim, Instant)> {
+    start_sim_with(root, timing, None).await
+}
+
+/// [`start_sim`] with a GPU memory model (`None`: the recorded CPU device, no accounting).
+pub async fn start_sim_with(
+    root: &Path,
+    timing: Timing,
+    memory: Option<comfy_sim::Memory>,
+) -> Res<(Sim, Instant)> {
     let text = std::fs::read_to_string(examples_dir().join("nodes/object_info.json"))?;
     let mut config = comfy_sim::Config::new(serde_json::from_str(&text)?, root);
     config.models.insert(
@@ -102,6 +111,7 @@ pub async fn start_sim(root: &Path, timing: Timing) -> Res<(Sim, Instant)> {
         ],
     );
     config.timing = timing;
+    config.memory = memory;
     let t0 = Instant::now();
     let sim = comfy_sim::start(config).await?;
     Ok((sim, t0))
@@ -129,6 +139,8 @@ impl Comfyd {
                 profile.join(format!("comfyd{}", std::env::consts::EXE_SUFFIX))
             }
         };
+        // Absolute: it runs from each run's folder.
+        let path = std::path::absolute(&path)?;
         if !path.is_file() {
             return Err(format!(
                 "no comfyd binary at {}\nhelp: build it first: `cargo build --release -p comfyd` (or `cargo build -p comfyd` for a debug run), or pass `--comfyd PATH`",
@@ -181,6 +193,39 @@ impl Comfyd {
             .unwrap_or_default();
         format!("{} ({age})", self.path.display())
     }
+}
+
+/// The `comfy-sim` binary scenario 8 runs: `explicit`, else `comfy-sim` beside `comfyd`. A
+/// warning comes with it when a source file of the simulator is newer than the binary.
+pub fn locate_sim(explicit: Option<PathBuf>, comfyd: &Comfyd) -> Res<(PathBuf, Option<String>)> {
+    let path = match explicit {
+        Some(p) => p,
+        None => comfyd
+            .path
+            .with_file_name(format!("comfy-sim{}", std::env::consts::EXE_SUFFIX)),
+    };
+    // Absolute: comfyd runs it from the run's folder.
+    let path = std::path::absolute(&path)?;
+    if !path.is_file() {
+        return Err(format!(
+            "no comfy-sim binary at {}\nhelp: build it first: `cargo build --release -p comfy-sim` (or `cargo build -p comfy-sim` for a debug run), or pass `--comfy-sim PATH`",
+            path.display()
+        )
+        .into());
+    }
+    let built = std::fs::metadata(&path).and_then(|m| m.modified()).ok();
+    let sources = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../sim/src");
+    let stale = match (built, newest(&sources)) {
+        (Some(b), Some(t)) => t > b,
+        _ => false,
+    };
+    let warning = stale.then(|| {
+        format!(
+            "warning: {} is older than its sources\nhelp: rebuild it: `cargo build --release -p comfy-sim` (or without `--release` for a debug run)",
+            path.display()
+        )
+    });
+    Ok((path, warning))
 }
 
 /// The newest modification time of a file under `dir`.
@@ -267,6 +312,8 @@ impl RunDir {
             .args(args)
             .current_dir(&self.root)
             .env("NO_COLOR", "1")
+            // comfyd reads COMFYD_LOG; a supervised simulator logs its starts at its default.
+            .env_remove("RUST_LOG")
             .stdin(Stdio::null())
             .stdout(file.try_clone()?)
             .stderr(file);
@@ -482,4 +529,42 @@ pub fn prompt_spans(timeline: &[TimelineEntry]) -> Vec<(String, Duration, Durati
             Some((p, s, f))
         })
         .collect()
+}
+
+/// What the daemon did for the jobs `ids` besides running them, counted by kind (`free`,
+/// `oom-retry`, `comfyui-restart`): the `interventions` of their manifests, and those listed in
+/// the details of the failures in the run's error reports (a failed job has no manifest).
+pub fn interventions(run: &RunDir, ids: &[String]) -> BTreeMap<String, usize> {
+    fn count(list: &serde_json::Value, into: &mut BTreeMap<String, usize>) {
+        for i in list.as_array().into_iter().flatten() {
+            if let Some(kind) = i.get("kind").and_then(serde_json::Value::as_str) {
+                *into.entry(kind.to_owned()).or_insert(0) += 1;
+            }
+        }
+    }
+    let read = |path: &Path| -> Option<serde_json::Value> {
+        serde_json::from_str(&std::fs::read_to_string(path).ok()?).ok()
+    };
+    let mut kinds = BTreeMap::new();
+    for id in ids {
+        if let Some(m) = read(&run.outputs.join(id).join("manifest.json")) {
+            count(&m["interventions"], &mut kinds);
+        }
+    }
+    let reports = std::fs::read_dir(run.jobs.join("failed"))
+        .into_iter()
+        .flatten()
+        .filter_map(Result::ok)
+        .filter(|e| e.file_name().to_string_lossy().ends_with(".error.json"));
+    for e in reports {
+        let Some(report) = read(&e.path()) else {
+            continue;
+        };
+        for f in report["failures"].as_array().into_iter().flatten() {
+            for d in f["details"].as_array().into_iter().flatten() {
+                count(d, &mut kinds);
+            }
+        }
+    }
+    kinds
 }
