@@ -1148,7 +1148,7 @@ impl Owner {
         };
         let errors = workflow.validate(&job.inputs);
         if !errors.is_empty() {
-            return Verdict::Fail(invalid_inputs(&errors));
+            return Verdict::Fail(runner::invalid_inputs(&errors));
         }
         Verdict::Run(workflow)
     }
@@ -2207,22 +2207,6 @@ fn parse_read(
         .map_err(|e| refused(format!("the file is not UTF-8 text: {e}")))
         .and_then(|text| job::parse_with(name, &text, whole));
     Some((len, parsed))
-}
-
-/// A job whose inputs fail the workflow's schema, as the runner would have failed it.
-fn invalid_inputs(errors: &[comfyc::render::InputError]) -> Failure {
-    Failure {
-        kind: "invalid-inputs",
-        message: errors
-            .iter()
-            .map(|e| e.message.clone())
-            .collect::<Vec<_>>()
-            .join("; "),
-        details: errors
-            .iter()
-            .map(|e| serde_json::to_value(e).unwrap_or(serde_json::Value::Null))
-            .collect(),
-    }
 }
 
 fn released(mut l: Lease) -> Lease {

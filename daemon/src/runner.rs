@@ -412,24 +412,30 @@ pub async fn run(ctx: &Context, run: JobRun<'_>) -> End {
     collect(ctx, &run, &prepared, &client, &report, submitted_ms).await
 }
 
+/// A job whose inputs fail the workflow's schema: every error, each naming its input. The
+/// daemon fails such a job at intake with the same words.
+pub fn invalid_inputs(errors: &[comfyc::render::InputError]) -> Failure {
+    Failure {
+        kind: "invalid-inputs",
+        message: errors
+            .iter()
+            .map(|e| e.message.clone())
+            .collect::<Vec<_>>()
+            .join("; "),
+        details: errors
+            .iter()
+            .map(|e| serde_json::to_value(e).unwrap_or(Value::Null))
+            .collect(),
+    }
+}
+
 /// Inputs resolved (an absent seed picked and recorded), file inputs uploaded, the graph
 /// rendered with per-job output prefixes, and its models checked against ComfyUI's lists.
 async fn prepare(ctx: &Context, run: &JobRun<'_>) -> Result<Prepared, Failure> {
     let (job, workflow) = (run.job, run.workflow);
     let mut resolved = workflow
         .resolve(&job.inputs, &mut || fastrand::u64(..(1u64 << 53)))
-        .map_err(|errors| Failure {
-            kind: "invalid-inputs",
-            message: errors
-                .iter()
-                .map(|e| e.message.clone())
-                .collect::<Vec<_>>()
-                .join("; "),
-            details: errors
-                .iter()
-                .map(|e| serde_json::to_value(e).unwrap_or(Value::Null))
-                .collect(),
-        })?;
+        .map_err(|errors| invalid_inputs(&errors))?;
     let mut files = Vec::new();
     for input in workflow.inputs.iter().filter(|i| i.ty.is_file()) {
         if let Some(Value::String(rel)) = resolved.values.get(&input.name).cloned() {
