@@ -145,34 +145,6 @@ pub struct Context {
     pub supervisor: Option<crate::supervisor::SupervisorHandle>,
 }
 
-impl Context {
-    /// A context with no GPU probe, the default memory policy and no hub.
-    pub fn new(client: Client, outputs: PathBuf, gpu: u32) -> Self {
-        Context {
-            client,
-            outputs,
-            input_root: None,
-            gpu,
-            server: Arc::default(),
-            job_timeout: None,
-            unreachable_patience: Duration::from_secs(24 * 3600),
-            progress: Arc::default(),
-            hub: None,
-            probe: None,
-            memory: memory::Policy::default(),
-            last_models: Arc::default(),
-            sample_every: Duration::from_millis(100),
-            submit_gate: Arc::default(),
-            footprints: Arc::default(),
-            last_ended: Arc::default(),
-            metrics: crate::metrics::Metrics::disabled(),
-            simulated: false,
-            spend: Spend::default(),
-            supervisor: None,
-        }
-    }
-}
-
 /// What the daemon last learned of ComfyUI and the GPU.
 #[derive(Debug, Clone, Default)]
 pub struct ServerInfo {
