@@ -94,6 +94,7 @@ pub async fn run(ctx: &Ctx, p: &Params) -> Res<Vec<Goal>> {
     );
     let mut goals = Vec::new();
     let mut baseline: Option<Duration> = None;
+    let mut trickled: Option<Duration> = None;
     for layout in [Layout::Jsonl, Layout::Files, Layout::Trickle] {
         match one(ctx, p, layout, &jobs, timing.clone()).await {
             Ok(m) => {
@@ -116,6 +117,9 @@ pub async fn run(ctx: &Ctx, p: &Params) -> Res<Vec<Goal>> {
                     1.2,
                     "",
                 ));
+                if layout == Layout::Trickle {
+                    trickled = Some(m.time);
+                }
                 match (layout, baseline) {
                     (Layout::Jsonl, _) => baseline = Some(m.time),
                     (_, Some(b)) => goals.push(Goal::ratio(
@@ -139,8 +143,66 @@ pub async fn run(ctx: &Ctx, p: &Params) -> Res<Vec<Goal>> {
             }
         }
     }
+    if let (Some(jsonl), Some(trickle)) = (baseline, trickled) {
+        let per_job = jsonl.saturating_sub(Duration::from_millis(p.load_ms) * min_loads as u32)
+            / jobs.len().max(1) as u32;
+        let arrivals: Vec<(Duration, &str)> = checkpoints
+            .iter()
+            .enumerate()
+            .map(|(i, c)| (Duration::from_millis(p.trickle_ms * i as u64), *c))
+            .collect();
+        let bound = fewest_loads_makespan(&arrivals, per_job, Duration::from_millis(p.load_ms));
+        table.note(format!(
+            "trickle with {min_loads} loads cannot finish before {} s ({:.2}x the JSONL run; measured {:.2}x): \
+             each checkpoint's jobs must then run as one block, and a block cannot end before its \
+             last job arrives (per job {} ms, as the JSONL run measured)",
+            secs(bound),
+            bound.as_secs_f64() / jsonl.as_secs_f64(),
+            trickle.as_secs_f64() / jsonl.as_secs_f64(),
+            per_job.as_millis(),
+        ));
+    }
     table.print();
     Ok(goals)
+}
+
+/// The shortest time in which jobs arriving at the given times can all run with one model load
+/// per checkpoint: every order of the checkpoints as blocks, each job as soon as it has arrived
+/// and the one before it has ended. With one load per checkpoint each checkpoint's jobs must
+/// run back to back, so no schedule with the fewest loads beats this.
+fn fewest_loads_makespan(
+    arrivals: &[(Duration, &str)],
+    per_job: Duration,
+    load: Duration,
+) -> Duration {
+    let mut blocks: Vec<&str> = arrivals.iter().map(|(_, c)| *c).collect();
+    blocks.sort_unstable();
+    blocks.dedup();
+    let mut best = Duration::MAX;
+    permutations(&mut blocks, 0, &mut |order| {
+        let mut t = Duration::ZERO;
+        for block in order {
+            t += load;
+            for (at, _) in arrivals.iter().filter(|(_, c)| c == block) {
+                t = t.max(*at) + per_job;
+            }
+        }
+        best = best.min(t);
+    });
+    best
+}
+
+/// Calls `f` with every order of `items[k..]` (Heap-free, by swapping; few items).
+fn permutations<'a>(items: &mut Vec<&'a str>, k: usize, f: &mut impl FnMut(&[&'a str])) {
+    if k + 1 >= items.len() {
+        f(items);
+        return;
+    }
+    for i in k..items.len() {
+        items.swap(k, i);
+        permutations(items, k + 1, f);
+        items.swap(k, i);
+    }
 }
 
 async fn one(
