@@ -51,7 +51,17 @@ pub fn read(jobs: &Path) -> Result<Overview, String> {
         files_failed: count(&store.failed(), &job_file),
         daemons: Vec::new(),
     };
-    for key in store.files().unwrap_or_default() {
+    let listing = store.list().unwrap_or_default();
+    // A file taken in whose jobs no daemon has looked at yet: all of them wait.
+    for taken in &listing.taken {
+        o.jobs_waiting += store
+            .read_taken(taken, crate::job::MAX_FILE_BYTES)
+            .ok()
+            .and_then(|b| String::from_utf8(b).ok())
+            .and_then(|t| crate::job::parse(taken.name(), &t).ok())
+            .map_or(0, |p| p.len());
+    }
+    for key in listing.files {
         let Ok(state) = store.state(&key) else {
             continue;
         };
@@ -143,5 +153,29 @@ impl Overview {
             ));
         }
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_file_taken_in_but_not_opened_counts_its_jobs_as_waiting() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let store = DirStore::new(dir.path());
+        store.create().unwrap_or_else(|e| panic!("{e}"));
+        let dropped = store.inbox().join("three.jsonl");
+        let lines = (0..3)
+            .map(|i| format!("{{\"workflow\": \"w\", \"id\": \"j{i}\"}}\n"))
+            .collect::<String>();
+        std::fs::write(&dropped, lines).unwrap_or_else(|e| panic!("{e}"));
+        std::fs::write(store.inbox().join("later.toml"), "workflow = \"w\"\n")
+            .unwrap_or_else(|e| panic!("{e}"));
+        let taken = store.take(&dropped).unwrap_or_else(|e| panic!("{e}"));
+        assert!(taken.is_some(), "the file was taken in");
+
+        let o = read(dir.path()).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!((o.inbox_files, o.jobs_waiting, o.jobs_running), (1, 3, 0));
     }
 }
