@@ -221,8 +221,9 @@ fn main() -> ExitCode {
     let filter =
         tracing_subscriber::EnvFilter::try_from_env("COMFYD_LOG").unwrap_or_else(|_| "info".into());
     // tungstenite traces the websocket handshake request verbatim, `--header` values (tokens)
-    // included: never below debug there, whatever COMFYD_LOG says.
-    let filter = match "tungstenite::handshake::client=debug".parse() {
+    // included: never below info there, whatever COMFYD_LOG says (a directive also raises
+    // the level: at `debug` it printed "Client handshake done." at every connection).
+    let filter = match "tungstenite::handshake::client=info".parse() {
         Ok(quiet) => filter.add_directive(quiet),
         Err(_) => filter,
     };

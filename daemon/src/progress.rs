@@ -64,6 +64,23 @@ pub fn rate(per_sec: f64) -> String {
     }
 }
 
+/// The time left for `remaining` jobs at `per_sec`: `?` until a rate is known, then compact
+/// (`45s`, `3m 05s`, `2h 10m`).
+pub fn time_left(remaining: u64, per_sec: f64) -> String {
+    if remaining == 0 {
+        return "0s".into();
+    }
+    if !per_sec.is_finite() || per_sec <= 0.0 {
+        return "?".into();
+    }
+    let secs = (remaining as f64 / per_sec).ceil().min(f64::from(u32::MAX)) as u64;
+    match secs {
+        0..60 => format!("{secs}s"),
+        60..3600 => format!("{}m {:02}s", secs / 60, secs % 60),
+        _ => format!("{}h {:02}m", secs / 3600, secs % 3600 / 60),
+    }
+}
+
 /// Whether `every` has passed since `last`: the throttle of the progress log.
 pub fn due(last: Instant, now: Instant, every: Duration) -> bool {
     now.saturating_duration_since(last) >= every
@@ -169,6 +186,17 @@ mod tests {
         assert_eq!(rate(1.0 / 600.0), "6.0 jobs/h");
         assert_eq!(rate(0.0), "- jobs/s");
         assert_eq!(rate(f64::NAN), "- jobs/s");
+    }
+
+    #[test]
+    fn the_time_left_is_unknown_until_a_rate_is() {
+        assert_eq!(time_left(10, 0.0), "?");
+        assert_eq!(time_left(10, f64::NAN), "?");
+        assert_eq!(time_left(0, 0.0), "0s");
+        assert_eq!(time_left(10, 2.0), "5s");
+        assert_eq!(time_left(10, 3.0), "4s", "rounded up");
+        assert_eq!(time_left(185, 1.0), "3m 05s");
+        assert_eq!(time_left(7800, 1.0), "2h 10m");
     }
 
     #[test]

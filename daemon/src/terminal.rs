@@ -18,7 +18,8 @@ use crate::progress::{self, Counts};
 /// The bar's layout: elapsed time, the bar, jobs ended of all known, the rate, the time left,
 /// and what runs or failed.
 /// The bar takes the width the rest leaves (a line longer than the terminal would wrap).
-const TEMPLATE: &str = "[{elapsed_precise}] {wide_bar} {pos}/{len} jobs, {rate}, ETA {eta} ({msg})";
+const TEMPLATE: &str =
+    "[{elapsed_precise}] {wide_bar} {pos}/{len} jobs, {rate}, ETA {left} ({msg})";
 
 /// Where log lines and the progress bar go. Cheap to clone: clones share one bar.
 #[derive(Clone, Default)]
@@ -102,6 +103,10 @@ fn start(counts: &Counts) -> Option<ProgressBar> {
         .ok()?
         .with_key("rate", |s: &ProgressState, w: &mut dyn std::fmt::Write| {
             let _ = w.write_str(&progress::rate(s.per_sec()));
+        })
+        .with_key("left", |s: &ProgressState, w: &mut dyn std::fmt::Write| {
+            let remaining = s.len().unwrap_or(0).saturating_sub(s.pos());
+            let _ = w.write_str(&progress::time_left(remaining, s.per_sec()));
         })
         .progress_chars("=> ");
     let bar = ProgressBar::with_draw_target(Some(counts.total()), ProgressDrawTarget::stderr())

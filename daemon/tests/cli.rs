@@ -237,7 +237,11 @@ fn completions_for_each_shell_and_man_pages_for_every_subcommand() {
         assert!(s.contains("until-idle"), "{shell} completes run's flags");
     }
     let o = comfyd(&["completions", "tcsh"], &root);
-    assert_eq!(o.status.code(), Some(2), "an unknown shell is a usage error");
+    assert_eq!(
+        o.status.code(),
+        Some(2),
+        "an unknown shell is a usage error"
+    );
     assert!(text(&o.stderr).contains("tcsh"), "{}", text(&o.stderr));
 
     let page = text(&comfyd(&["man"], &root).stdout);
