@@ -83,6 +83,11 @@ pub struct Settings {
     pub metrics: Metrics,
     /// A ComfyUI to start and supervise; none: one someone else runs answers at `comfy_url`.
     pub comfyui: Option<crate::supervisor::Config>,
+    /// Where the owner loop publishes its job counts (the terminal's progress bar); none: they
+    /// are not published.
+    pub counts: Option<tokio::sync::watch::Sender<crate::progress::Counts>>,
+    /// How often a job that keeps executing logs its progress.
+    pub progress_log_every: Duration,
 }
 
 impl Settings {
@@ -121,6 +126,8 @@ impl Settings {
             spend: crate::runner::Spend::default(),
             metrics: Metrics::disabled(),
             comfyui: None,
+            counts: None,
+            progress_log_every: crate::progress::LOG_EVERY,
         }
     }
 
@@ -473,6 +480,8 @@ struct Owner {
     restarts_counted: u64,
     /// systemd's `sd_notify` (a no-op outside a `Type=notify` unit).
     notify: Notifier,
+    /// When the executing job's progress is next logged.
+    progress_log: crate::progress::ProgressLog,
 }
 
 type Running = futures_util::stream::FuturesUnordered<BoxFuture<'static, (JobRef, End)>>;
@@ -603,6 +612,7 @@ pub async fn run(
         last_rescan: now,
         restarts_counted: 0,
         notify: Notifier::from_env(),
+        progress_log: crate::progress::ProgressLog::new(settings.progress_log_every),
         settings,
     };
     let mut running: Running = Default::default();
@@ -617,6 +627,7 @@ pub async fn run(
     loop {
         let busy = o.turn(&mut running);
         o.write_status(false);
+        o.report_progress();
         if o.stopping && running.is_empty() {
             break;
         }
@@ -671,6 +682,7 @@ pub async fn run(
     o.stopping = true;
     o.notify.stopping();
     o.write_status(true);
+    o.report_progress();
     if let Some(s) = supervisor {
         s.stop().await;
     }
@@ -2048,6 +2060,38 @@ impl Owner {
     // ---- status -------------------------------------------------------------------------------
 
     /// Writes the status file when something changed, at most four times a second.
+    /// Publishes the job counts (for the terminal's bar) and logs a long job's progress when
+    /// it is due.
+    fn report_progress(&mut self) {
+        if let Some(tx) = &self.settings.counts {
+            let counts = crate::progress::Counts {
+                done: self.summary.jobs_done as u64,
+                failed: self.summary.jobs_failed as u64,
+                skipped: self.summary.jobs_skipped as u64,
+                running: self.held.len() as u64,
+                queued: self.buckets.len as u64,
+            };
+            tx.send_if_modified(|c| std::mem::replace(c, counts) != counts);
+        }
+        let executing = self.ctx.progress.lock().ok().and_then(|p| p.clone());
+        if let Some(ran) = self
+            .progress_log
+            .observe(Instant::now(), executing.as_ref())
+            && let Some(p) = executing
+        {
+            let step = (p.max > 0.0).then(|| crate::progress::fraction(p.value, p.max));
+            tracing::info!(
+                job = %p.job,
+                node = %p.node.as_deref().unwrap_or("-"),
+                class = %p.class_type.as_deref().unwrap_or("-"),
+                step = %step.as_deref().unwrap_or("-"),
+                nodes = %format!("{}/{}", p.nodes_done.min(p.nodes_total), p.nodes_total),
+                running_s = %format!("{:.1}", ran.as_secs_f64()),
+                "job progress"
+            );
+        }
+    }
+
     fn write_status(&mut self, force: bool) {
         if let Some(sup) = &self.ctx.supervisor {
             let n = sup.restarts();

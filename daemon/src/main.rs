@@ -34,6 +34,11 @@ struct Cli {
     /// Log format.
     #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
     log_format: LogFormat,
+    /// Draw no progress bar. By default `run` and `demo` draw one on a terminal (jobs ended of
+    /// all known, the rate, the time left) below the log lines; none is drawn when stderr is
+    /// not a terminal or with `--log-format json`.
+    #[arg(long, global = true)]
+    no_progress: bool,
     #[command(subcommand)]
     command: Command,
 }
@@ -190,6 +195,25 @@ enum Command {
         #[arg(long, value_enum, default_value_t = Format::Human)]
         format: Format,
     },
+    /// Print a shell completion script.
+    ///
+    /// Install for bash: `comfyd completions bash > ~/.local/share/bash-completion/completions/comfyd`;
+    /// zsh: `comfyd completions zsh > ~/.zfunc/_comfyd` (with `~/.zfunc` in `fpath`);
+    /// fish: `comfyd completions fish > ~/.config/fish/completions/comfyd.fish`.
+    Completions {
+        /// The shell to complete for.
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Write man pages: `comfyd.1` and one per subcommand (`comfyd-run.1`, ...).
+    ///
+    /// Install with `comfyd man --out ~/.local/share/man/man1`, then `man comfyd`. Without
+    /// `--out`, the page of `comfyd` itself is printed.
+    Man {
+        /// Folder to write the pages into.
+        #[arg(long, short, value_name = "DIR")]
+        out: Option<PathBuf>,
+    },
 }
 
 fn main() -> ExitCode {
@@ -197,22 +221,29 @@ fn main() -> ExitCode {
     let filter =
         tracing_subscriber::EnvFilter::try_from_env("COMFYD_LOG").unwrap_or_else(|_| "info".into());
     // tungstenite traces the websocket handshake request verbatim, `--header` values (tokens)
-    // included: never below debug there, whatever COMFYD_LOG says.
-    let filter = match "tungstenite::handshake::client=debug".parse() {
+    // included: never below info there, whatever COMFYD_LOG says (a directive also raises
+    // the level: at `debug` it printed "Client handshake done." at every connection).
+    let filter = match "tungstenite::handshake::client=info".parse() {
         Ok(quiet) => filter.add_directive(quiet),
         Err(_) => filter,
     };
-    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr())
-        && std::env::var_os("NO_COLOR").is_none();
+    let tty = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let ansi = tty && std::env::var_os("NO_COLOR").is_none();
+    // Log lines go through the terminal, which keeps them clear of the progress bar.
+    let terminal = comfyd::terminal::Terminal::new(
+        tty && matches!(cli.log_format, LogFormat::Text) && !cli.no_progress,
+    );
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
+        .with_writer(terminal.clone())
         .with_ansi(ansi);
     match cli.log_format {
         LogFormat::Json => builder.json().init(),
         LogFormat::Text => builder.init(),
     }
     match cli.command {
+        Command::Completions { shell } => completions(shell),
+        Command::Man { out } => man(out.as_deref()),
         Command::Status {
             jobs,
             config,
@@ -259,7 +290,7 @@ fn main() -> ExitCode {
             let Some(runtime) = runtime() else {
                 return ExitCode::from(2);
             };
-            runtime.block_on(demo(workflows, jobs_from, dir, comfy_url))
+            runtime.block_on(demo(workflows, jobs_from, dir, comfy_url, terminal))
         }
         Command::Run {
             config,
@@ -403,7 +434,7 @@ fn main() -> ExitCode {
             let Some(runtime) = runtime() else {
                 return ExitCode::from(2);
             };
-            runtime.block_on(run(settings, selector, sim, metrics_addr))
+            runtime.block_on(run(settings, selector, sim, metrics_addr, terminal))
         }
     }
 }
@@ -438,7 +469,13 @@ async fn comfy_answers(url: &str, headers: &comfyd::client::Headers) -> bool {
     }
 }
 
-async fn demo(workflows: PathBuf, jobs_from: PathBuf, dir: PathBuf, comfy_url: String) -> ExitCode {
+async fn demo(
+    workflows: PathBuf,
+    jobs_from: PathBuf,
+    dir: PathBuf,
+    comfy_url: String,
+    terminal: comfyd::terminal::Terminal,
+) -> ExitCode {
     let prepare = || -> std::io::Result<usize> {
         if dir.exists() {
             std::fs::remove_dir_all(&dir)?;
@@ -492,7 +529,14 @@ async fn demo(workflows: PathBuf, jobs_from: PathBuf, dir: PathBuf, comfy_url: S
     settings.outputs = dir.join("outputs");
     settings.until_idle = true;
     settings.settle = Duration::ZERO;
-    let code = run(settings, comfyd::gpu::Selector::Index(0), sim, None).await;
+    let code = run(
+        settings,
+        comfyd::gpu::Selector::Index(0),
+        sim,
+        None,
+        terminal,
+    )
+    .await;
     println!();
     status(&dir.join("jobs"), Format::Human);
     println!(
@@ -511,7 +555,21 @@ async fn run(
     selector: comfyd::gpu::Selector,
     sim: Sim,
     metrics_addr: Option<std::net::SocketAddr>,
+    terminal: comfyd::terminal::Terminal,
 ) -> ExitCode {
+    // The tests' knob: how often a long job logs its progress.
+    if let Some(text) = std::env::var_os("COMFYD_PROGRESS_LOG_MS") {
+        match text.to_str().and_then(|t| t.parse::<u64>().ok()) {
+            Some(ms) => settings.progress_log_every = Duration::from_millis(ms.max(1)),
+            None => {
+                eprintln!(
+                    "error: COMFYD_PROGRESS_LOG_MS={}: not a number of milliseconds",
+                    text.to_string_lossy()
+                );
+                return ExitCode::from(2);
+            }
+        }
+    }
     let use_sim = match sim {
         Sim::Never => false,
         Sim::Always => true,
@@ -591,7 +649,14 @@ async fn run(
         tracing::info!("stopping: no new jobs; the running one may finish");
         let _ = tx.send(true);
     });
-    match daemon::run(settings, rx).await {
+    if terminal.has_bar() {
+        let (counts, follow) = tokio::sync::watch::channel(Default::default());
+        settings.counts = Some(counts);
+        tokio::spawn(terminal.clone().follow(follow));
+    }
+    let result = daemon::run(settings, rx).await;
+    terminal.finish();
+    match result {
         Ok(s) => {
             tracing::info!(
                 files_done = s.files_done,
@@ -661,6 +726,63 @@ async fn start_sim(settings: &Settings) -> Result<(comfy_sim::Sim, PathBuf), Str
         .await
         .map_err(|e| e.to_string())?;
     Ok((sim, root))
+}
+
+fn completions(shell: clap_complete::Shell) -> ExitCode {
+    use clap::CommandFactory;
+    let mut buf = Vec::new();
+    clap_complete::generate(shell, &mut Cli::command(), "comfyd", &mut buf);
+    print_out(&buf)
+}
+
+/// `comfyd.1` and a page per subcommand, named as git names its own (`comfyd-run.1`).
+fn man(dir: Option<&std::path::Path>) -> ExitCode {
+    use clap::CommandFactory;
+    fn pages(cmd: &clap::Command, into: &mut Vec<(String, Vec<u8>)>) {
+        // After `build`, a subcommand's display name is `comfyd-run`.
+        let name = cmd.get_display_name().unwrap_or(cmd.get_name()).to_owned();
+        let mut buf = Vec::new();
+        // Writing into memory cannot fail.
+        let _ = clap_mangen::Man::new(cmd.clone()).render(&mut buf);
+        into.push((format!("{name}.1"), buf));
+        for sub in cmd.get_subcommands().filter(|s| s.get_name() != "help") {
+            pages(sub, into);
+        }
+    }
+    let mut cmd = Cli::command();
+    cmd.build();
+    let mut all = Vec::new();
+    pages(&cmd, &mut all);
+    let Some(dir) = dir else {
+        return print_out(&all[0].1);
+    };
+    if let Err(e) = std::fs::create_dir_all(dir) {
+        eprintln!("error: cannot create `{}`: {e}", dir.display());
+        return ExitCode::from(2);
+    }
+    for (name, page) in &all {
+        let path = dir.join(name);
+        if let Err(e) = comfyd::fsutil::write_atomic(&path, page) {
+            eprintln!("error: cannot write `{}`: {e}", path.display());
+            return ExitCode::from(2);
+        }
+    }
+    eprintln!("wrote {} man pages into {}", all.len(), dir.display());
+    ExitCode::SUCCESS
+}
+
+/// Writes to stdout; a closed pipe ends the command quietly.
+fn print_out(bytes: &[u8]) -> ExitCode {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    match out.write_all(bytes).and_then(|()| out.flush()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: writing to stdout: {e}");
+            ExitCode::from(2)
+        }
+    }
 }
 
 fn status(jobs: &std::path::Path, format: Format) -> ExitCode {

@@ -199,3 +199,70 @@ fn status_finds_the_job_directory_in_comfyd_toml() {
         text(&out.stderr)
     );
 }
+
+/// The subcommands `comfyd --help` lists (from its `Commands:` section), `help` left out.
+fn subcommands(root: &std::path::Path) -> Vec<String> {
+    let help = text(&comfyd(&["--help"], root).stdout);
+    help.lines()
+        .skip_while(|l| !l.starts_with("Commands:"))
+        .skip(1)
+        .take_while(|l| l.starts_with("  "))
+        .filter(|l| l.starts_with("  ") && !l.starts_with("   "))
+        .filter_map(|l| l.split_whitespace().next().map(str::to_owned))
+        .filter(|c| c != "help")
+        .collect()
+}
+
+#[test]
+fn completions_for_each_shell_and_man_pages_for_every_subcommand() {
+    let root = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
+    let subs = subcommands(&root);
+    for s in ["run", "status", "completions", "man"] {
+        assert!(subs.iter().any(|c| c == s), "{s} in {subs:?}");
+    }
+    for (shell, marker) in [
+        ("bash", "complete -F _comfyd"),
+        ("zsh", "#compdef comfyd"),
+        ("fish", "complete -c comfyd"),
+        ("elvish", "edit:completion:arg-completer[comfyd]"),
+        ("powershell", "Register-ArgumentCompleter"),
+    ] {
+        let o = comfyd(&["completions", shell], &root);
+        assert_eq!(o.status.code(), Some(0), "{shell}: {}", text(&o.stderr));
+        let s = text(&o.stdout);
+        assert!(s.contains(marker), "{shell}:\n{s}");
+        for sub in &subs {
+            assert!(s.contains(sub.as_str()), "{shell} completes `{sub}`:\n{s}");
+        }
+        assert!(s.contains("until-idle"), "{shell} completes run's flags");
+    }
+    let o = comfyd(&["completions", "tcsh"], &root);
+    assert_eq!(
+        o.status.code(),
+        Some(2),
+        "an unknown shell is a usage error"
+    );
+    assert!(text(&o.stderr).contains("tcsh"), "{}", text(&o.stderr));
+
+    let page = text(&comfyd(&["man"], &root).stdout);
+    assert!(page.contains(".TH comfyd 1"), "{page}");
+    for sub in &subs {
+        assert!(
+            page.contains(&format!("comfyd\\-{}(1)", sub.replace('-', "\\-"))),
+            "the page names `{sub}`:\n{page}"
+        );
+    }
+    let tmp = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let out = tmp.path().join("man1");
+    let o = comfyd(&["man", "--out", &out.to_string_lossy()], &root);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o.stderr));
+    let mut expected = vec!["comfyd.1".to_owned()];
+    expected.extend(subs.iter().map(|s| format!("comfyd-{s}.1")));
+    expected.sort();
+    assert_eq!(names(&out), expected);
+    let run = std::fs::read_to_string(out.join("comfyd-run.1")).unwrap_or_default();
+    assert!(
+        run.contains(".SH NAME") && run.contains("until\\-idle") && run.contains("no\\-progress"),
+        "{run}"
+    );
+}
