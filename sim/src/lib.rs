@@ -41,7 +41,7 @@ mod validate;
 mod worker;
 mod ws;
 
-pub use config::{Config, Timing};
+pub use config::{Config, Protocol, Timing};
 pub use fault::Fault;
 pub use memory::{FreeCall, Memory};
 pub use sim::{Sim, start};

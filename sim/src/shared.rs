@@ -12,7 +12,7 @@ use serde_json::json;
 use tokio::sync::Notify;
 
 use crate::catalogue::Catalogue;
-use crate::config::Timing;
+use crate::config::{Protocol, Timing};
 use crate::fault::Armed;
 use crate::files::Dirs;
 use crate::history::History;
@@ -29,6 +29,7 @@ pub(crate) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 
 pub(crate) struct Shared {
     pub(crate) catalogue: Catalogue,
+    pub(crate) protocol: Protocol,
     pub(crate) models: BTreeMap<String, Vec<String>>,
     /// `Config::memory`; the device's state is `State::device`.
     pub(crate) memory: Option<Memory>,

@@ -72,6 +72,7 @@ pub async fn start(config: Config) -> io::Result<Sim> {
     let port = listener.local_addr()?.port();
     let shared = Arc::new(Shared {
         catalogue: Catalogue::new(config.catalogue),
+        protocol: config.protocol,
         models: config.models,
         memory: config.memory,
         memory_log: Mutex::default(),
@@ -114,6 +115,7 @@ impl Sim {
             Fault::DropWebsockets { after_frames } => shared.hub.drop_after(after_frames),
             Fault::SlowHistory(delay) => lock(&shared.faults).arm_slow_history(delay),
             Fault::Stall(length) => shared.stall.arm(length),
+            Fault::NullHistoryStatus => lock(&shared.faults).arm_null_status(),
         }
     }
 
