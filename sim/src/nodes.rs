@@ -549,3 +549,21 @@ fn pad_outputs(node: &Node<'_>, outputs: &mut Vec<Val>) {
         outputs.push(val);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_load_image_name_becomes_an_entry_of_its_folder_and_type() {
+        assert_eq!(
+            input_entry("sub/in.png"),
+            json!({"filename": "in.png", "subfolder": "sub", "type": "input"})
+        );
+        assert_eq!(
+            input_entry("a.png [output]"),
+            json!({"filename": "a.png", "subfolder": "", "type": "output"})
+        );
+        assert_eq!(input_entry("x/y/t.png [temp]")["subfolder"], "x/y");
+    }
+}
