@@ -5,7 +5,7 @@
 //! `.await`.
 
 use std::collections::BTreeMap;
-use std::sync::atomic::AtomicBool;
+use std::sync::atomic::{AtomicBool, AtomicU64};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 
 use serde_json::json;
@@ -46,6 +46,8 @@ pub(crate) struct Shared {
     pub(crate) timeline: Timeline,
     /// ComfyUI's global `interrupt_processing` flag; reset when a prompt starts.
     pub(crate) interrupt: AtomicBool,
+    /// `POST /api/jobs/{id}/cancel` and `POST /api/jobs/cancel` requests, kept across restarts.
+    pub(crate) job_cancels: AtomicU64,
 }
 
 /// What a restart loses.

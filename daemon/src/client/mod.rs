@@ -42,8 +42,8 @@ pub use events::{Event, ExecutionError, NodeProgress};
 pub use hub::{Hub, HubEvent, Subscription};
 pub use run::{Outcome, RunOptions, RunReport, RunTimings};
 pub use types::{
-    Device, ErrorInfo, FileRef, display_node, HistoryEntry, HistoryStatus, NodeError, OutputFile,
-    PromptRejection, Queue, QueueItem, Submitted, SystemInfo, SystemStats, Uploaded,
+    Device, ErrorInfo, FileRef, HistoryEntry, HistoryStatus, NodeError, OutputFile,
+    PromptRejection, Queue, QueueItem, Submitted, SystemInfo, SystemStats, Uploaded, display_node,
 };
 
 /// What can go wrong talking to ComfyUI.
@@ -359,13 +359,12 @@ impl Client {
                 Ok(body) => {
                     let url = self.endpoint(&path);
                     let v: Value = parse(&url, &body)?;
-                    let cancelled =
-                        v.get("cancelled")
-                            .and_then(Value::as_bool)
-                            .ok_or(ClientError::Protocol {
-                                url,
-                                reason: format!("expected {{\"cancelled\": bool}}, got {v}"),
-                            })?;
+                    let cancelled = v.get("cancelled").and_then(Value::as_bool).ok_or(
+                        ClientError::Protocol {
+                            url,
+                            reason: format!("expected {{\"cancelled\": bool}}, got {v}"),
+                        },
+                    )?;
                     return Ok(Cancelled::JobsApi { cancelled });
                 }
                 // Replaced by an older server without going away: probe again next time.
@@ -381,7 +380,9 @@ impl Client {
         }
         let deleted = self.delete_queued(&[prompt_id]).await;
         let interrupted = self.interrupt(Some(prompt_id)).await;
-        deleted.and(interrupted).map(|()| Cancelled::QueueAndInterrupt)
+        deleted
+            .and(interrupted)
+            .map(|()| Cancelled::QueueAndInterrupt)
     }
 
     /// `GET /api/jobs/{id}` (2026 releases): `None` when the server has no such job, or no

@@ -722,8 +722,13 @@ mod tests {
             outcome_of_job(&json!({"status": "cancelled"})),
             Some(interrupted_unknown())
         );
-        match outcome_of_job(&json!({"status": "failed", "execution_error": {"node_id": "2", "exception_message": "boom"}})) {
-            Some(Outcome::Failed(e)) => assert_eq!((e.node_id.as_str(), e.exception_message.as_str()), ("2", "boom")),
+        match outcome_of_job(
+            &json!({"status": "failed", "execution_error": {"node_id": "2", "exception_message": "boom"}}),
+        ) {
+            Some(Outcome::Failed(e)) => assert_eq!(
+                (e.node_id.as_str(), e.exception_message.as_str()),
+                ("2", "boom")
+            ),
             other => panic!("{other:?}"),
         }
         match outcome_of_job(&json!({"id": "p", "status": "failed", "execution_error": null})) {

@@ -365,7 +365,10 @@ mod tests {
             "status": null
         }));
         assert_eq!(e.files()[0].node, "12");
-        assert_eq!(e.data(), [("12".to_owned(), "text".to_owned(), json!(["hi"]))]);
+        assert_eq!(
+            e.data(),
+            [("12".to_owned(), "text".to_owned(), json!(["hi"]))]
+        );
     }
 
     #[test]

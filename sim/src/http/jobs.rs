@@ -230,6 +230,7 @@ fn cancel_locked(shared: &Shared, state: &mut State, id: &str) -> bool {
 
 /// `POST /api/jobs/{id}/cancel`.
 pub(crate) fn cancel(shared: &Shared, id: &str) -> Response {
+    shared.job_cancels.fetch_add(1, Ordering::SeqCst);
     let mut state = lock(&shared.state);
     let cancelled = cancel_locked(shared, &mut state, id);
     tracing::debug!(job = id, cancelled, "job cancel");
@@ -238,6 +239,7 @@ pub(crate) fn cancel(shared: &Shared, id: &str) -> Response {
 
 /// `POST /api/jobs/cancel {"job_ids": [...]}`.
 pub(crate) fn cancel_many(shared: &Shared, body: &[u8]) -> Response {
+    shared.job_cancels.fetch_add(1, Ordering::SeqCst);
     let ids: Option<Vec<String>> = serde_json::from_slice::<Value>(body)
         .ok()
         .and_then(|v| v.get("job_ids").cloned())
