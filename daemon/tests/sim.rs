@@ -473,3 +473,109 @@ async fn subgraph_outputs_are_named_by_the_node_of_the_users_graph() {
         assert_eq!(adopted.files, report.files, "{protocol:?}");
     }
 }
+
+/// The daemon end to end against a 2026 server: a workflow whose graph holds a flattened
+/// subgraph (`12:…` ids) with a SaveImage and a PreviewImage, and a slow job cancelled by
+/// its `.cancel` file. The manifest names the subgraph's node of the user's graph and lists
+/// only the saved image (the temp preview is not downloaded); the cancel goes through the
+/// jobs API.
+#[tokio::test]
+async fn the_daemon_against_a_2026_server() {
+    let tmp = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let repo = tmp.path().join("repo");
+    common::copy_dir(&common::examples(), &repo);
+    let put = |path: std::path::PathBuf, text: &str| {
+        std::fs::write(&path, text).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+    };
+    put(
+        repo.join("workflows/sub.api.json"),
+        r#"{
+  "12:1": {"class_type": "EmptyImage", "inputs": {"width": 32, "height": 16, "batch_size": 1, "color": 255}},
+  "12:2": {"class_type": "PreviewImage", "inputs": {"images": ["12:1", 0]}},
+  "12:3": {"class_type": "SaveImage", "inputs": {"images": ["12:1", 0], "filename_prefix": "sub"}}
+}"#,
+    );
+    put(
+        repo.join("workflows/sub.toml"),
+        "[workflow]\nname = \"sub\"\nversion = \"1.0.0\"\ntitle = \"A subgraph's save and preview\"\nclass = \"image\"\ngraph = \"sub.api.json\"\n\n[inputs.color]\nto = \"12:1.color\"\ntitle = \"Colour\"\n\n[outputs.image]\nfrom = \"12:3\"\n",
+    );
+    let text =
+        std::fs::read_to_string(shared().join("comfyui/object_info.json")).unwrap_or_default();
+    let mut config = Config::new(
+        serde_json::from_str(&text).unwrap_or_else(|e| panic!("{e}")),
+        tmp.path().join("sim"),
+    );
+    config.protocol = Protocol::Y2026;
+    config.timing = Timing {
+        class_ms: [("ImageInvert".to_owned(), 3000)].into(),
+        ..Timing::default()
+    };
+    let sim = comfy_sim::start(config)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let jobs = tmp.path().join("jobs");
+    std::fs::create_dir_all(jobs.join("inbox")).unwrap_or_else(|e| panic!("{e}"));
+    put(
+        jobs.join("inbox/sub.toml"),
+        "workflow = \"sub\"\nid = \"sub\"\n[inputs]\ncolor = 65280\n",
+    );
+    put(
+        jobs.join("inbox/long.toml"),
+        "workflow = \"solid-color\"\nid = \"long\"\npriority = -1\n",
+    );
+    let mut settings = comfyd::daemon::Settings::new(&jobs, &repo, sim.url());
+    settings.outputs = tmp.path().join("outputs");
+    settings.settle = Duration::ZERO;
+    settings.until_idle = true;
+    let (_tx, rx) = tokio::sync::watch::channel(false);
+    let daemon = tokio::spawn(comfyd::daemon::run(settings.clone(), rx));
+    // Cancel the slow job once it runs (its ImageInvert takes 3 s).
+    for _ in 0..200 {
+        if sim
+            .timeline()
+            .iter()
+            .any(|e| matches!(&e.event, comfy_sim::TimelineEvent::NodeStarted { class_type, .. } if class_type == "ImageInvert"))
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    put(jobs.join("inbox/long.cancel"), "");
+    let s = tokio::time::timeout(Duration::from_secs(60), daemon)
+        .await
+        .unwrap_or_else(|_| panic!("the daemon did not go idle"))
+        .unwrap_or_else(|e| panic!("{e}"))
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!((s.jobs_done, s.jobs_failed), (1, 1), "{s:?}");
+    assert!(
+        sim.job_cancel_calls() >= 2,
+        "probe and cancel through the jobs API"
+    );
+
+    let dir = settings.outputs.join("sub");
+    let m: comfyd::manifest::Manifest = serde_json::from_str(
+        &std::fs::read_to_string(dir.join("manifest.json")).unwrap_or_else(|e| panic!("{e}")),
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(m.outputs.len(), 1, "only the saved image: {:?}", m.outputs);
+    let out = &m.outputs[0];
+    assert_eq!((out.node.as_str(), out.kind.as_str()), ("12", "images"));
+    assert_eq!((out.width, out.height), (Some(32), Some(16)));
+    assert!(dir.join(&out.path).is_file(), "{}", out.path);
+    let files: Vec<String> = std::fs::read_dir(&dir)
+        .map(|r| {
+            r.flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default();
+    assert!(
+        !files.iter().any(|f| f.contains("temp")),
+        "no preview is downloaded: {files:?}"
+    );
+    assert!(
+        uuid::Uuid::parse_str(&m.prompt_id).is_ok_and(|u| u.to_string() == m.prompt_id),
+        "{}",
+        m.prompt_id
+    );
+}
