@@ -148,14 +148,14 @@ fn bad_request(message: &str) -> Response {
 }
 
 /// A non-negative integer query value.
-fn count(query: &[(String, String)], key: &str) -> Result<Option<usize>, Response> {
+fn count(query: &[(String, String)], key: &str) -> Result<Option<usize>, Box<Response>> {
     match first(query, key) {
         None => Ok(None),
-        Some(v) => v
-            .trim()
-            .parse::<usize>()
-            .map(Some)
-            .map_err(|_| bad_request(&format!("{key} must be a non-negative integer"))),
+        Some(v) => v.trim().parse::<usize>().map(Some).map_err(|_| {
+            Box::new(bad_request(&format!(
+                "{key} must be a non-negative integer"
+            )))
+        }),
     }
 }
 
@@ -163,11 +163,11 @@ fn count(query: &[(String, String)], key: &str) -> Result<Option<usize>, Respons
 pub(crate) fn list(shared: &Shared, query: &[(String, String)]) -> Response {
     let limit = match count(query, "limit") {
         Ok(v) => v,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     let offset = match count(query, "offset") {
         Ok(v) => v.unwrap_or(0),
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     let by_duration = match first(query, "sort_by").unwrap_or("created_at") {
         "created_at" => false,
@@ -182,9 +182,9 @@ pub(crate) fn list(shared: &Shared, query: &[(String, String)]) -> Response {
         .filter(|j| wanted.as_ref().is_none_or(|w| w.contains(&j.status)))
         .collect();
     if by_duration {
-        jobs.sort_by(|a, b| b.duration().cmp(&a.duration()));
+        jobs.sort_by_key(|j| std::cmp::Reverse(j.duration()));
     } else {
-        jobs.sort_by(|a, b| b.create_time.cmp(&a.create_time));
+        jobs.sort_by_key(|j| std::cmp::Reverse(j.create_time));
     }
     let total = jobs.len();
     let page: Vec<Value> = jobs
