@@ -1979,8 +1979,7 @@ impl Owner {
                     h.cancel.store(true, Ordering::Relaxed);
                     if let Some((pid, client)) = h.prompt.lock().ok().and_then(|p| p.clone()) {
                         tokio::spawn(async move {
-                            let _ = client.delete_queued(&[&pid]).await;
-                            let _ = client.interrupt(Some(&pid)).await;
+                            let _ = client.cancel(&pid).await;
                         });
                     }
                 }
@@ -2051,8 +2050,7 @@ impl Owner {
             h.cancel.store(true, Ordering::Relaxed);
             let prompt = h.prompt.lock().ok().and_then(|p| p.clone());
             if let Some((pid, client)) = prompt {
-                let _ = client.delete_queued(&[&pid]).await;
-                let _ = client.interrupt(Some(&pid)).await;
+                let _ = client.cancel(&pid).await;
             }
         }
     }

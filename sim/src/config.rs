@@ -23,6 +23,9 @@ pub struct Config {
     /// torch's out-of-memory error, `/system_stats` reports a `cuda` device. `None` (the
     /// default): a CPU device as recorded, and no prompt ever runs out of memory.
     pub memory: Option<Memory>,
+    /// Which server's behaviour: the recorded ComfyUI 0.3.64 (the default) or the 2026 releases
+    /// described in `shared/comfyui/NEWER.md`; see [`Protocol`].
+    pub protocol: Protocol,
     /// Whether [`crate::Sim::timeline`] and [`crate::Sim::submitted_prefixes`] are kept (they
     /// grow with every prompt). On by default; off where nobody can read them (the binary).
     pub record_timeline: bool,
@@ -38,9 +41,27 @@ impl Config {
             timing: Timing::default(),
             models: BTreeMap::new(),
             memory: None,
+            protocol: Protocol::default(),
             record_timeline: true,
         }
     }
+}
+
+/// The protocol a simulator speaks.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Protocol {
+    /// ComfyUI 0.3.64 as recorded in `shared/comfyui/`: any `prompt_id` is taken, there is no
+    /// `/api/jobs`, SaveVideo and SaveWEBM are not evaluated.
+    #[default]
+    Recorded,
+    /// ComfyUI as released in 2026 (`shared/comfyui/NEWER.md`): a client's `prompt_id` must be a
+    /// canonical lowercase UUID (else 400 `invalid_prompt_id`); `GET /api/jobs`,
+    /// `GET /api/jobs/{id}`, `POST /api/jobs/{id}/cancel` and `POST /api/jobs/cancel`; SaveVideo
+    /// and SaveWEBM list their file under `images` with `"animated": [true]`; LoadImage lists
+    /// the file it loaded as an entry of type `input`; a node of a subgraph (a prompt id
+    /// `OUTER:INNER`, as front ends flatten them) keeps its outputs under that inner id, with
+    /// `meta[id].display_node` naming the subgraph's node on the user's canvas.
+    Y2026,
 }
 
 /// Simulated durations, in milliseconds. Changeable while running with [`crate::Sim::set_timing`].

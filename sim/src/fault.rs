@@ -33,6 +33,10 @@ pub enum Fault {
     SlowHistory(Duration),
     /// GC-like: from the next HTTP request on, the server answers nothing for this long.
     Stall(Duration),
+    /// The next prompt to finish is written to the history with `"status": null` (its
+    /// outputs and `meta` as usual). `shared/comfyui/NEWER.md` says 2026 servers can answer
+    /// that, not when; this fault is how a test gets one, in either protocol.
+    NullHistoryStatus,
 }
 
 /// What a node execution fault turns into.
@@ -49,6 +53,7 @@ pub(crate) struct Armed {
     node_faults: VecDeque<(Option<String>, NodeFault)>,
     interrupts: usize,
     slow_history: VecDeque<Duration>,
+    null_status: usize,
 }
 
 impl Armed {
@@ -86,6 +91,16 @@ impl Armed {
     pub(crate) fn take_interrupt(&mut self) -> bool {
         let armed = self.interrupts > 0;
         self.interrupts = self.interrupts.saturating_sub(1);
+        armed
+    }
+
+    pub(crate) fn arm_null_status(&mut self) {
+        self.null_status += 1;
+    }
+
+    pub(crate) fn take_null_status(&mut self) -> bool {
+        let armed = self.null_status > 0;
+        self.null_status = self.null_status.saturating_sub(1);
         armed
     }
 

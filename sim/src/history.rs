@@ -23,14 +23,47 @@ pub(crate) struct History {
 struct Entry {
     prompt_id: String,
     value: Value,
+    job: Finished,
     visible_at: Instant,
+}
+
+/// What the jobs API says about a finished prompt beyond its history entry.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct Finished {
+    /// When it was queued, started and ended, in ms since the epoch.
+    pub(crate) create_time: u64,
+    pub(crate) start_time: u64,
+    pub(crate) end_time: u64,
+    /// `completed`, `failed` or `cancelled`.
+    pub(crate) status: &'static str,
+    /// The `execution_error` data of a failed prompt, else null.
+    pub(crate) error: Value,
+}
+
+impl Finished {
+    #[cfg(test)]
+    pub(crate) fn test() -> Finished {
+        Finished {
+            create_time: 0,
+            start_time: 0,
+            end_time: 0,
+            status: "completed",
+            error: Value::Null,
+        }
+    }
 }
 
 impl History {
     /// `PromptQueue.task_done`: when the history holds more than `MAXIMUM_HISTORY_SIZE`
     /// entries the oldest is dropped, then the entry is assigned (a known id keeps its place,
     /// as in a Python dict). So it holds at most 10,001 entries, as ComfyUI's does.
-    pub(crate) fn insert(&mut self, prompt_id: String, value: Value, visible_at: Instant) {
+    pub(crate) fn insert(
+        &mut self,
+        prompt_id: String,
+        value: Value,
+        job: Finished,
+        visible_at: Instant,
+    ) {
         if self.entries.len() > MAX_ENTRIES
             && let Some((_, oldest)) = self.entries.pop_first()
         {
@@ -42,6 +75,7 @@ impl History {
             .and_then(|seq| self.entries.get_mut(seq))
         {
             e.value = value;
+            e.job = job;
             e.visible_at = visible_at;
             return;
         }
@@ -53,6 +87,7 @@ impl History {
             Entry {
                 prompt_id,
                 value,
+                job,
                 visible_at,
             },
         );
@@ -84,6 +119,15 @@ impl History {
             .map(|e| (e.prompt_id.clone(), e.value.clone()))
             .into_iter()
             .collect()
+    }
+
+    /// Every visible entry, oldest first: `(prompt id, entry, job)`.
+    pub(crate) fn finished(&self) -> impl Iterator<Item = (&str, &Value, &Finished)> {
+        let now = Instant::now();
+        self.entries
+            .values()
+            .filter(move |e| e.visible_at <= now)
+            .map(|e| (e.prompt_id.as_str(), &e.value, &e.job))
     }
 
     /// `PromptQueue.get_history(max_items, offset)`, with its arithmetic.
@@ -124,7 +168,7 @@ mod tests {
         let mut h = History::default();
         let now = Instant::now();
         for id in ["a", "b", "c"] {
-            h.insert(id.to_owned(), json!({}), now);
+            h.insert(id.to_owned(), json!({}), Finished::test(), now);
         }
         let keys: Vec<String> = h.list(Some(2), -1).keys().cloned().collect();
         assert_eq!(keys, ["b", "c"]);
@@ -137,7 +181,7 @@ mod tests {
         let mut h = History::default();
         let now = Instant::now();
         for i in 0..MAX_ENTRIES + 5 {
-            h.insert(format!("p{i}"), json!({"n": i}), now);
+            h.insert(format!("p{i}"), json!({"n": i}), Finished::test(), now);
         }
         // ComfyUI drops one when it holds more than 10,000, before adding: 10,001 stay.
         assert_eq!(h.len(), MAX_ENTRIES + 1);
@@ -152,7 +196,7 @@ mod tests {
             Some("p4")
         );
         // At the cap, rewriting the oldest id drops it first: it comes back as the newest.
-        h.insert("p4".into(), json!({"n": "again"}), now);
+        h.insert("p4".into(), json!({"n": "again"}), Finished::test(), now);
         assert_eq!(
             h.list(Some(1), 0).keys().next().map(String::as_str),
             Some("p5")
@@ -160,10 +204,10 @@ mod tests {
         assert_eq!(h.list(Some(1), -1)["p4"], json!({"n": "again"}));
         // Under it, a rewritten id keeps its place; a deleted one comes back at the end.
         h.delete("p7");
-        h.insert("p5".into(), json!({"n": 55}), now);
+        h.insert("p5".into(), json!({"n": 55}), Finished::test(), now);
         assert_eq!(h.list(Some(1), 0)["p5"], json!({"n": 55}));
         h.delete("p6");
-        h.insert("p6".into(), json!({}), now);
+        h.insert("p6".into(), json!({}), Finished::test(), now);
         assert_eq!(
             h.list(Some(1), -1).keys().next().map(String::as_str),
             Some("p6")

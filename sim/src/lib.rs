@@ -9,6 +9,9 @@
 //! dropped websockets, slow history, GC-like stalls, restarts) are injected through [`Sim`].
 //! An optional GPU memory model ([`Memory`]) makes model switches that do not fit fail with
 //! ComfyUI's out-of-memory error, `/free` make room, and a leak grow until a restart.
+//! [`Protocol::Y2026`] behaves like the 2026 releases (`shared/comfyui/NEWER.md`): UUID-only
+//! client prompt ids, the `/api/jobs` API and its cancel, videos under `images`, `input`
+//! entries, subgraph display nodes.
 //!
 //! Layout: [`Sim`] (in `sim.rs`) owns the listener and the worker; `http/` answers requests,
 //! `ws.rs` holds the websocket hub, `validate.rs` checks prompts, `worker.rs` runs them with
@@ -41,7 +44,7 @@ mod validate;
 mod worker;
 mod ws;
 
-pub use config::{Config, Timing};
+pub use config::{Config, Protocol, Timing};
 pub use fault::Fault;
 pub use memory::{FreeCall, Memory};
 pub use sim::{Sim, start};

@@ -8,10 +8,21 @@ use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use clap::Parser;
-use comfy_sim::{Config, Memory, Timing};
+use clap::{Parser, ValueEnum};
+use comfy_sim::{Config, Memory, Protocol, Timing};
 
-/// A ComfyUI 0.3.64 protocol simulator.
+/// `--protocol`: which server's behaviour.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum ProtocolArg {
+    /// ComfyUI 0.3.64, as recorded in `shared/comfyui/`.
+    #[value(name = "0.3")]
+    Recorded,
+    /// ComfyUI as released in 2026 (`shared/comfyui/NEWER.md`).
+    #[value(name = "2026")]
+    Y2026,
+}
+
+/// A ComfyUI protocol simulator (0.3.64 as recorded, or the 2026 releases).
 #[derive(Debug, Parser)]
 #[command(version)]
 struct Args {
@@ -30,6 +41,14 @@ struct Args {
     /// Time to load a model, in milliseconds.
     #[arg(long, default_value_t = 0)]
     model_load_ms: u64,
+    /// Which ComfyUI to behave like. `0.3`: ComfyUI 0.3.64 as recorded. `2026`: the 2026
+    /// releases: a client's `prompt_id` must be a canonical lowercase UUID (else 400
+    /// `invalid_prompt_id`), `/api/jobs` lists jobs and `POST /api/jobs/{id}/cancel` cancels
+    /// one, SaveVideo/SaveWEBM list their file under `images` with `animated`, LoadImage lists
+    /// its file as type `input`, and subgraph nodes (`OUTER:INNER` ids) name `OUTER` as their
+    /// `display_node`.
+    #[arg(long, value_enum, default_value = "0.3", hide_possible_values = true)]
+    protocol: ProtocolArg,
     /// A model the server has, as `FOLDER/NAME` (`checkpoints/sd15.safetensors`); repeatable.
     #[arg(long = "model", value_name = "FOLDER/NAME")]
     models: Vec<String>,
@@ -155,6 +174,10 @@ fn config(args: Args) -> Result<Config, String> {
     config.port = args.port;
     config.models = models;
     config.memory = memory;
+    config.protocol = match args.protocol {
+        ProtocolArg::Recorded => Protocol::Recorded,
+        ProtocolArg::Y2026 => Protocol::Y2026,
+    };
     // Nobody can read a separate process's timeline: keeping it would only grow memory.
     config.record_timeline = false;
     config.timing = Timing {

@@ -11,6 +11,7 @@ use std::sync::Arc;
 use serde_json::{Map, Value, json};
 
 use crate::catalogue::Catalogue;
+use crate::config::Protocol;
 use crate::files::{Dirs, save_plan};
 use crate::image::{Images, Masks, decode_png};
 use crate::pyjson;
@@ -124,6 +125,7 @@ pub(crate) struct Node<'a> {
     pub(crate) catalogue: &'a Catalogue,
     /// `ComfyUI_temp_xxxxx`: PreviewImage's prefix, fixed per node object.
     pub(crate) preview_prefix: &'a str,
+    pub(crate) protocol: Protocol,
 }
 
 /// Side effects a node sends on the websocket while it runs.
@@ -267,6 +269,49 @@ impl Node<'_> {
     }
 }
 
+impl Node<'_> {
+    /// Core SaveVideo/SaveWEBM in 2026: one file, listed under `images` with
+    /// `"animated": [true]` (NEWER.md; there is no `videos` key). The simulator encodes no
+    /// video: the file holds a container signature and a note, not playable frames.
+    fn save_video(&self) -> Result<Value, Failure> {
+        let (ext, magic): (&str, &[u8]) = if self.class_type == "SaveWEBM" {
+            ("webm", b"\x1a\x45\xdf\xa3")
+        } else {
+            ("mp4", b"\x00\x00\x00\x18ftypisom")
+        };
+        let (width, height) = self
+            .first_image()
+            .map_or((0, 0), |img| (img.width, img.height));
+        let prefix = self.text("filename_prefix");
+        let plan = save_plan(&prefix, &self.dirs.output, width, height)
+            .map_err(|message| failure("Exception", message, &[]))?;
+        std::fs::create_dir_all(&plan.folder).map_err(|e| os_error(&e))?;
+        let file = format!("{}_{:05}_.{ext}", plan.filename, plan.counter);
+        let mut bytes = magic.to_vec();
+        bytes.extend_from_slice(b" comfy-sim placeholder video, not playable\n");
+        std::fs::write(plan.folder.join(&file), bytes).map_err(|e| os_error(&e))?;
+        Ok(json!({
+            "images": [{"filename": file, "subfolder": plan.subfolder, "type": "output"}],
+            "animated": [true],
+        }))
+    }
+}
+
+/// The entry naming a LoadImage file: `sub/name.png [output]` is `name.png` in `sub` of type
+/// `output`; without an annotation the type is `input`.
+fn input_entry(image: &str) -> Value {
+    let (name, kind) = [" [output]", " [input]", " [temp]"]
+        .iter()
+        .find_map(|suffix| {
+            image
+                .strip_suffix(suffix)
+                .map(|n| (n, suffix.trim_matches([' ', '[', ']'])))
+        })
+        .unwrap_or((image, "input"));
+    let (subfolder, filename) = name.rsplit_once('/').unwrap_or(("", name));
+    json!({"filename": filename, "subfolder": subfolder, "type": kind})
+}
+
 fn os_error(e: &std::io::Error) -> Failure {
     failure("OSError", e.to_string(), &[])
 }
@@ -287,6 +332,11 @@ pub(crate) fn evaluate(node: &Node<'_>) -> Result<Produced, Failure> {
         "LoadImage" => {
             let (img, mask) = load_image(node)?;
             out.outputs = vec![Val::Image(Arc::new(img)), Val::Mask(Arc::new(mask))];
+            if node.protocol == Protocol::Y2026 {
+                // NEWER.md: entries may be of type `input`, without naming the nodes that list
+                // them; in the simulator's 2026 mode LoadImage shows the file it loaded.
+                out.ui = Some(json!({"images": [input_entry(&node.text("image"))]}));
+            }
         }
         "ImageInvert" => {
             out.outputs
@@ -317,6 +367,9 @@ pub(crate) fn evaluate(node: &Node<'_>) -> Result<Produced, Failure> {
             let img = node.image_or_blank("images");
             let saved = node.save(&img, node.preview_prefix, &node.dirs.temp, "temp")?;
             out.ui = Some(json!({"images": saved}));
+        }
+        "SaveWEBM" | "SaveVideo" if node.protocol == Protocol::Y2026 => {
+            out.ui = Some(node.save_video()?);
         }
         "SaveImageWebsocket" => {
             let img = node.image_or_blank("images");
@@ -494,5 +547,23 @@ fn pad_outputs(node: &Node<'_>, outputs: &mut Vec<Val>) {
             },
         };
         outputs.push(val);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_load_image_name_becomes_an_entry_of_its_folder_and_type() {
+        assert_eq!(
+            input_entry("sub/in.png"),
+            json!({"filename": "in.png", "subfolder": "sub", "type": "input"})
+        );
+        assert_eq!(
+            input_entry("a.png [output]"),
+            json!({"filename": "a.png", "subfolder": "", "type": "output"})
+        );
+        assert_eq!(input_entry("x/y/t.png [temp]")["subfolder"], "x/y");
     }
 }

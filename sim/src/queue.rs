@@ -12,6 +12,10 @@ use serde_json::{Map, Value};
 /// One queued prompt: `(number, prompt_id, prompt, extra_data, outputs_to_execute)`.
 #[derive(Debug, Clone)]
 pub(crate) struct QueueItem {
+    /// When `POST /prompt` took it, in ms since the epoch (the jobs API's `create_time`).
+    pub(crate) created_ms: u64,
+    /// When the worker took it (0 before), in ms since the epoch.
+    pub(crate) started_ms: u64,
     pub(crate) number: Value,
     pub(crate) prompt_id: String,
     pub(crate) prompt: Map<String, Value>,
@@ -70,13 +74,14 @@ impl PromptQueue {
     /// Pops the next prompt and marks it running.
     pub(crate) fn get(&mut self) -> Option<QueueItem> {
         let last = self.heap.pop()?;
-        let item = if self.heap.is_empty() {
+        let mut item = if self.heap.is_empty() {
             last
         } else {
             let first = std::mem::replace(&mut self.heap[0], last);
             sift_up(&mut self.heap, 0);
             first
         };
+        item.started_ms = crate::worker::now_ms();
         self.running = Some(item.clone());
         Some(item)
     }
@@ -164,6 +169,8 @@ mod tests {
 
     fn item(number: i64, id: &str) -> QueueItem {
         QueueItem {
+            created_ms: 0,
+            started_ms: 0,
             number: json!(number),
             prompt_id: id.to_owned(),
             prompt: Map::new(),

@@ -5,14 +5,14 @@
 //! `.await`.
 
 use std::collections::BTreeMap;
-use std::sync::atomic::AtomicBool;
+use std::sync::atomic::{AtomicBool, AtomicU64};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 
 use serde_json::json;
 use tokio::sync::Notify;
 
 use crate::catalogue::Catalogue;
-use crate::config::Timing;
+use crate::config::{Protocol, Timing};
 use crate::fault::Armed;
 use crate::files::Dirs;
 use crate::history::History;
@@ -29,6 +29,7 @@ pub(crate) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 
 pub(crate) struct Shared {
     pub(crate) catalogue: Catalogue,
+    pub(crate) protocol: Protocol,
     pub(crate) models: BTreeMap<String, Vec<String>>,
     /// `Config::memory`; the device's state is `State::device`.
     pub(crate) memory: Option<Memory>,
@@ -45,6 +46,8 @@ pub(crate) struct Shared {
     pub(crate) timeline: Timeline,
     /// ComfyUI's global `interrupt_processing` flag; reset when a prompt starts.
     pub(crate) interrupt: AtomicBool,
+    /// `POST /api/jobs/{id}/cancel` and `POST /api/jobs/cancel` requests, kept across restarts.
+    pub(crate) job_cancels: AtomicU64,
 }
 
 /// What a restart loses.

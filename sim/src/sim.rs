@@ -72,6 +72,7 @@ pub async fn start(config: Config) -> io::Result<Sim> {
     let port = listener.local_addr()?.port();
     let shared = Arc::new(Shared {
         catalogue: Catalogue::new(config.catalogue),
+        protocol: config.protocol,
         models: config.models,
         memory: config.memory,
         memory_log: Mutex::default(),
@@ -84,6 +85,7 @@ pub async fn start(config: Config) -> io::Result<Sim> {
         stall: Stall::default(),
         timeline: Timeline::new(config.record_timeline),
         interrupt: Default::default(),
+        job_cancels: Default::default(),
     });
     let running = Running::launch(&shared, listener);
     tracing::info!(port, "comfy-sim listening");
@@ -114,6 +116,7 @@ impl Sim {
             Fault::DropWebsockets { after_frames } => shared.hub.drop_after(after_frames),
             Fault::SlowHistory(delay) => lock(&shared.faults).arm_slow_history(delay),
             Fault::Stall(length) => shared.stall.arm(length),
+            Fault::NullHistoryStatus => lock(&shared.faults).arm_null_status(),
         }
     }
 
@@ -138,6 +141,13 @@ impl Sim {
     /// and history, as ComfyUI does, so this is where a test sees what arrived.
     pub fn sensitive_received(&self) -> Vec<crate::timeline::Received> {
         self.shared.timeline.sensitive()
+    }
+
+    /// How many `POST /api/jobs/{id}/cancel` and `POST /api/jobs/cancel` requests arrived
+    /// since the start (2026 mode; restarts do not reset it): how a test sees which way a
+    /// client cancels.
+    pub fn job_cancel_calls(&self) -> u64 {
+        self.shared.job_cancels.load(Ordering::SeqCst)
     }
 
     /// How many prompts failed with `torch.OutOfMemoryError` since the start (simulated by the

@@ -18,7 +18,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use serde_json::{Map, Value, json};
 
 use crate::cache::{Cache, Cached, signatures};
+use crate::config::Protocol;
 use crate::fault::NodeFault;
+use crate::history::Finished;
 use crate::memory::{Shortfall, torch_message};
 use crate::nodes::{Event, Failure, Node, Produced, Val, evaluate, execute_traceback};
 use crate::order::{ExecutionList, link};
@@ -124,7 +126,8 @@ impl Run<'_> {
 
     fn executed(&mut self, node: &str, output: Option<&Value>) {
         if self.client.is_some() {
-            let frame = json!({"type": "executed", "data": {"node": node, "display_node": node, "output": output, "prompt_id": self.item.prompt_id}});
+            let display = display_node(self.shared.protocol, node);
+            let frame = json!({"type": "executed", "data": {"node": node, "display_node": display, "output": output, "prompt_id": self.item.prompt_id}});
             self.send(&frame);
         }
         if let Some(ui) = output {
@@ -188,7 +191,29 @@ impl Run<'_> {
     }
 }
 
-fn now_ms() -> u64 {
+/// The node on the user's canvas a node's outputs show on. In 2026 mode a node of a subgraph
+/// (`OUTER:INNER`, nested `OUTER:MID:INNER`, as front ends flatten subgraph instances) shows on
+/// the outermost instance; NEWER.md says to map output keys through `display_node` but not
+/// which node it names for nested subgraphs: the simulator names the one on the root canvas.
+/// Recorded: the node itself, as 0.3.64 writes it.
+pub(crate) fn display_node(protocol: Protocol, node: &str) -> &str {
+    match (protocol, node.split_once(':')) {
+        (Protocol::Y2026, Some((outer, _))) => outer,
+        _ => node,
+    }
+}
+
+/// `history[id].meta[node]`: `node_id`, `display_node`, `parent_node` (the enclosing subgraph
+/// instance, null at the root) and `real_node_id`.
+fn meta(protocol: Protocol, node: &str) -> Value {
+    let parent = match protocol {
+        Protocol::Y2026 => node.rsplit_once(':').map(|(parent, _)| parent),
+        Protocol::Recorded => None,
+    };
+    json!({"node_id": node, "display_node": display_node(protocol, node), "parent_node": parent, "real_node_id": node})
+}
+
+pub(crate) fn now_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
@@ -223,6 +248,7 @@ impl Executor {
             ui_outputs: Vec::new(),
             oom: false,
         };
+        let started_ms = item.started_ms;
         run.record(TimelineEvent::Started);
         run.message("execution_start", json!({"prompt_id": prompt_id}), false);
 
@@ -270,6 +296,7 @@ impl Executor {
             list.complete(&node);
         }
 
+        let mut error = Value::Null;
         let outcome = match stop {
             None => {
                 run.message("execution_success", json!({"prompt_id": prompt_id}), false);
@@ -301,6 +328,7 @@ impl Executor {
                     "current_inputs": inputs,
                     "current_outputs": item.prompt.keys().collect::<Vec<_>>(),
                 });
+                error = data.clone();
                 run.message("execution_error", data, true);
                 "error"
             }
@@ -317,23 +345,34 @@ impl Executor {
         let meta: Map<String, Value> = run
             .ui_outputs
             .iter()
-            .map(|(id, _)| {
-                (
-                    id.clone(),
-                    json!({"node_id": id, "display_node": id, "parent_node": null, "real_node_id": id}),
-                )
-            })
+            .map(|(id, _)| (id.clone(), meta(shared.protocol, id)))
             .collect();
-        let entry = json!({
-            "prompt": item.to_json(),
-            "outputs": outputs,
-            "status": {
+        let status = if lock(&shared.faults).take_null_status() {
+            Value::Null
+        } else {
+            json!({
                 "status_str": if success { "success" } else { "error" },
                 "completed": success,
                 "messages": run.messages,
-            },
+            })
+        };
+        let entry = json!({
+            "prompt": item.to_json(),
+            "outputs": outputs,
+            "status": status,
             "meta": meta,
         });
+        let job = Finished {
+            create_time: item.created_ms,
+            start_time: started_ms,
+            end_time: now_ms(),
+            status: match outcome {
+                "success" => "completed",
+                "interrupted" => "cancelled",
+                _ => "failed",
+            },
+            error,
+        };
         let delay = Duration::from_millis(shared.timing().history_delay_ms);
         {
             let mut state = lock(&shared.state);
@@ -344,6 +383,7 @@ impl Executor {
             state.history.insert(
                 prompt_id.clone(),
                 entry,
+                job,
                 tokio::time::Instant::now() + delay,
             );
             shared.queue_updated(&state);
@@ -366,7 +406,8 @@ impl Executor {
         run.progress.start(node);
         run.progress_state();
         if run.client.is_some() {
-            run.send(&json!({"type": "executing", "data": {"node": node, "display_node": node, "prompt_id": run.item.prompt_id}}));
+            let display = display_node(shared.protocol, node);
+            run.send(&json!({"type": "executing", "data": {"node": node, "display_node": display, "prompt_id": run.item.prompt_id}}));
         }
         shared.hub.set_last_node(Some(node.to_owned()));
         run.record(TimelineEvent::NodeStarted {
@@ -435,6 +476,7 @@ impl Executor {
             dirs: &shared.dirs,
             catalogue: &shared.catalogue,
             preview_prefix: &preview_prefix,
+            protocol: shared.protocol,
         });
         let Produced {
             outputs,
@@ -664,5 +706,23 @@ fn out_of_memory(shortfall: &Shortfall) -> Failure {
         exception_type: OOM_EXCEPTION.to_owned(),
         message: format!("{}\n{OOM_TIPS}", torch_message(shortfall)),
         traceback,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn subgraph_nodes_show_on_the_outermost_instance_in_2026_only() {
+        assert_eq!(display_node(Protocol::Y2026, "12:5"), "12");
+        assert_eq!(display_node(Protocol::Y2026, "12:7:5"), "12");
+        assert_eq!(display_node(Protocol::Y2026, "9"), "9");
+        assert_eq!(display_node(Protocol::Recorded, "12:5"), "12:5");
+        assert_eq!(
+            meta(Protocol::Y2026, "12:7:5"),
+            json!({"node_id": "12:7:5", "display_node": "12", "parent_node": "12:7", "real_node_id": "12:7:5"})
+        );
+        assert_eq!(meta(Protocol::Recorded, "3")["parent_node"], Value::Null);
     }
 }

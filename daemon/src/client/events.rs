@@ -90,6 +90,9 @@ pub enum Event {
     Executed {
         prompt_id: String,
         node: String,
+        /// The node of the submitted graph it shows on (differs from `node` under 2026
+        /// subgraphs); `None` when the server does not say.
+        display_node: Option<String>,
         output: Value,
     },
     ExecutionSuccess {
@@ -225,6 +228,7 @@ impl Event {
             "executed" => Event::Executed {
                 prompt_id: pid(),
                 node: s("node").unwrap_or_default(),
+                display_node: s("display_node"),
                 output: data.get("output").cloned().unwrap_or(Value::Null),
             },
             "execution_success" => Event::ExecutionSuccess {

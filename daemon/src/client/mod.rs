@@ -9,6 +9,12 @@
 //! Timeouts allow for ComfyUI's ~0.3 s garbage-collection stalls after idling. No `Origin`
 //! header is sent: ComfyUI rejects mismatched origins on loopback.
 //!
+//! Cancelling follows the server: 2026 releases have `POST /api/jobs/{id}/cancel`, atomic for
+//! running and pending prompts, and the client uses it where a probe finds it (once per server
+//! start, see [`Client::has_jobs_cancel`]); older servers get `POST /queue {"delete"}` and
+//! `POST /interrupt {"prompt_id"}`. Prompt ids the client makes are canonical lowercase UUIDs,
+//! the only ids 2026 servers take.
+//!
 //! `https://` servers (ComfyUI behind a reverse proxy) are reached with one rustls
 //! configuration for HTTP and the websocket (`wss://`): the system's roots plus
 //! `SSL_CERT_FILE` (see `comfy_net::tls`). Extra headers (an auth token) go on every request
@@ -37,7 +43,7 @@ pub use hub::{Hub, HubEvent, Subscription};
 pub use run::{Outcome, RunOptions, RunReport, RunTimings};
 pub use types::{
     Device, ErrorInfo, FileRef, HistoryEntry, HistoryStatus, NodeError, OutputFile,
-    PromptRejection, Queue, QueueItem, Submitted, SystemInfo, SystemStats, Uploaded,
+    PromptRejection, Queue, QueueItem, Submitted, SystemInfo, SystemStats, Uploaded, display_node,
 };
 
 /// What can go wrong talking to ComfyUI.
@@ -139,6 +145,36 @@ pub struct Client {
     headers: Headers,
     /// Whom https and wss trust.
     tls: Arc<rustls::ClientConfig>,
+    /// Whether the server has `POST /api/jobs/{id}/cancel`, once probed; shared by clones (the
+    /// same server) and forgotten when the server cannot be reached (it may come back as
+    /// another release).
+    jobs_cancel: Arc<std::sync::Mutex<Option<bool>>>,
+}
+
+/// How [`Client::cancel`] reached the server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Cancelled {
+    /// `POST /api/jobs/{id}/cancel`; `cancelled` is the server's answer (false: the prompt was
+    /// unknown or had already finished).
+    JobsApi { cancelled: bool },
+    /// The server has no jobs cancel: `POST /queue {"delete"}`, then `POST /interrupt` naming
+    /// the prompt (which interrupts only if it is the one running).
+    QueueAndInterrupt,
+}
+
+/// What a probe of `POST /api/jobs/{id}/cancel` (with an id no job has) says of the server:
+/// `Some(true)` when it answers 200 `{"cancelled": bool}` (2026 releases), `Some(false)` when
+/// the route does not exist (404 or 405, ComfyUI 0.3.x), `None` when the answer says neither
+/// (an error, a proxy's refusal): then ask again later.
+pub fn cancel_support(status: u16, body: &[u8]) -> Option<bool> {
+    match status {
+        200 => serde_json::from_slice::<Value>(body)
+            .ok()
+            .and_then(|v| v.get("cancelled").map(Value::is_boolean))
+            .filter(|has| *has),
+        404 | 405 => Some(false),
+        _ => None,
+    }
 }
 
 impl Client {
@@ -204,6 +240,7 @@ impl Client {
             timeouts,
             headers,
             tls,
+            jobs_cancel: Arc::default(),
         })
     }
 
@@ -250,12 +287,14 @@ impl Client {
             .timeout(timeout)
             .send()
             .await
-            .map_err(|e| self.map_err(url, e, timeout))?;
+            .map_err(|e| self.map_err(url, e, timeout))
+            .inspect_err(|e| self.forget_if_gone(e))?;
         let status = resp.status();
         let body = resp
             .bytes()
             .await
-            .map_err(|e| self.map_err(url, e, timeout))?;
+            .map_err(|e| self.map_err(url, e, timeout))
+            .inspect_err(|e| self.forget_if_gone(e))?;
         if status.is_success() {
             return Ok(body);
         }
@@ -266,6 +305,94 @@ impl Client {
             json: serde_json::from_str(&text).ok().map(Box::new),
             body: text,
         })
+    }
+
+    /// The server went away: what was detected about it may not hold when it comes back.
+    fn forget_if_gone(&self, e: &ClientError) {
+        if matches!(e, ClientError::Unreachable { .. })
+            && let Ok(mut known) = self.jobs_cancel.lock()
+        {
+            *known = None;
+        }
+    }
+
+    /// Whether the server has `POST /api/jobs/{id}/cancel` (2026 releases). Probed once with
+    /// an id no job has, which cancels nothing, and remembered until the server cannot be
+    /// reached; an answer that says neither yes nor no is not remembered.
+    pub async fn has_jobs_cancel(&self) -> Result<bool, ClientError> {
+        if let Some(known) = self.jobs_cancel.lock().ok().and_then(|k| *k) {
+            return Ok(known);
+        }
+        let probe = uuid::Uuid::new_v4();
+        let url = self.endpoint(&format!("/api/jobs/{probe}/cancel"));
+        let answer = match self
+            .send(
+                self.http.post(&url).json(&json!({})),
+                &url,
+                self.timeouts.request,
+            )
+            .await
+        {
+            Ok(body) => cancel_support(200, &body),
+            Err(ClientError::Http { status, body, .. }) => cancel_support(status, body.as_bytes()),
+            Err(e) => return Err(e),
+        };
+        match answer {
+            Some(has) => {
+                tracing::debug!(url = %self.base, jobs_cancel = has, "probed the server's cancel");
+                if let Ok(mut known) = self.jobs_cancel.lock() {
+                    *known = Some(has);
+                }
+                Ok(has)
+            }
+            None => Ok(false),
+        }
+    }
+
+    /// Cancels a prompt, pending or running: through `POST /api/jobs/{id}/cancel` where the
+    /// server has it (atomic: it cannot hit another prompt), else by deleting it from the queue
+    /// and interrupting it if it runs (both are tried; the first error is returned).
+    pub async fn cancel(&self, prompt_id: &str) -> Result<Cancelled, ClientError> {
+        if self.has_jobs_cancel().await? {
+            let path = format!("/api/jobs/{prompt_id}/cancel");
+            match self.post_json(&path, &json!({})).await {
+                Ok(body) => {
+                    let url = self.endpoint(&path);
+                    let v: Value = parse(&url, &body)?;
+                    let cancelled = v.get("cancelled").and_then(Value::as_bool).ok_or(
+                        ClientError::Protocol {
+                            url,
+                            reason: format!("expected {{\"cancelled\": bool}}, got {v}"),
+                        },
+                    )?;
+                    return Ok(Cancelled::JobsApi { cancelled });
+                }
+                // Replaced by an older server without going away: probe again next time.
+                Err(ClientError::Http {
+                    status: 404 | 405, ..
+                }) => {
+                    if let Ok(mut known) = self.jobs_cancel.lock() {
+                        *known = None;
+                    }
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        let deleted = self.delete_queued(&[prompt_id]).await;
+        let interrupted = self.interrupt(Some(prompt_id)).await;
+        deleted
+            .and(interrupted)
+            .map(|()| Cancelled::QueueAndInterrupt)
+    }
+
+    /// `GET /api/jobs/{id}` (2026 releases): `None` when the server has no such job, or no
+    /// jobs API.
+    pub async fn job(&self, prompt_id: &str) -> Result<Option<Value>, ClientError> {
+        match self.get_json(&format!("/api/jobs/{prompt_id}")).await {
+            Ok(v) => Ok(Some(v)),
+            Err(ClientError::Http { status: 404, .. }) => Ok(None),
+            Err(e) => Err(e),
+        }
     }
 
     async fn get_json<T: serde::de::DeserializeOwned>(&self, path: &str) -> Result<T, ClientError> {
@@ -632,5 +759,24 @@ impl EventStream {
     /// Closes the socket politely.
     pub async fn close(mut self) {
         let _ = self.socket.close(None).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_cancel_probe_reads_the_servers_answer() {
+        assert_eq!(cancel_support(200, br#"{"cancelled": false}"#), Some(true));
+        assert_eq!(cancel_support(200, br#"{"cancelled": true}"#), Some(true));
+        // ComfyUI 0.3.x: an unknown route is an empty 404; a wrong method a 405.
+        assert_eq!(cancel_support(404, b""), Some(false));
+        assert_eq!(cancel_support(405, b"405: Method Not Allowed"), Some(false));
+        // Neither: a 200 of another shape (a catch-all page), a proxy's 401, a 500.
+        assert_eq!(cancel_support(200, b"<html>"), None);
+        assert_eq!(cancel_support(200, br#"{"cancelled": "yes"}"#), None);
+        assert_eq!(cancel_support(401, b"unauthorized"), None);
+        assert_eq!(cancel_support(500, b""), None);
     }
 }

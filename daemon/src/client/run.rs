@@ -85,8 +85,13 @@ pub struct RunReport {
     pub cached: Vec<String>,
     /// Nodes executed, in order.
     pub executed: Vec<String>,
-    /// Every output file, of every kind.
+    /// The job's output files, of every kind (`images`, `gifs`, `audio`, ...): the entries of
+    /// type `output`, what SaveImage-like nodes wrote ([`super::FileRef::is_job_output`]).
     pub files: Vec<OutputFile>,
+    /// Files the server listed that are not results of the job: `temp` previews
+    /// (PreviewImage) and `input` entries (files already in ComfyUI's input folder). Each can
+    /// be fetched with its own type while the server keeps it; the daemon does not.
+    pub previews: Vec<OutputFile>,
     /// Outputs that are not files: `(node, kind, value)`.
     pub data: Vec<(String, String, Value)>,
     pub history: Option<HistoryEntry>,
@@ -163,7 +168,16 @@ impl Follow {
                     None => {}
                 }
             }
-            Event::Executed { node, output, .. } if mine => {
+            Event::Executed {
+                node,
+                display_node,
+                output,
+                ..
+            } if mine => {
+                let meta = match display_node {
+                    Some(d) => serde_json::json!({ node.as_str(): {"display_node": d} }),
+                    None => Value::Null,
+                };
                 let entry = HistoryEntry {
                     prompt: Value::Null,
                     outputs: [(
@@ -172,7 +186,7 @@ impl Follow {
                     )]
                     .into(),
                     status: None,
-                    meta: Value::Null,
+                    meta,
                 };
                 for f in entry.files() {
                     if !self.event_files.contains(&f) {
@@ -197,14 +211,18 @@ impl Follow {
         false
     }
 
-    /// Takes the end from a finished history entry, when the socket missed it.
+    /// Takes the end from a finished history entry, when the socket missed it. An entry with
+    /// a null status has ended too, but says nothing of how: the outcome stays unknown unless
+    /// the socket told it (see [`Client::unrecorded_outcome`]).
     fn take_history(&mut self, entry: &HistoryEntry, now: Instant) -> bool {
-        let Some(status) = &entry.status else {
-            return false;
-        };
-        if !status.completed && status.status_str != "error" {
+        if !entry.finished() {
             return false;
         }
+        let Some(status) = &entry.status else {
+            self.started.get_or_insert(now);
+            self.ended = Some(now);
+            return true;
+        };
         for (name, data) in &status.messages {
             let event =
                 match serde_json::to_string(&serde_json::json!({"type": name, "data": data})) {
@@ -377,7 +395,12 @@ impl Client {
                 files.push(f.clone());
             }
         }
+        let (files, previews) = split_files(files);
         let data = history.as_ref().map(HistoryEntry::data).unwrap_or_default();
+        let outcome = match follow.outcome.take() {
+            Some(o) => o,
+            None => self.unrecorded_outcome(&prompt_id, history.as_ref()).await,
+        };
         let started = follow.started.unwrap_or(submitted_at);
         let ended = follow.ended.unwrap_or_else(Instant::now);
         let cached: Vec<String> = follow
@@ -391,10 +414,11 @@ impl Client {
             prompt_id,
             client_id,
             submitted,
-            outcome: follow.outcome.unwrap_or(Outcome::Success),
+            outcome,
             cached,
             executed: follow.executed,
             files,
+            previews,
             data,
             history,
             timings: RunTimings {
@@ -478,11 +502,17 @@ impl Client {
             .settled_history(prompt_id, &follow, opts.history_wait)
             .await?
             .or(Some(entry));
-        let files = history
-            .as_ref()
-            .map(HistoryEntry::files)
-            .unwrap_or_default();
+        let (files, previews) = split_files(
+            history
+                .as_ref()
+                .map(HistoryEntry::files)
+                .unwrap_or_default(),
+        );
         let data = history.as_ref().map(HistoryEntry::data).unwrap_or_default();
+        let outcome = match follow.outcome.take() {
+            Some(o) => o,
+            None => self.unrecorded_outcome(prompt_id, history.as_ref()).await,
+        };
         Ok(RunReport {
             prompt_id: prompt_id.to_owned(),
             client_id: String::new(),
@@ -491,10 +521,11 @@ impl Client {
                 number: 0.0,
                 node_errors: Default::default(),
             },
-            outcome: follow.outcome.unwrap_or(Outcome::Success),
+            outcome,
             cached: follow.cached,
             executed: follow.executed,
             files,
+            previews,
             data,
             history,
             timings: RunTimings {
@@ -516,12 +547,29 @@ impl Client {
         if Instant::now() < d {
             return Ok(());
         }
-        let _ = self.delete_queued(&[prompt_id]).await;
-        let _ = self.interrupt(Some(prompt_id)).await;
+        if let Err(e) = self.cancel(prompt_id).await {
+            tracing::warn!(prompt_id, error = %e, "could not cancel the timed-out prompt");
+        }
         Err(ClientError::RunTimeout {
             prompt_id: prompt_id.to_owned(),
             after: opts.timeout.unwrap_or_default(),
         })
+    }
+
+    /// How a prompt ended when neither the socket nor the history said (its entry's status is
+    /// null): the jobs API's answer where the server has one, else a success when it left
+    /// outputs and an interruption of unknown cause when it left none.
+    async fn unrecorded_outcome(&self, prompt_id: &str, history: Option<&HistoryEntry>) -> Outcome {
+        if let Ok(Some(job)) = self.job(prompt_id).await
+            && let Some(outcome) = outcome_of_job(&job)
+        {
+            return outcome;
+        }
+        if history.is_some_and(|h| !h.outputs.is_empty()) {
+            Outcome::Success
+        } else {
+            interrupted_unknown()
+        }
     }
 
     /// Polls `/history/ID` until the entry is finished and holds at least the outputs the
@@ -538,10 +586,7 @@ impl Client {
         loop {
             match self.history(prompt_id).await {
                 Ok(Some(entry)) => {
-                    let done = entry
-                        .status
-                        .as_ref()
-                        .is_some_and(|s| s.completed || s.status_str == "error");
+                    let done = entry.finished();
                     let files = entry.files();
                     let complete = follow.event_files.iter().all(|f| files.contains(f));
                     if done && complete {
@@ -559,6 +604,40 @@ impl Client {
             tokio::time::sleep(delay).await;
             delay = (delay * 2).min(Duration::from_millis(500));
         }
+    }
+}
+
+/// The job's files and the rest ([`RunReport::files`], [`RunReport::previews`]).
+fn split_files(files: Vec<OutputFile>) -> (Vec<OutputFile>, Vec<OutputFile>) {
+    files.into_iter().partition(|f| f.file.is_job_output())
+}
+
+/// What `GET /api/jobs/{id}` says of how a job ended; `None` while it has not, or for a status
+/// this client does not know.
+pub(crate) fn outcome_of_job(job: &Value) -> Option<Outcome> {
+    match job.get("status")?.as_str()? {
+        "completed" => Some(Outcome::Success),
+        "cancelled" => Some(interrupted_unknown()),
+        "failed" => {
+            let error = job
+                .get("execution_error")
+                .and_then(|e| serde_json::from_value::<ExecutionError>(e.clone()).ok())
+                .unwrap_or_else(|| ExecutionError {
+                    prompt_id: job
+                        .get("id")
+                        .and_then(Value::as_str)
+                        .unwrap_or_default()
+                        .to_owned(),
+                    node_id: String::new(),
+                    node_type: String::new(),
+                    exception_message: "ComfyUI reports the job failed, without the error".into(),
+                    exception_type: String::new(),
+                    traceback: Vec::new(),
+                    executed: Vec::new(),
+                });
+            Some(Outcome::Failed(error))
+        }
+        _ => None,
     }
 }
 
@@ -618,5 +697,62 @@ mod tests {
         assert!(f.take_history(&entry, end));
         assert_eq!(f.started, Some(t0), "the replayed start moved the real one");
         assert_eq!(f.ended, Some(end));
+    }
+
+    #[test]
+    fn a_null_status_ends_the_follow_without_an_outcome() {
+        let mut f = Follow::new("p");
+        let entry: HistoryEntry = serde_json::from_value(serde_json::json!({
+            "outputs": {"3": {"images": [{"filename": "a.png", "subfolder": "", "type": "output"}]}},
+            "status": null, "meta": {}
+        }))
+        .unwrap_or_else(|e| panic!("{e}"));
+        assert!(f.take_history(&entry, Instant::now()));
+        assert!(f.ended.is_some() && f.outcome.is_none());
+    }
+
+    #[test]
+    fn the_jobs_status_gives_the_outcome() {
+        use serde_json::json;
+        assert_eq!(
+            outcome_of_job(&json!({"status": "completed"})),
+            Some(Outcome::Success)
+        );
+        assert_eq!(
+            outcome_of_job(&json!({"status": "cancelled"})),
+            Some(interrupted_unknown())
+        );
+        match outcome_of_job(
+            &json!({"status": "failed", "execution_error": {"node_id": "2", "exception_message": "boom"}}),
+        ) {
+            Some(Outcome::Failed(e)) => assert_eq!(
+                (e.node_id.as_str(), e.exception_message.as_str()),
+                ("2", "boom")
+            ),
+            other => panic!("{other:?}"),
+        }
+        match outcome_of_job(&json!({"id": "p", "status": "failed", "execution_error": null})) {
+            Some(Outcome::Failed(e)) => assert!(e.exception_message.contains("failed"), "{e:?}"),
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(outcome_of_job(&json!({"status": "in_progress"})), None);
+        assert_eq!(outcome_of_job(&json!({})), None);
+    }
+
+    #[test]
+    fn temp_and_input_entries_are_not_job_files() {
+        let file = |kind: &str| OutputFile {
+            node: "1".into(),
+            kind: "images".into(),
+            animated: false,
+            file: super::super::FileRef {
+                filename: format!("{kind}.png"),
+                subfolder: String::new(),
+                kind: kind.into(),
+            },
+        };
+        let (kept, previews) = split_files(vec![file("output"), file("temp"), file("input")]);
+        assert_eq!(kept, [file("output")]);
+        assert_eq!(previews, [file("temp"), file("input")]);
     }
 }

@@ -1,12 +1,13 @@
-//! The client test suite: one set of cases, run against the simulator (`tests/sim.rs`) and
-//! against a real ComfyUI (`tests/real.rs`, via `scripts/real-comfyui`). Each case takes a
-//! [`Target`]: the server, and what differs between the two (how to make a graph slow).
+//! The client test suite: one set of cases, run against the simulator in both its protocols
+//! (`tests/sim.rs`: ComfyUI 0.3.64 as recorded, and the 2026 releases) and against a real
+//! ComfyUI (`tests/real.rs`, via `scripts/real-comfyui`). Each case takes a [`Target`]: the
+//! server, and what differs between them (how to make a graph slow, how it cancels).
 
 #![allow(dead_code)]
 
 use std::time::Duration;
 
-use comfyd::client::{Client, ClientError, Event, Outcome, RunOptions, UploadOptions};
+use comfyd::client::{Cancelled, Client, ClientError, Event, Outcome, RunOptions, UploadOptions};
 use serde_json::{Value, json};
 
 /// A server to run the suite against.
@@ -18,6 +19,9 @@ pub struct Target {
     pub slow_blurs: usize,
     /// Width/height of the slow graph's image.
     pub slow_size: u64,
+    /// Whether the server has `POST /api/jobs/{id}/cancel`, where the target knows
+    /// (`None`: whatever the client detects is taken as it is).
+    pub jobs_cancel: Option<bool>,
 }
 
 /// A unique colour per call, so prompts are never served from ComfyUI's cache by accident.
@@ -345,6 +349,14 @@ pub async fn upload_then_load_image(t: &Target) {
     });
     let (report, _) = run(t, &g).await;
     assert_eq!(report.outcome, Outcome::Success, "{report:?}");
+    // A 2026 server also lists the loaded file (type `input`): not one of the job's files.
+    assert_eq!(report.files.len(), 1, "{:?}", report.files);
+    assert_eq!(report.files[0].node, "3");
+    assert!(
+        report.previews.iter().all(|p| p.file.kind != "output"),
+        "{:?}",
+        report.previews
+    );
     let bytes = t
         .client
         .view(&report.files[0].file)
@@ -518,8 +530,135 @@ pub async fn sd15_text_to_image(t: &Target) {
     }
 }
 
+/// A prompt id of the only form 2026 servers take: a canonical lowercase UUID.
 pub fn uuid_like() -> String {
-    format!("suite-{:016x}-{:08x}", fastrand_u64(), fresh_color())
+    uuid::Uuid::new_v4().to_string()
+}
+
+/// `str(uuid.UUID(id)) == id`: 8-4-4-4-12 lowercase hex digits.
+pub fn is_canonical_uuid(id: &str) -> bool {
+    uuid::Uuid::parse_str(id).is_ok_and(|u| u.to_string() == id)
+}
+
+/// The prompt ids the client makes are canonical UUIDs, which every server takes.
+pub async fn generated_prompt_ids_are_canonical_uuids(t: &Target) {
+    let (report, _) = run(t, &no_model_graph(8, 8, fresh_color(), "suite_ids")).await;
+    assert_eq!(report.outcome, Outcome::Success, "{report:?}");
+    assert!(is_canonical_uuid(&report.prompt_id), "{}", report.prompt_id);
+    let submitted = t
+        .client
+        .submit(
+            &no_model_graph(8, 8, fresh_color(), "suite_ids"),
+            "suite-ids",
+            Some(&uuid_like()),
+            None,
+        )
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert!(is_canonical_uuid(&submitted.prompt_id), "{submitted:?}");
+}
+
+/// `Client::cancel` stops the running prompt and takes a pending one off the queue, by the
+/// server's jobs API where it has one, else by queue delete and interrupt.
+pub async fn cancel_stops_the_running_prompt_and_unqueues_a_pending_one(t: &Target) {
+    let client = t.client.clone();
+    let graph = slow_graph(t, fresh_color());
+    let running = uuid_like();
+    let o = RunOptions {
+        prompt_id: Some(running.clone()),
+        ..opts()
+    };
+    let run = tokio::spawn(async move { client.run_prompt(&graph, &o, &mut |_| {}).await });
+    until_running(t, &running).await;
+    let pending = uuid_like();
+    t.client
+        .submit(
+            &slow_graph(t, fresh_color()),
+            "suite-cancel",
+            Some(&pending),
+            None,
+        )
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let has = t
+        .client
+        .has_jobs_cancel()
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    if let Some(expected) = t.jobs_cancel {
+        assert_eq!(has, expected, "the detected cancel route");
+    }
+    let way = t
+        .client
+        .cancel(&pending)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let expected_way = |cancelled: bool| {
+        if has {
+            Cancelled::JobsApi { cancelled }
+        } else {
+            Cancelled::QueueAndInterrupt
+        }
+    };
+    assert_eq!(way, expected_way(true));
+    let q = t.client.queue().await.unwrap_or_else(|e| panic!("{e}"));
+    assert!(!q.contains(&pending), "{q:?}");
+    let way = t
+        .client
+        .cancel(&running)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(way, expected_way(true));
+    let report = run
+        .await
+        .unwrap_or_else(|e| panic!("{e}"))
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert!(
+        matches!(report.outcome, Outcome::Interrupted { .. }),
+        "{:?}",
+        report.outcome
+    );
+    // Cancelling a finished prompt does nothing, and says so where the server can.
+    let way = t
+        .client
+        .cancel(&running)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(way, expected_way(false));
+    assert!(
+        t.client
+            .history(&pending)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"))
+            .is_none(),
+        "the cancelled pending prompt never ran"
+    );
+}
+
+/// A PreviewImage's temp file is listed apart from the job's files, and can be fetched with
+/// its own type.
+pub async fn previews_are_not_job_files(t: &Target) {
+    let mut g = no_model_graph(16, 16, fresh_color(), "suite_preview");
+    g["4"] = json!({"class_type": "PreviewImage", "inputs": {"images": ["1", 0]}});
+    let (report, _) = run(t, &g).await;
+    assert_eq!(report.outcome, Outcome::Success, "{report:?}");
+    assert_eq!(report.files.len(), 1, "{:?}", report.files);
+    assert_eq!(
+        (
+            report.files[0].node.as_str(),
+            report.files[0].file.kind.as_str()
+        ),
+        ("3", "output")
+    );
+    let previews: Vec<_> = report.previews.iter().filter(|p| p.node == "4").collect();
+    assert_eq!(previews.len(), 1, "{:?}", report.previews);
+    assert_eq!(previews[0].file.kind, "temp");
+    let bytes = t
+        .client
+        .view(&previews[0].file)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(png_info(&bytes).0, 16);
 }
 
 /// Declares one `#[tokio::test]` per case, each getting its target from `$target`.
@@ -536,7 +675,10 @@ macro_rules! cases {
             interrupt_ends_the_running_prompt,
             queue_delete_removes_a_pending_prompt,
             small_endpoints,
-            sd15_text_to_image
+            sd15_text_to_image,
+            generated_prompt_ids_are_canonical_uuids,
+            cancel_stops_the_running_prompt_and_unqueues_a_pending_one,
+            previews_are_not_job_files
         );
     };
     (@each $target:path, $attrs:tt, $($case:ident),*) => {

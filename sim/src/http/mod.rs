@@ -4,6 +4,7 @@
 
 mod files;
 mod info;
+mod jobs;
 mod prompt;
 mod queue;
 mod respond;
@@ -17,6 +18,7 @@ use axum::extract::{FromRequestParts, Request, State};
 use axum::http::Method;
 use axum::response::Response;
 
+use crate::config::Protocol;
 use crate::shared::Shared;
 
 /// Bodies larger than ComfyUI's `max_upload_size` are refused.
@@ -46,17 +48,25 @@ enum Route {
     Queue,
     Interrupt,
     Free,
+    /// `/api/jobs` (2026 only, and only under `/api`).
+    Jobs,
+    /// `/api/jobs/{id}`; a POST to `/api/jobs/cancel` is the batch cancel.
+    Job(String),
+    /// `/api/jobs/{id}/cancel`.
+    JobCancel(String),
 }
 
 const GET: &[&str] = &["GET"];
 const POST: &[&str] = &["POST"];
 const GET_POST: &[&str] = &["GET", "POST"];
 
-fn route(path: &str) -> Option<(Route, &'static [&'static str])> {
-    let path = match path.strip_prefix("/api") {
-        Some(rest) if rest.starts_with('/') => rest,
-        _ => path,
+fn route(path: &str, protocol: Protocol) -> Option<(Route, &'static [&'static str])> {
+    let (api, path) = match path.strip_prefix("/api") {
+        Some(rest) if rest.starts_with('/') => (true, rest),
+        _ => (false, path),
     };
+    // NEWER.md: the jobs API exists from v0.6.0, only under the `/api/` prefix.
+    let jobs = api && protocol == Protocol::Y2026;
     let segments: Vec<String> = path
         .strip_prefix('/')?
         .split('/')
@@ -84,6 +94,12 @@ fn route(path: &str) -> Option<(Route, &'static [&'static str])> {
         ["queue"] => (Route::Queue, GET_POST),
         ["interrupt"] => (Route::Interrupt, POST),
         ["free"] => (Route::Free, POST),
+        ["jobs"] if jobs => (Route::Jobs, GET),
+        ["jobs", "cancel"] if jobs => (Route::Job("cancel".to_owned()), GET_POST),
+        ["jobs", id] if jobs && !id.is_empty() => (Route::Job((*id).to_owned()), GET),
+        ["jobs", id, "cancel"] if jobs && !id.is_empty() => {
+            (Route::JobCancel((*id).to_owned()), POST)
+        }
         _ => return None,
     })
 }
@@ -100,7 +116,7 @@ fn allow(methods: &[&str]) -> String {
 
 async fn handle(State(shared): State<Arc<Shared>>, req: Request) -> Response {
     shared.stall.wait().await;
-    let Some((route, methods)) = route(req.uri().path()) else {
+    let Some((route, methods)) = route(req.uri().path(), shared.protocol) else {
         return respond::unknown_route();
     };
     let method = if req.method() == Method::HEAD {
@@ -130,6 +146,8 @@ async fn handle(State(shared): State<Arc<Shared>>, req: Request) -> Response {
         (Route::Queue, "GET") => queue::get_queue(&shared),
         (Route::History, "GET") => queue::get_history(&shared, &query).await,
         (Route::HistoryId(id), _) => queue::get_history_id(&shared, &id).await,
+        (Route::Jobs, _) => jobs::list(&shared, &query),
+        (Route::Job(id), "GET") => jobs::one(&shared, &id),
         (route, _) => {
             let content_type = req
                 .headers()
@@ -152,6 +170,8 @@ async fn post(shared: &Arc<Shared>, route: Route, content_type: &str, body: &Byt
         Route::History => queue::post_history(shared, body),
         Route::Interrupt => queue::post_interrupt(shared, body),
         Route::Free => queue::post_free(shared, body),
+        Route::Job(_) => jobs::cancel_many(shared, body),
+        Route::JobCancel(id) => jobs::cancel(shared, &id),
         Route::UploadImage => files::upload_image(shared, content_type, body).await,
         _ => respond::unknown_route(),
     }
@@ -220,14 +240,36 @@ mod tests {
 
     #[test]
     fn routes_and_methods() {
-        assert_eq!(route("/api/prompt").map(|r| r.0), Some(Route::Prompt));
+        let old = Protocol::Recorded;
+        assert_eq!(route("/api/prompt", old).map(|r| r.0), Some(Route::Prompt));
         assert_eq!(
-            route("/object_info/Load%20Image").map(|r| r.0),
+            route("/object_info/Load%20Image", old).map(|r| r.0),
             Some(Route::ObjectInfoClass("Load Image".into()))
         );
-        assert_eq!(route("/no/such/route"), None);
-        assert_eq!(route("/apiprompt"), None);
+        assert_eq!(route("/no/such/route", old), None);
+        assert_eq!(route("/apiprompt", old), None);
         assert_eq!(allow(GET_POST), "GET,HEAD,POST");
         assert_eq!(percent_decode("a%2Fb%"), "a/b%");
+    }
+
+    #[test]
+    fn the_jobs_api_is_only_under_api_and_only_in_2026() {
+        let new = Protocol::Y2026;
+        assert_eq!(route("/api/jobs", Protocol::Recorded), None);
+        assert_eq!(route("/jobs", new), None);
+        assert_eq!(route("/jobs/x/cancel", new), None);
+        assert_eq!(route("/api/jobs", new).map(|r| r.0), Some(Route::Jobs));
+        assert_eq!(
+            route("/api/jobs/abc", new).map(|r| r.0),
+            Some(Route::Job("abc".into()))
+        );
+        assert_eq!(
+            route("/api/jobs/abc/cancel", new),
+            Some((Route::JobCancel("abc".into()), POST))
+        );
+        assert_eq!(
+            route("/api/jobs/cancel", new),
+            Some((Route::Job("cancel".into()), GET_POST))
+        );
     }
 }

@@ -8,6 +8,7 @@ use axum::response::Response;
 use serde_json::{Map, Value, json};
 
 use super::respond;
+use crate::config::Protocol;
 use crate::queue::QueueItem;
 use crate::shared::{Shared, lock};
 use crate::timeline::TimelineEvent;
@@ -23,6 +24,33 @@ pub(crate) fn get_prompt(shared: &Shared) -> Response {
 
 fn no_prompt() -> Response {
     let error = json!({"type": "no_prompt", "message": "No prompt provided", "details": "No prompt provided", "extra_info": {}});
+    respond::json(
+        StatusCode::BAD_REQUEST,
+        &json!({"error": error, "node_errors": {}}),
+    )
+}
+
+/// 2026 servers take a client's `prompt_id` only as a canonical lowercase UUID (`str(uuid)`:
+/// 8-4-4-4-12 lowercase hex digits, any version).
+pub(crate) fn is_canonical_uuid(id: &str) -> bool {
+    let groups: Vec<&str> = id.split('-').collect();
+    groups.len() == 5
+        && groups.iter().zip([8, 4, 4, 4, 12]).all(|(g, len)| {
+            g.len() == len && g.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+        })
+}
+
+/// The 400 a 2026 server gives a `prompt_id` that is not a canonical UUID. NEWER.md gives the
+/// status and the type, and says the error shape is that of `errors/` (`error` with `type`,
+/// `message`, `details`, `extra_info`, and empty `node_errors`); it is silent on the message
+/// and details texts, so these are the simulator's own.
+fn invalid_prompt_id(given: &str) -> Response {
+    let error = json!({
+        "type": "invalid_prompt_id",
+        "message": "Invalid prompt_id",
+        "details": format!("prompt_id must be a canonical lowercase UUID, got {}", crate::pyjson::repr(&Value::String(given.to_owned()))),
+        "extra_info": {},
+    });
     respond::json(
         StatusCode::BAD_REQUEST,
         &json!({"error": error, "node_errors": {}}),
@@ -83,6 +111,9 @@ pub(crate) fn post_prompt(shared: &Arc<Shared>, body: &[u8]) -> Response {
         .get("prompt_id")
         .map(crate::pyjson::str)
         .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+    if shared.protocol == Protocol::Y2026 && !is_canonical_uuid(&prompt_id) {
+        return invalid_prompt_id(&prompt_id);
+    }
     let mut prompt = match prompt {
         Value::Object(p) => p.clone(),
         // Iterating an empty list or string finds no outputs; anything else makes ComfyUI raise.
@@ -140,6 +171,8 @@ pub(crate) fn post_prompt(shared: &Arc<Shared>, body: &[u8]) -> Response {
     shared.timeline.record_sensitive(&prompt_id, sensitive);
     shared.timeline.record_prefixes(&prompt_id, &prompt);
     let item = QueueItem {
+        created_ms: crate::worker::now_ms(),
+        started_ms: 0,
         number: number.clone(),
         prompt_id: prompt_id.clone(),
         prompt,
@@ -155,4 +188,27 @@ pub(crate) fn post_prompt(shared: &Arc<Shared>, body: &[u8]) -> Response {
     shared.work.notify_one();
     tracing::debug!(prompt_id = %prompt_id, "prompt queued");
     respond::ok_json(&json!({"prompt_id": prompt_id, "number": number, "node_errors": node_errors}))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_canonical_lowercase_uuids_are_prompt_ids_in_2026() {
+        assert!(is_canonical_uuid("0b7a2f44-9c1e-4f4e-8a53-2d7c1f0e9a11"));
+        assert!(is_canonical_uuid("00000000-0000-0000-0000-000000000000"));
+        for bad in [
+            "0B7A2F44-9C1E-4F4E-8A53-2D7C1F0E9A11",
+            "0b7a2f449c1e4f4e8a532d7c1f0e9a11",
+            "{0b7a2f44-9c1e-4f4e-8a53-2d7c1f0e9a11}",
+            "0b7a2f44-9c1e-4f4e-8a53-2d7c1f0e9a1",
+            "0b7a2f44-9c1e-4f4e-8a53-2d7c1f0e9a11-",
+            "0b7a2f44-9c1e-4f4e-8a53-2d7c1f0e9g11",
+            "suite-0123456789abcdef-00ff00ff",
+            "",
+        ] {
+            assert!(!is_canonical_uuid(bad), "{bad}");
+        }
+    }
 }

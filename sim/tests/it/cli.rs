@@ -204,3 +204,31 @@ fn a_missing_catalogue_is_an_error() {
         "{err}"
     );
 }
+
+#[test]
+fn the_protocol_flag_picks_the_2026_behaviours() {
+    let root = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let prompt =
+        json!({"prompt": crate::support::small_graph(1, "cli"), "prompt_id": "not-a-uuid"});
+    let probe = |url: &str| -> (u16, u16) {
+        let http = reqwest::blocking::Client::new();
+        let jobs = http
+            .get(format!("{url}/api/jobs"))
+            .send()
+            .map(|r| r.status().as_u16())
+            .unwrap_or_else(|e| panic!("{e}"));
+        let submit = http
+            .post(format!("{url}/prompt"))
+            .json(&prompt)
+            .send()
+            .map(|r| r.status().as_u16())
+            .unwrap_or_else(|e| panic!("{e}"));
+        (jobs, submit)
+    };
+    let (child, url) = spawn(&["--protocol", "2026"], root.path());
+    with_child(child, || assert_eq!(probe(&url), (200, 400)));
+    let (child, url) = spawn(&[], root.path());
+    with_child(child, || {
+        assert_eq!(probe(&url), (404, 200), "0.3 by default")
+    });
+}

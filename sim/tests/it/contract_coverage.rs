@@ -8,7 +8,7 @@ const PLACED: &[(&str, &str)] = &[
     ("README.md", "documentation of the recordings"),
     (
         "NEWER.md",
-        "notes on the 2026 protocol (not recordings); the simulator mode for it is issue 10's",
+        "notes on the 2026 protocol (not recordings): `Protocol::Y2026`, tested in `newer`",
     ),
     ("api_system_stats.json", "contract_http"),
     ("embeddings.json", "contract_http"),

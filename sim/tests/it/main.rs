@@ -14,4 +14,5 @@ mod contract_queue;
 mod contract_runs;
 mod faults;
 mod memory;
+mod newer;
 mod support;
