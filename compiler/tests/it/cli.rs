@@ -188,7 +188,11 @@ fn build_writes_identical_files_twice() {
         .map(|e| e.file_name())
         .collect();
     files.sort();
-    assert_eq!(files.len(), 11, "{files:?}");
+    assert_eq!(files.len(), 16, "{files:?}");
+    assert!(
+        files.iter().any(|f| f == "txt2img.uischema.json"),
+        "the uiSchema sits beside the schema: {files:?}"
+    );
     for f in &files {
         assert_eq!(
             std::fs::read(a.join(f)).ok(),
