@@ -2,6 +2,8 @@
 
 use serde_json::{Map, Value, json};
 
+use comfyc::definition::InputType;
+
 use crate::{examples, repo_root};
 
 #[test]
@@ -269,4 +271,30 @@ fn uischemas_say_how_to_draw_each_input() {
     );
     assert_eq!(item["strength_model"]["ui:title"], "Strength model");
     assert_eq!(ui["size"]["ui:enumNames"], json!(["512", "640", "768"]));
+}
+
+#[test]
+fn picked_seeds_stay_within_what_a_browser_keeps_exact() {
+    let c = examples();
+    for w in &c.workflows {
+        for input in w.inputs.iter().filter(|i| i.ty == InputType::Seed) {
+            assert_eq!(
+                input.max,
+                Some(json!(comfyc::schema::JS_SAFE_MAX)),
+                "{}.{}",
+                w.name,
+                input.name
+            );
+        }
+    }
+    let w = c.find("txt2img").unwrap_or_else(|e| panic!("{e}"));
+    let inputs: Map<String, Value> =
+        serde_json::from_value(json!({"prompt": "a cat"})).unwrap_or_default();
+    for raw in [u64::MAX, comfyc::schema::JS_SAFE_MAX + 1, 5] {
+        let r = w
+            .resolve(&inputs, &mut || raw)
+            .unwrap_or_else(|e| panic!("{e:?}"));
+        let seed = r.values["seed"].as_u64().unwrap_or_default();
+        assert!(seed <= comfyc::schema::JS_SAFE_MAX, "{raw} became {seed}");
+    }
 }
