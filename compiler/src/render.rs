@@ -149,9 +149,12 @@ impl Workflow {
                         help: match kind {
                             jsonschema::error::ValidationErrorKind::Maximum { limit }
                                 if limit.as_u64() == Some(crate::schema::JS_SAFE_MAX)
-                                    && input.as_deref().and_then(|i| self.input(i)).is_some_and(
-                                        |i| i.ty == InputType::Seed && sub_path(&pointer).is_empty(),
-                                    ) =>
+                                    && input
+                                        .as_deref()
+                                        .and_then(|i| self.input(i))
+                                        .is_some_and(|i| {
+                                            i.ty == InputType::Seed && sub_path(&pointer).is_empty()
+                                        }) =>
                             {
                                 Some(SEED_HELP.to_owned())
                             }

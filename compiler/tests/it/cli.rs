@@ -510,7 +510,9 @@ fn seeds_render_up_to_2_53_minus_1_and_are_refused_above() {
         let json = tmp.path().join(format!("job-{seed}.json"));
         std::fs::write(
             &json,
-            format!(r#"{{"workflow": "txt2img", "inputs": {{"prompt": "a cat", "seed": {seed}}}}}"#),
+            format!(
+                r#"{{"workflow": "txt2img", "inputs": {{"prompt": "a cat", "seed": {seed}}}}}"#
+            ),
         )
         .unwrap_or_else(|e| panic!("{e}"));
         let set = format!("seed={seed}");
@@ -526,7 +528,10 @@ fn seeds_render_up_to_2_53_minus_1_and_are_refused_above() {
             if seed == largest {
                 assert_eq!(o.status.code(), Some(0), "{way:?}: {}", text(&o.stderr));
                 let g: Value = serde_json::from_slice(&o.stdout).unwrap_or_else(|e| panic!("{e}"));
-                assert_eq!(g["3"]["inputs"]["seed"], 9_007_199_254_740_991_u64, "{way:?}");
+                assert_eq!(
+                    g["3"]["inputs"]["seed"], 9_007_199_254_740_991_u64,
+                    "{way:?}"
+                );
             } else {
                 assert_eq!(o.status.code(), Some(1), "{seed} {way:?}");
                 let err = text(&o.stderr);
