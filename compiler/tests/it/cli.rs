@@ -284,6 +284,10 @@ fn render_and_schema() {
     let o = comfyc(&ex, &["schema", "img2img"]);
     let v: Value = serde_json::from_slice(&o.stdout).unwrap_or_default();
     assert_eq!(v["properties"]["image"]["x-upload"], "image");
+    let o = comfyc(&ex, &["schema", "img2img", "--ui"]);
+    let ui: Value = serde_json::from_slice(&o.stdout).unwrap_or_default();
+    assert_eq!(ui["image"]["ui:widget"], "file", "{ui}");
+    assert_eq!(ui["ui:order"][0], "image");
 }
 
 #[test]
