@@ -83,11 +83,16 @@ fn spawn_until(mut cmd: Command, marker: &str) -> (Killed, String) {
 
 /// `comfyd serve` on a free loopback port; its base URL.
 fn serve(d: &Dirs, extra: &[&str]) -> (Killed, String) {
+    serve_repo(d, &examples(), extra)
+}
+
+/// `comfyd serve` of the workflows in `repo`.
+fn serve_repo(d: &Dirs, repo: &Path, extra: &[&str]) -> (Killed, String) {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_comfyd"));
     cmd.args(["serve", "--listen", "127.0.0.1:0", "--jobs"])
         .arg(&d.jobs)
         .arg("--workflows")
-        .arg(examples())
+        .arg(repo)
         .arg("--outputs")
         .arg(&d.outputs)
         .arg("--inputs")
@@ -558,7 +563,10 @@ async fn cancel_keeps_a_queued_run_from_ever_running_and_interrupts_a_running_on
                 "{v}"
             );
             assert!(v["phase"].is_string(), "{v}");
-            assert!(v["progress"]["nodes_total"].as_u64().is_some_and(|n| n > 0), "{v}");
+            assert!(
+                v["progress"]["nodes_total"].as_u64().is_some_and(|n| n > 0),
+                "{v}"
+            );
             break;
         }
         assert!(Instant::now() < deadline, "no sampler progress: {v}");
@@ -928,4 +936,48 @@ async fn the_openapi_document_has_one_path_per_workflow_with_its_input_schema() 
     let v = jsonschema::validator_for(txt).unwrap_or_else(|e| panic!("{e}"));
     assert!(v.is_valid(&json!({"inputs": {"prompt": "x", "steps": 30}})));
     assert!(!v.is_valid(&json!({"inputs": {"prompt": "x", "steps": 300}})));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_edited_workflow_repository_is_served_as_edited() {
+    let d = dirs();
+    let repo = d.root.join("repo");
+    common::copy_dir(&examples(), &repo);
+    let (_serve, base) = serve_repo(&d, &repo, &[]);
+    let title = || async {
+        let (_, w) = json_of(
+            client()
+                .get(format!("{base}/v1/workflows/txt2img"))
+                .send()
+                .await
+                .unwrap_or_else(|e| panic!("{e}")),
+        )
+        .await;
+        w["title"].as_str().unwrap_or_default().to_owned()
+    };
+    assert_eq!(title().await, "Text to image (SD 1.5)");
+    let path = repo.join("workflows/txt2img.toml");
+    let text = std::fs::read_to_string(&path).unwrap_or_default();
+    std::fs::write(
+        &path,
+        text.replace("Text to image (SD 1.5)", "Text to image, edited"),
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while title().await != "Text to image, edited" {
+        assert!(Instant::now() < deadline, "the edit was not picked up");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let (_, doc) = json_of(
+        client()
+            .get(format!("{base}/openapi.json"))
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("{e}")),
+    )
+    .await;
+    assert_eq!(
+        doc["paths"]["/v1/workflows/txt2img/runs"]["post"]["summary"],
+        "Run Text to image, edited"
+    );
 }
