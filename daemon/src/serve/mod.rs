@@ -232,9 +232,9 @@ impl Catalog {
     }
 }
 
-/// The RJSF UI schema of a workflow (filled by the compiler's `uischema` once it has one).
-fn ui_schema(_w: &Workflow) -> Value {
-    Value::Object(Default::default())
+/// The RJSF UI schema of a workflow, as `comfyc build` writes it beside the input schema.
+fn ui_schema(w: &Workflow) -> Value {
+    comfyc::uischema::ui_schema(w)
 }
 
 /// How often the workflow repository is looked at for changes.
