@@ -735,6 +735,32 @@ async fn requests_without_the_right_token_or_shape_are_refused_and_nothing_lands
         .collect();
     named.sort();
     assert_eq!(named, ["colour", "prompt", "steps", "width"], "{e}");
+    // Seeds: above 2^53 - 1 refused with a message (a browser could not keep it exact); at the
+    // limit kept exactly, to the job file.
+    let (s, e) = send(
+        reqwest::Method::POST,
+        "/v1/workflows/txt2img/runs",
+        all,
+        Some(json!({"inputs": {"prompt": "x", "seed": 9007199254740993_u64}})),
+    )
+    .await;
+    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{e}");
+    assert_eq!(e["error"]["details"][0]["input"], "seed", "{e}");
+    let (s, run) = send(
+        reqwest::Method::POST,
+        "/v1/workflows/txt2img/runs",
+        all,
+        Some(json!({"inputs": {"prompt": "x", "seed": 9007199254740991_u64}})),
+    )
+    .await;
+    assert_eq!(s, StatusCode::ACCEPTED, "{run}");
+    let job = std::fs::read_to_string(
+        d.jobs
+            .join("inbox")
+            .join(format!("{}.json", run["id"].as_str().unwrap_or_default())),
+    )
+    .unwrap_or_default();
+    assert!(job.contains("\"seed\":9007199254740991"), "{job}");
     // Too large, not JSON, not a run.
     let big = json!({"inputs": {"prompt": "x".repeat(100_000)}});
     let (s, e) = send(
@@ -765,8 +791,9 @@ async fn requests_without_the_right_token_or_shape_are_refused_and_nothing_lands
         .await
         .unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(resp.status(), StatusCode::UNSUPPORTED_MEDIA_TYPE);
-    // Nothing was written: no run, and nothing outside the job, input and output folders.
-    assert!(names(&d.jobs.join("inbox")).is_empty());
+    // Nothing was written for the refused ones: one run (the seed at the limit), and nothing
+    // outside the job, input and output folders.
+    assert_eq!(names(&d.jobs.join("inbox")).len(), 1);
     let (s, _) = send(
         reqwest::Method::POST,
         "/v1/workflows/txt2img/runs",
