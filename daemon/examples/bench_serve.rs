@@ -34,7 +34,7 @@ struct Args {
     clients: usize,
     /// Runs submitted one at a time afterwards (and as many files dropped one at a time): the
     /// latency the door adds without queueing behind other clients.
-    #[arg(long, default_value_t = 200)]
+    #[arg(long, default_value_t = 500)]
     serial: usize,
     /// Skip running the jobs (only the submission side is measured and counted).
     #[arg(long)]
