@@ -1,7 +1,7 @@
 //! Per-run webhooks, signed the Standard Webhooks way and retried with backoff.
 //!
 //! When a run with a `webhook` reaches a final state, its URL gets one `POST` of
-//! `{"type": "run.finished", "timestamp": ..., "data": RUN}` (RUN as `GET /v1/runs/ID` shows
+//! `{"type": "run.finished", "timestamp": RFC 3339, "data": RUN}` (RUN as `GET /v1/runs/ID` shows
 //! it) with `webhook-id`, `webhook-timestamp` (Unix seconds) and `webhook-signature`
 //! (`v1,` and the base64 HMAC-SHA256 of `ID.TIMESTAMP.BODY` under the secret). A 2xx answer
 //! delivers it; anything else (or no answer) is retried on [`retry_delay`]'s schedule, then
@@ -79,10 +79,35 @@ pub fn settled(status: u16) -> Option<&'static str> {
     }
 }
 
-/// The body sent for a finished run.
+/// The body sent for a finished run, in the convention's shape: `type`, `timestamp` (RFC
+/// 3339, UTC), `data`.
 pub fn body(run: &Value, timestamp: u64) -> Vec<u8> {
-    serde_json::to_vec(&json!({"type": "run.finished", "timestamp": timestamp, "data": run}))
-        .unwrap_or_default()
+    serde_json::to_vec(
+        &json!({"type": "run.finished", "timestamp": rfc3339(timestamp), "data": run}),
+    )
+    .unwrap_or_default()
+}
+
+/// Unix seconds as `YYYY-MM-DDTHH:MM:SSZ` (the proleptic Gregorian calendar, from the days
+/// since 1970-01-01 by the usual civil-date arithmetic in 400-year eras).
+pub fn rfc3339(secs: u64) -> String {
+    let days = (secs / 86_400) as i64;
+    let rem = secs % 86_400;
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
 }
 
 struct Pending {
@@ -238,6 +263,15 @@ mod tests {
         assert!(Secret::parse("whsec_not base64!").is_err());
         assert!(Secret::parse("whsec_c2hvcnQ=").is_err(), "too short");
         assert_eq!(format!("{secret:?}"), "Secret(<hidden>)");
+    }
+
+    #[test]
+    fn timestamps_are_rfc_3339() {
+        assert_eq!(rfc3339(0), "1970-01-01T00:00:00Z");
+        assert_eq!(rfc3339(951_782_400), "2000-02-29T00:00:00Z");
+        assert_eq!(rfc3339(1_614_265_330), "2021-02-25T15:02:10Z");
+        assert_eq!(rfc3339(4_107_542_399), "2100-02-28T23:59:59Z");
+        assert_eq!(rfc3339(4_107_542_400), "2100-03-01T00:00:00Z");
     }
 
     #[test]
