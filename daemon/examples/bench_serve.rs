@@ -42,6 +42,10 @@ struct Args {
     /// The comfyd binary [default: comfyd beside this example's folder].
     #[arg(long, value_name = "PATH")]
     comfyd: Option<PathBuf>,
+    /// Where the temporary folder (job directories, outputs) is made [default: $TMPDIR]: both
+    /// ways write to the same file system, whose speed at creating files is most of the cost.
+    #[arg(long, value_name = "DIR")]
+    dir: Option<PathBuf>,
     /// Keep the temporary folder and print its path.
     #[arg(long)]
     keep: bool,
@@ -176,7 +180,10 @@ async fn main() -> Res<()> {
             .ok_or("where is comfyd? give --comfyd PATH")?,
     };
     let repo = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../examples");
-    let tmp = tempfile::tempdir()?;
+    let tmp = match &args.dir {
+        Some(d) => tempfile::tempdir_in(d)?,
+        None => tempfile::tempdir()?,
+    };
     let root = tmp.path().to_path_buf();
     let (http_jobs, file_jobs, outputs) = (
         root.join("jobs"),
