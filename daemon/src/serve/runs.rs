@@ -8,7 +8,9 @@
 //! - `keys/SHA256(KEY)`: the record of the run an `Idempotency-Key` made (the same file as its
 //!   `runs/ID.json`), linked into place with `link(2)` so that of two concurrent requests with
 //!   one key exactly one makes the run, across processes and restarts;
-//! - `hooks/ID.owed` / `hooks/ID.json`: a webhook still owed, and how its delivery ended.
+//! - `hooks/ID.owed`, `hooks/ID.sending.PID`, `hooks/ID.json`: a webhook still owed, claimed
+//!   for delivery by one server process (servers may share a job directory), and how its
+//!   delivery ended.
 //!
 //! A run's state is read back from where its file is: `inbox/` or `queue/` (queued or
 //! running, by its lease), `OUTPUTS/ID/manifest.json` (done), `failed/ID.json` and its report
@@ -505,16 +507,37 @@ impl Runs {
         write_atomic_unsynced(&self.store.inbox().join(format!("{id}.cancel")), b"")
     }
 
-    /// Runs owed a webhook (from before a restart too): id and URL.
+    /// Runs owed a webhook: id and URL. Those not yet claimed, and those claimed by a server
+    /// on this machine whose process is gone (taken over).
     pub fn owed_webhooks(&self) -> Vec<(String, String)> {
-        names(&self.dir.join("hooks"))
+        let hooks = self.dir.join("hooks");
+        let me = std::process::id();
+        names(&hooks)
             .into_iter()
             .filter_map(|n| {
-                let id = n.strip_suffix(".owed")?.to_owned();
-                let url = std::fs::read_to_string(self.dir.join("hooks").join(&n)).ok()?;
-                Some((id, url))
+                let path = hooks.join(&n);
+                if let Some(id) = n.strip_suffix(".owed") {
+                    let url = std::fs::read_to_string(&path).ok()?;
+                    return Some((id.to_owned(), url));
+                }
+                let (id, pid) = n.split_once(".sending.")?;
+                let pid: u32 = pid.parse().ok()?;
+                if pid == me || crate::fsutil::pid_alive(pid) {
+                    return None;
+                }
+                let url = std::fs::read_to_string(&path).ok()?;
+                std::fs::rename(&path, hooks.join(format!("{id}.sending.{me}"))).ok()?;
+                Some((id.to_owned(), url))
             })
             .collect()
+    }
+
+    /// Claims the delivery of run `id`'s webhook for this process (`hooks/ID.owed` renamed to
+    /// `hooks/ID.sending.PID`): false when another server sharing the job directory took it.
+    pub fn claim_webhook(&self, id: &str) -> bool {
+        let hooks = self.dir.join("hooks");
+        let mine = hooks.join(format!("{id}.sending.{}", std::process::id()));
+        exists(&mine) || std::fs::rename(hooks.join(format!("{id}.owed")), mine).is_ok()
     }
 
     /// Records how a run's webhook deliveries ended.
@@ -522,6 +545,8 @@ impl Runs {
         let hooks = self.dir.join("hooks");
         let text = json!({"outcome": outcome, "at_ms": crate::runner::now_ms()}).to_string();
         if write_atomic_unsynced(&hooks.join(format!("{id}.json")), text.as_bytes()).is_ok() {
+            let _ =
+                std::fs::remove_file(hooks.join(format!("{id}.sending.{}", std::process::id())));
             let _ = std::fs::remove_file(hooks.join(format!("{id}.owed")));
         }
     }
@@ -786,15 +811,41 @@ mod tests {
                 .is_file()
         );
         assert!(runs.record(&orphan.id).is_some());
+        // A webhook is delivered by the one server that claims it.
+        let hooked: Map<String, Value> =
+            serde_json::from_str(r#"{"prompt":"h"}"#).unwrap_or_default();
+        let Ok(Submitted::Created(h)) =
+            runs.submit("w@1", hooked, Some("http://127.0.0.1:9/x".into()), None)
+        else {
+            panic!("not created")
+        };
+        assert_eq!(
+            runs.owed_webhooks(),
+            [(h.clone(), "http://127.0.0.1:9/x".to_owned())]
+        );
+        assert!(runs.claim_webhook(&h));
+        assert!(runs.claim_webhook(&h), "still ours");
+        assert!(runs.owed_webhooks().is_empty(), "claimed by a live process");
+        // Another server's claim (its process gone) is taken over at start.
+        let hooks = t.path().join("jobs/serve/hooks");
+        std::fs::rename(
+            hooks.join(format!("{h}.sending.{}", std::process::id())),
+            hooks.join(format!("{h}.sending.999999999")),
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(runs.owed_webhooks().len(), 1);
+        assert!(runs.claim_webhook(&h));
+        runs.webhook_ended(&h, "delivered");
+        assert_eq!(names(&hooks), [format!("{h}.json")]);
         // Cancelled in the inbox: straight to failed/, never run.
         runs.cancel(&created[0]).unwrap_or_else(|e| panic!("{e}"));
         let v = runs.get(&created[0]).unwrap_or_default();
         assert_eq!(v["status"], "cancelled", "{v}");
-        assert_eq!(names(&t.path().join("jobs/inbox")).len(), 2);
+        assert_eq!(names(&t.path().join("jobs/inbox")).len(), 3);
         let (page, next) = runs.list(1, None);
         assert_eq!((page.len(), next.is_some()), (1, true));
         let (rest, next) = runs.list(5, next.as_deref());
-        assert_eq!((rest.len(), next), (2, None));
+        assert_eq!((rest.len(), next), (3, None));
         assert_ne!(page[0]["id"], rest[0]["id"]);
     }
 }

@@ -183,6 +183,13 @@ impl Hooks {
                     }
                     continue;
                 }
+                if attempt == 0 && !runs.claim_webhook(&id) {
+                    // Another server sharing the job directory delivers it.
+                    if let Ok(mut p) = self.pending.lock() {
+                        p.remove(&id);
+                    }
+                    continue;
+                }
                 let outcome = self.deliver(&id, &url, &run).await;
                 match outcome {
                     Ok(done) => self.finish(&runs, &id, done),
