@@ -84,7 +84,16 @@ pub struct Runs {
     /// Requests with one idempotency key are taken one at a time in this process (striped by
     /// the key's hash); across processes the key file's exclusive creation decides.
     stripes: Vec<Mutex<()>>,
+    /// `queue/` and `inbox/` as listed last, and when: positions are counted from a listing at
+    /// most [`LISTING_TTL`] old, so a backlog of 100,000 files is not listed per request.
+    listing: Mutex<Option<(std::time::Instant, Listed)>>,
 }
+
+/// Names in `queue/` and `inbox/`, sorted.
+type Listed = (std::sync::Arc<Vec<String>>, std::sync::Arc<Vec<String>>);
+
+/// How old a listing may be for counting positions.
+const LISTING_TTL: std::time::Duration = std::time::Duration::from_millis(250);
 
 /// A fresh run id: the time in ms and 32 random bits, in hex, so ids sort by creation.
 pub fn new_id(now_ms: u64) -> String {
@@ -181,7 +190,28 @@ impl Runs {
             outputs: outputs.to_path_buf(),
             dir,
             stripes: (0..64).map(|_| Mutex::new(())).collect(),
+            listing: Mutex::new(None),
         })
+    }
+
+    /// `queue/` and `inbox/`, listed at most [`LISTING_TTL`] ago (`fresh`: now).
+    fn listed(&self, fresh: bool) -> Listed {
+        let mut slot = match self.listing.lock() {
+            Ok(s) => s,
+            Err(p) => p.into_inner(),
+        };
+        if !fresh
+            && let Some((at, l)) = slot.as_ref()
+            && at.elapsed() < LISTING_TTL
+        {
+            return l.clone();
+        }
+        let l: Listed = (
+            std::sync::Arc::new(names(&self.store.queue())),
+            std::sync::Arc::new(names(&self.store.inbox())),
+        );
+        *slot = Some((std::time::Instant::now(), l.clone()));
+        l
     }
 
     fn record_path(&self, id: &str) -> PathBuf {
@@ -304,26 +334,28 @@ impl Runs {
             return f;
         }
         let inbox = self.store.inbox().join(&file);
-        let queue_names = names(&self.store.queue());
         if exists(&inbox) {
-            let inbox_names = names(&self.store.inbox());
+            let (queue, inbox) = self.listed(false);
             return Observed::Queued {
-                position: position(&queue_names, &inbox_names, &file, true),
+                position: position(&queue, &inbox, &file, true),
             };
         }
-        let queue_names = if queue_names
-            .iter()
-            .any(|n| n.ends_with(&format!("={file}")) || n.ends_with(&format!("~{file}")))
-        {
-            queue_names
-        } else {
-            // Taken in after the listing above.
-            names(&self.store.queue())
+        let find = |q: &[String]| {
+            q.iter()
+                .find(|n| n.ends_with(&format!("={file}")) || n.ends_with(&format!("~{file}")))
+                .cloned()
         };
-        if let Some(n) = queue_names
-            .iter()
-            .find(|n| n.ends_with(&format!("={file}")) || n.ends_with(&format!("~{file}")))
+        let (mut queue_names, _) = self.listed(false);
+        let mut found = find(&queue_names);
+        if found
+            .as_ref()
+            .is_none_or(|n| !exists(&self.store.queue().join(n)))
         {
+            // Taken in, or moved on, after that listing was made.
+            queue_names = self.listed(true).0;
+            found = find(&queue_names);
+        }
+        if let Some(n) = &found {
             let position = position(&queue_names, &[], n, false);
             if n.ends_with(&format!("~{file}")) {
                 let key = FileKey(n.clone());
