@@ -1,0 +1,13 @@
+//! The form page at `/` and its assets under `/assets/`, compiled into the binary from
+//! `page/` (the bundle is committed; building comfyd needs no node).
+
+/// A page file by its path under `/` (`index.html`, `assets/...`): bytes and media type.
+pub fn file(path: &str) -> Option<(&'static [u8], &'static str)> {
+    match path {
+        "index.html" => Some((
+            include_bytes!("page/index.html"),
+            "text/html; charset=utf-8",
+        )),
+        _ => None,
+    }
+}
