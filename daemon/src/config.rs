@@ -88,6 +88,25 @@ pub struct FileConfig {
     pub classes: std::collections::BTreeMap<String, ClassConfig>,
     /// A ComfyUI that comfyd starts, watches and restarts (`--comfy-cmd` wins over it).
     pub comfyui: Option<ComfyuiConfig>,
+    /// `comfyd serve`: the HTTP door into the job directory.
+    #[serde(default)]
+    pub serve: ServeConfig,
+}
+
+/// `[serve]`: the settings of `comfyd serve` (its flags win over them).
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ServeConfig {
+    /// Where it listens: `HOST:PORT`, or a bare port on loopback (default `127.0.0.1:8480`).
+    pub listen: Option<String>,
+    /// A file of bearer tokens, one per line (`TOKEN` or `TOKEN read,submit,cancel`). Without
+    /// one, `comfyd serve` listens on loopback only.
+    pub tokens: Option<PathBuf>,
+    /// Largest request body, uploads included: `32MiB` (the default), `500KB`, bytes.
+    pub max_body: Option<String>,
+    /// The secret webhooks are signed with (Standard Webhooks): `whsec_` and base64. Without
+    /// it, runs that ask for a webhook are refused.
+    pub webhook_secret: Option<String>,
 }
 
 /// `[comfyui]`: the ComfyUI this daemon starts and supervises.
@@ -349,6 +368,7 @@ impl FileConfig {
             &mut c.outputs,
             &mut c.inputs,
             &mut c.spend.api_key_file,
+            &mut c.serve.tokens,
         ]
         .into_iter()
         .flatten()

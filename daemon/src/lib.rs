@@ -18,6 +18,7 @@ pub mod report;
 pub mod retry;
 pub mod runner;
 pub mod scheduler;
+pub mod serve;
 pub mod status;
 pub mod store;
 pub mod supervisor;

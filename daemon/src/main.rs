@@ -177,6 +177,10 @@ enum Command {
         #[arg(long, value_enum, default_value_t = Format::Human)]
         format: Format,
     },
+    /// Serve the workflows as a REST API (and a form page) over the job directory: runs
+    /// are job files written into JOBS/inbox/ for the `comfyd run` daemons, read back from
+    /// the store and the outputs. Docs at /openapi.json.
+    Serve(comfyd::serve::Args),
     /// Show how many jobs wait, run, are done or failed, and what each daemon is doing.
     Status {
         /// The job directory [default: `jobs` from --config, or from `comfyd.toml` in the
@@ -250,6 +254,31 @@ fn main() -> ExitCode {
             status(&jobs, format)
         }
         Command::Gpu { gpu, format } => show_gpu(&gpu, format),
+        Command::Serve(args) => {
+            let settings = match args.settings() {
+                Ok(s) => s,
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    return ExitCode::from(2);
+                }
+            };
+            let Some(runtime) = runtime() else {
+                return ExitCode::from(2);
+            };
+            runtime.block_on(async {
+                match comfyd::serve::start(settings).await {
+                    Ok(_server) => {
+                        wait_for_signal().await;
+                        tracing::info!("stopping");
+                        ExitCode::SUCCESS
+                    }
+                    Err(e) => {
+                        eprintln!("error: {e}");
+                        ExitCode::from(2)
+                    }
+                }
+            })
+        }
         Command::Demo {
             workflows,
             jobs_from,
