@@ -4,7 +4,7 @@
 
 import { StrictMode, useCallback, useEffect, useMemo, useState } from "react";
 import { createRoot } from "react-dom/client";
-import Form from "@rjsf/core";
+import Form, { getDefaultRegistry } from "@rjsf/core";
 import { customizeValidator } from "@rjsf/validator-ajv8";
 import Ajv2020 from "ajv/dist/2020.js";
 import { api, ApiError, fileUrl, follow, FINAL, setToken, token } from "./api.js";
@@ -14,6 +14,20 @@ import { FilesContext, SeedWidget, UploadWidget } from "./widgets.jsx";
 import "./style.css";
 
 const widgets = { seed: SeedWidget, upload: UploadWidget, file: UploadWidget, FileWidget: UploadWidget };
+
+// RJSF's NumberField turns the text its widget hands up into a JavaScript number
+// (9007199254740993 becomes 9007199254740992) before the form data sees it. A seed (`x-seed`)
+// skips it: the seed widget decides from the raw text and hands up a number only when it is
+// exact; other numbers keep RJSF's own field.
+const DefaultNumberField = getDefaultRegistry().fields.NumberField;
+function NumberField(props) {
+  if (props.schema?.["x-seed"]) {
+    const { StringField } = props.registry.fields;
+    return <StringField {...props} />;
+  }
+  return <DefaultNumberField {...props} />;
+}
+const fields = { NumberField };
 
 /** An RJSF validator over a strict Ajv2020 that knows every `x-` keyword of `schema`. */
 function validatorFor(schema) {
@@ -244,12 +258,15 @@ function WorkflowForm({ name, onError }) {
           formData={formData}
           validator={validator}
           widgets={widgets}
+          fields={fields}
           customValidate={customValidate}
           transformErrors={transformErrors}
           extraErrors={extraErrors}
           showErrorList="top"
           noHtml5Validate
           onChange={(e) => setFormData(e.formData)}
+          // Refused at submit: the error list at the top says why; bring it into view.
+          onError={() => document.querySelector(".panel.errors")?.scrollIntoView({ block: "nearest" })}
           onSubmit={submit}
         />
       </FilesContext.Provider>
