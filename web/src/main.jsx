@@ -92,6 +92,13 @@ function App() {
         <h1>
           <a href="#/">comfyd</a>
         </h1>
+        <span className="spacer" />
+        <a className="muted small" href="/openapi.json">
+          API
+        </a>
+        <a className="muted small" href="/assets/licenses.txt">
+          licences
+        </a>
         {token() && (
           <button type="button" className="link" onClick={() => (setToken(""), setNeedToken(true))}>
             forget token

@@ -4,6 +4,8 @@ import assert from "node:assert/strict";
 import { MAX_SAFE, parseSeed, randomBounds, randomSeed, randomSeedValue, seedBounds } from "../src/seed.js";
 import { runRequest, uiSchemaFor, uploadInputs, xKeywords } from "../src/schema.js";
 import { takeEvents } from "../src/api.js";
+import Ajv2020 from "ajv/dist/2020.js";
+import { KNOWN_X_KEYWORDS } from "../src/schema.js";
 
 const intSeed = { type: "integer", minimum: 0, maximum: 18446744073709551615, "x-seed": true };
 const safeSeed = { type: "integer", minimum: 0, maximum: 9007199254740991, "x-seed": true };
@@ -103,4 +105,21 @@ test("server-sent events split on blank lines, keep the unfinished rest, join da
   const ev = takeEvents(': hi\n\nevent: status\ndata: {"a":\ndata: 1}\n\nevent: status\r\ndata: {"b"', (r) => (rest = r));
   assert.deepEqual(ev, [{ event: "status", data: '{"a":\n1}' }]);
   assert.equal(rest, 'event: status\ndata: {"b"');
+});
+
+test("a strict Ajv2020 refuses the x- hints until they are a vocabulary, then validates", () => {
+  const schema = {
+    $schema: "https://json-schema.org/draft/2020-12/schema",
+    type: "object",
+    properties: { seed: intSeed, prompt: { type: "string", "x-multiline": true }, extra: { type: "string", "x-new-hint": 1 } },
+    additionalProperties: false,
+    "x-order": ["prompt", "seed", "extra"],
+  };
+  assert.throws(() => new Ajv2020({ strict: true }).compile(schema), /unknown keyword/);
+  const ajv = new Ajv2020({ strict: true });
+  ajv.addVocabulary([...new Set([...KNOWN_X_KEYWORDS, ...xKeywords(schema)])]);
+  const validate = ajv.compile(schema);
+  assert.equal(validate({ seed: 9007199254740991, prompt: "p" }), true);
+  assert.equal(validate({ seed: "9007199254740993" }), false);
+  assert.equal(validate({ seed: -1 }), false);
 });

@@ -17,6 +17,10 @@ pub fn file(path: &str) -> Option<(&'static [u8], &'static str)> {
             include_bytes!("page/assets/app.css"),
             "text/css; charset=utf-8",
         )),
+        "assets/licenses.txt" => Some((
+            include_bytes!("page/assets/licenses.txt"),
+            "text/plain; charset=utf-8",
+        )),
         _ => None,
     }
 }
