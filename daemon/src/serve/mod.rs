@@ -210,6 +210,17 @@ impl Catalog {
                     .filter(|i| i.ty.is_file())
                     .map(|i| i.name.as_str())
                     .collect(),
+                required_files: w
+                    .inputs
+                    .iter()
+                    .filter(|i| {
+                        i.ty.is_file()
+                            && w.schema["required"]
+                                .as_array()
+                                .is_some_and(|r| r.iter().any(|n| n == i.name.as_str()))
+                    })
+                    .map(|i| i.name.as_str())
+                    .collect(),
             })
             .collect();
         let openapi = openapi::document(&entries, secured);

@@ -13,6 +13,8 @@ pub struct Entry<'a> {
     pub schema: &'a Value,
     /// Names of its file inputs (multipart parts).
     pub files: Vec<&'a str>,
+    /// Those of them that are required.
+    pub required_files: Vec<&'a str>,
 }
 
 fn error_response(description: &str) -> Value {
@@ -72,26 +74,50 @@ pub fn document(workflows: &[Entry<'_>], secured: bool) -> Value {
     );
     for w in workflows {
         let inputs = embedded(w.schema);
+        let webhook = json!({"type": "string", "format": "uri", "pattern": "^https?://[^/?#@\\s]+", "description": "POSTed the finished run (Standard Webhooks signature); needs the server's webhook secret"});
         let json_body = json!({
             "type": "object",
             "properties": {
                 "inputs": inputs,
-                "webhook": {"type": "string", "format": "uri", "description": "POSTed the finished run (Standard Webhooks signature)"},
+                "webhook": webhook,
             },
             "required": ["inputs"],
             "additionalProperties": false,
         });
         let mut parts = Map::new();
-        parts.insert(
-            "inputs".into(),
-            json!({"type": "string", "description": "The inputs as JSON text (file inputs left out)"}),
-        );
-        parts.insert("webhook".into(), json!({"type": "string", "format": "uri"}));
+        let mut encoding = Map::new();
+        let mut required = vec![json!("inputs")];
+        let mut multipart_inputs = inputs.clone();
+        for f in &w.files {
+            // Sent as a part of their own, so the `inputs` part need not have them.
+            if let Some(r) = multipart_inputs
+                .get_mut("required")
+                .and_then(Value::as_array_mut)
+            {
+                r.retain(|n| n != *f);
+            }
+            if let Some(p) = multipart_inputs
+                .get_mut("properties")
+                .and_then(Value::as_object_mut)
+            {
+                p.remove(*f);
+            }
+        }
+        parts.insert("inputs".into(), multipart_inputs);
+        encoding.insert("inputs".into(), json!({"contentType": "application/json"}));
+        parts.insert("webhook".into(), webhook.clone());
         for f in &w.files {
             parts.insert(
                 (*f).to_owned(),
                 json!({"type": "string", "contentMediaType": "application/octet-stream", "description": "The file; stored content-addressed under the inputs root"}),
             );
+            encoding.insert(
+                (*f).to_owned(),
+                json!({"contentType": "application/octet-stream"}),
+            );
+            if w.required_files.contains(f) {
+                required.push(json!(f));
+            }
         }
         let mut op = json!({
             "operationId": format!("run_{}", w.name.replace(['-', '.'], "_")),
@@ -101,7 +127,10 @@ pub fn document(workflows: &[Entry<'_>], secured: bool) -> Value {
                 "required": true,
                 "content": {
                     "application/json": {"schema": json_body},
-                    "multipart/form-data": {"schema": {"type": "object", "properties": parts, "required": ["inputs"]}},
+                    "multipart/form-data": {
+                        "schema": {"type": "object", "properties": parts, "required": required, "additionalProperties": false},
+                        "encoding": encoding,
+                    },
                 }
             },
             "responses": {
@@ -177,7 +206,14 @@ pub fn document(workflows: &[Entry<'_>], secured: bool) -> Value {
             "summary": "Server-sent events: `status`, the run, at each change; ends after a final state",
             "parameters": [id_param],
             "responses": {
-                "200": {"description": "The event stream", "content": {"text/event-stream": {"schema": {"type": "string"}}}},
+                "200": {"description": "The event stream", "content": {"text/event-stream": {"schema": {
+                    "type": "object",
+                    "required": ["event", "data"],
+                    "properties": {
+                        "event": {"const": "status"},
+                        "data": {"type": "string", "contentMediaType": "application/json", "contentSchema": {"$ref": "#/components/schemas/Run"}},
+                    }
+                }}}},
                 "401": error_response("No valid token"),
                 "403": error_response("The token lacks the `read` scope"),
                 "404": error_response("No such run"),
@@ -285,6 +321,7 @@ mod tests {
                 description: None,
                 schema: &schema,
                 files: vec!["image"],
+                required_files: vec!["image"],
             }],
             true,
         );

@@ -70,7 +70,7 @@ fn error_with(
     (status, Json(json!({ "error": e }))).into_response()
 }
 
-fn authorize(app: &App, headers: &HeaderMap, scope: Scope) -> Result<(), Response> {
+fn authorize(app: &App, headers: &HeaderMap, scope: Scope) -> Result<(), Box<Response>> {
     let Some(tokens) = &app.tokens else {
         return Ok(());
     };
@@ -87,20 +87,20 @@ fn authorize(app: &App, headers: &HeaderMap, scope: Scope) -> Result<(), Respons
             );
             r.headers_mut()
                 .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
-            Err(r)
+            Err(Box::new(r))
         }
-        Verdict::Forbidden => Err(error(
+        Verdict::Forbidden => Err(Box::new(error(
             StatusCode::FORBIDDEN,
             "forbidden",
             format!("this token lacks the `{}` scope", scope.as_str()),
-        )),
+        ))),
     }
 }
 
 macro_rules! authorized {
     ($app:expr, $headers:expr, $scope:expr) => {
         if let Err(r) = authorize(&$app, &$headers, $scope) {
-            return r;
+            return *r;
         }
     };
 }
@@ -601,18 +601,27 @@ async fn events(State(app): Shared, headers: HeaderMap, Path(id): Path<String>) 
         .into_response()
 }
 
-/// A single `Range: bytes=...` against a file of `len` bytes: the inclusive span to send,
-/// `Ok(None)` to send it all (no header, or one this server does not take: several ranges,
-/// another unit), `Err(())` when it lies outside the file (416).
-pub fn parse_range(header: Option<&str>, len: u64) -> Result<Option<(u64, u64)>, ()> {
+/// What a `Range` header asks of a file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Span {
+    /// All of it: no header, or one this server does not take (several ranges, another unit).
+    Whole,
+    /// These bytes, both ends included.
+    Part(u64, u64),
+    /// Outside the file: 416.
+    Unsatisfiable,
+}
+
+/// A single `Range: bytes=...` against a file of `len` bytes.
+pub fn parse_range(header: Option<&str>, len: u64) -> Span {
     let Some(spec) = header.and_then(|h| h.trim().strip_prefix("bytes=")) else {
-        return Ok(None);
+        return Span::Whole;
     };
     if spec.contains(',') {
-        return Ok(None);
+        return Span::Whole;
     }
     let Some((a, b)) = spec.split_once('-') else {
-        return Ok(None);
+        return Span::Whole;
     };
     let (a, b) = (a.trim(), b.trim());
     let span = match (a.parse::<u64>().ok(), b.parse::<u64>().ok()) {
@@ -620,16 +629,16 @@ pub fn parse_range(header: Option<&str>, len: u64) -> Result<Option<(u64, u64)>,
         (Some(start), None) if b.is_empty() => (start, len.saturating_sub(1)),
         (None, Some(suffix)) if a.is_empty() => {
             if suffix == 0 {
-                return Err(());
+                return Span::Unsatisfiable;
             }
             (len.saturating_sub(suffix), len.saturating_sub(1))
         }
-        _ => return Ok(None),
+        _ => return Span::Whole,
     };
     if len == 0 || span.0 >= len {
-        return Err(());
+        return Span::Unsatisfiable;
     }
-    Ok(Some(span))
+    Span::Part(span.0, span.1)
 }
 
 async fn output(
@@ -651,9 +660,9 @@ async fn output(
     let len = f.metadata().await.map(|m| m.len()).unwrap_or(0);
     let range = headers.get(header::RANGE).and_then(|v| v.to_str().ok());
     let (status, start, end) = match parse_range(range, len) {
-        Ok(None) => (StatusCode::OK, 0, len.saturating_sub(1)),
-        Ok(Some((a, b))) => (StatusCode::PARTIAL_CONTENT, a, b),
-        Err(()) => {
+        Span::Whole => (StatusCode::OK, 0, len.saturating_sub(1)),
+        Span::Part(a, b) => (StatusCode::PARTIAL_CONTENT, a, b),
+        Span::Unsatisfiable => {
             let mut r = error(
                 StatusCode::RANGE_NOT_SATISFIABLE,
                 "bad_range",
@@ -708,19 +717,19 @@ mod tests {
 
     #[test]
     fn ranges_are_read_as_rfc_9110_says() {
-        assert_eq!(parse_range(None, 100), Ok(None));
-        assert_eq!(parse_range(Some("bytes=0-9"), 100), Ok(Some((0, 9))));
-        assert_eq!(parse_range(Some("bytes=90-"), 100), Ok(Some((90, 99))));
-        assert_eq!(parse_range(Some("bytes=-10"), 100), Ok(Some((90, 99))));
-        assert_eq!(parse_range(Some("bytes=-1000"), 100), Ok(Some((0, 99))));
-        assert_eq!(parse_range(Some("bytes=50-1000"), 100), Ok(Some((50, 99))));
-        assert_eq!(parse_range(Some("bytes=100-"), 100), Err(()));
-        assert_eq!(parse_range(Some("bytes=-0"), 100), Err(()));
-        assert_eq!(parse_range(Some("bytes=0-0"), 0), Err(()));
+        assert_eq!(parse_range(None, 100), Span::Whole);
+        assert_eq!(parse_range(Some("bytes=0-9"), 100), Span::Part(0, 9));
+        assert_eq!(parse_range(Some("bytes=90-"), 100), Span::Part(90, 99));
+        assert_eq!(parse_range(Some("bytes=-10"), 100), Span::Part(90, 99));
+        assert_eq!(parse_range(Some("bytes=-1000"), 100), Span::Part(0, 99));
+        assert_eq!(parse_range(Some("bytes=50-1000"), 100), Span::Part(50, 99));
+        assert_eq!(parse_range(Some("bytes=100-"), 100), Span::Unsatisfiable);
+        assert_eq!(parse_range(Some("bytes=-0"), 100), Span::Unsatisfiable);
+        assert_eq!(parse_range(Some("bytes=0-0"), 0), Span::Unsatisfiable);
         // Not taken: served whole.
-        assert_eq!(parse_range(Some("bytes=0-1,5-6"), 100), Ok(None));
-        assert_eq!(parse_range(Some("items=0-1"), 100), Ok(None));
-        assert_eq!(parse_range(Some("bytes=9-2"), 100), Ok(None));
-        assert_eq!(parse_range(Some("bytes=x-"), 100), Ok(None));
+        assert_eq!(parse_range(Some("bytes=0-1,5-6"), 100), Span::Whole);
+        assert_eq!(parse_range(Some("items=0-1"), 100), Span::Whole);
+        assert_eq!(parse_range(Some("bytes=9-2"), 100), Span::Whole);
+        assert_eq!(parse_range(Some("bytes=x-"), 100), Span::Whole);
     }
 }
