@@ -16,12 +16,12 @@ import "./style.css";
 const widgets = { seed: SeedWidget, upload: UploadWidget, file: UploadWidget, FileWidget: UploadWidget };
 
 // RJSF's NumberField turns the text its widget hands up into a JavaScript number
-// (9007199254740993 becomes 9007199254740992) before the form data sees it. A seed (`x-seed`)
-// skips it: the seed widget decides from the raw text and hands up a number only when it is
+// (9007199254740993 becomes 9007199254740992) before the form data sees it. A seed (`x-seed`,
+// or the `seed` widget by the UI schema) skips it: the seed widget decides from the raw text and hands up a number only when it is
 // exact; other numbers keep RJSF's own field.
 const DefaultNumberField = getDefaultRegistry().fields.NumberField;
 function NumberField(props) {
-  if (props.schema?.["x-seed"]) {
+  if (props.schema?.["x-seed"] || props.uiSchema?.["ui:widget"] === "seed") {
     const { StringField } = props.registry.fields;
     return <StringField {...props} />;
   }

@@ -14,6 +14,7 @@
 // - img2img: an image chosen in the file input is sent as a multipart part, stored under the
 //   inputs root by content (sha256), the run ends `done` and its output image loads.
 // - earlier runs are listed and open from the list.
+// - a run queued while no daemon runs shows its position, and the page's Cancel cancels it.
 // - with --tokens, the page asks for the token on 401 and then works.
 
 import { spawn } from "node:child_process";
@@ -93,7 +94,7 @@ async function main() {
     /listening port=(\d+)/,
   );
   const comfyUrl = `http://127.0.0.1:${sim.match[1]}`;
-  await start(
+  const daemon = await start(
     "comfyd-run",
     COMFYD,
     ["run", "--jobs", jobs, "--workflows", join(repo, "examples"), "--inputs", inputs, "--comfy-url", comfyUrl, "--gpu", "0"],
@@ -221,6 +222,23 @@ async function main() {
     await page.waitForSelector("[data-testid=run-status]:text('done')");
     await page.locator("img[data-testid=output-image]").first().waitFor();
     check(true, "runs: an earlier run opens from the list with its outputs");
+
+    // --- a queued run: with the daemon stopped, a solid-color run waits; the page says so and
+    // cancels it.
+    const exited = new Promise((r) => daemon.child.once("exit", r));
+    daemon.child.kill("SIGTERM");
+    await exited;
+    await page.goto(`${base}/#/w/solid-color`);
+    await page.waitForSelector("#root_width");
+    await page.fill("#root_width", "32");
+    await page.click("button[type=submit]");
+    await page.waitForURL(/#\/r\//);
+    const run3Id = decodeURIComponent(page.url().split("#/r/")[1]);
+    await page.waitForSelector("[data-testid=run-status]:text('queued')");
+    check(/position \d+/.test(await page.locator("section.run").innerText()), `solid-color run ${run3Id}: queued, with its position, while no daemon runs`);
+    await page.click("section.run button:text('Cancel')");
+    await page.waitForSelector("[data-testid=run-status]:text('cancelled')");
+    check((await json(`${base}/v1/runs/${encodeURIComponent(run3Id)}`)).status === "cancelled", "cancel: the page's Cancel cancels the queued run");
 
     // --- tokens: a second server over the same directory that asks for one.
     const tokens = join(tmp, "tokens");
