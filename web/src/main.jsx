@@ -67,6 +67,9 @@ function App() {
   const [workflows, setWorkflows] = useState(null);
   const [error, setError] = useState(null);
   const [reload, setReload] = useState(0);
+  // Bumped when a followed run changes state, so the run list shows it.
+  const [runsTick, setRunsTick] = useState(0);
+  const onStatus = useCallback(() => setRunsTick((n) => n + 1), []);
 
   // Any 401 anywhere asks for the token; the views retry once one is given (reload).
   const onError = useCallback((e) => {
@@ -139,11 +142,11 @@ function App() {
               ))}
             </ul>
           )}
-          <Runs key={reload} current={route.run} onError={onError} />
+          <Runs key={reload} current={route.run} tick={runsTick} onError={onError} />
         </nav>
         <main>
           {route.workflow && <WorkflowForm key={`${route.workflow}:${reload}`} name={route.workflow} onError={onError} />}
-          {route.run && <RunView key={`${route.run}:${reload}`} id={route.run} onError={onError} />}
+          {route.run && <RunView key={`${route.run}:${reload}`} id={route.run} onError={onError} onStatus={onStatus} />}
         </main>
       </div>
     </>
@@ -203,11 +206,18 @@ function WorkflowForm({ name, onError }) {
     }
     return errors;
   };
+  // The error list names inputs by title ("Seed: ...") rather than by property path (".seed").
   const transformErrors = (errors) =>
-    errors.filter((e) => {
-      const k = (e.property || "").replace(/^\./, "");
-      return !(seeds.includes(k) && typeof formData?.[k] === "string" && e.name === "type");
-    });
+    errors
+      .filter((e) => {
+        const k = (e.property || "").replace(/^\./, "");
+        return !(seeds.includes(k) && typeof formData?.[k] === "string" && e.name === "type");
+      })
+      .map((e) => {
+        const k = (e.property || "").replace(/^\./, "");
+        const title = wf.schema.properties?.[k]?.title || k;
+        return title ? { ...e, stack: `${title}: ${e.message}` } : e;
+      });
 
   const submit = async ({ formData: data }) => {
     setBusy(true);
@@ -257,7 +267,6 @@ function WorkflowForm({ name, onError }) {
   return (
     <section className="workflow">
       <h2>{wf.title || wf.name}</h2>
-      {wf.description && <p className="muted">{wf.description}</p>}
       <FilesContext.Provider value={files}>
         <Form
           schema={wf.schema}
@@ -293,13 +302,17 @@ function idempotencyKey() {
   return [...a].map((b) => b.toString(16).padStart(2, "0")).join("");
 }
 
-function RunView({ id, onError }) {
+function RunView({ id, onError, onStatus }) {
   const [run, setRun] = useState(null);
   const [err, setErr] = useState(null);
+  const status = run?.status;
   useEffect(() => {
     setRun(null);
     return follow(id, setRun, (e) => (e instanceof ApiError && e.status === 401 ? onError(e) : setErr(e)));
   }, [id, onError]);
+  useEffect(() => {
+    if (status) onStatus();
+  }, [status, onStatus]);
   const cancel = () => api(`/v1/runs/${encodeURIComponent(id)}`, { method: "DELETE" }).then(setRun, setErr);
 
   if (!run) return err ? <p className="error">{err.message}</p> : <p className="muted">loading run {id}…</p>;
@@ -310,7 +323,7 @@ function RunView({ id, onError }) {
         Run <code>{run.id}</code>
       </h2>
       <p>
-        <a href={`#/w/${encodeURIComponent(run.workflow)}`}>{run.workflow}</a> ·{" "}
+        <a href={`#/w/${encodeURIComponent(String(run.workflow).replace(/@[^@]*$/, ""))}`}>{run.workflow}</a> ·{" "}
         <span className={`status ${run.status}`} data-testid="run-status">
           {run.status}
         </span>
@@ -341,9 +354,9 @@ function RunView({ id, onError }) {
         </ul>
       )}
       <p className="muted times">
-        {run.created && <>created {run.created} </>}
-        {run.started && <>· started {run.started} </>}
-        {run.ended && <>· ended {run.ended}</>}
+        {run.created && <>created {when(run.created)} </>}
+        {run.started && <>· started {when(run.started)} </>}
+        {run.ended && <>· ended {when(run.ended)}</>}
       </p>
       {err && <p className="error">{err.message}</p>}
     </section>
@@ -379,6 +392,12 @@ function Output({ o }) {
   );
 }
 
+/** A time from the API (milliseconds since the epoch, or RFC 3339 text) in the reader's locale. */
+function when(t) {
+  const d = new Date(typeof t === "string" && /^\d+$/.test(t) ? Number(t) : t);
+  return Number.isNaN(d.getTime()) ? String(t) : d.toLocaleString();
+}
+
 function formatSize(n) {
   if (typeof n !== "number") return "";
   if (n < 1024) return `${n} B`;
@@ -386,7 +405,7 @@ function formatSize(n) {
   return `${(n / 1024 / 1024).toFixed(1)} MiB`;
 }
 
-function Runs({ current, onError }) {
+function Runs({ current, tick: outerTick, onError }) {
   const [runs, setRuns] = useState([]);
   const [next, setNext] = useState(null);
   const [tick, setTick] = useState(0);
@@ -403,7 +422,7 @@ function Runs({ current, onError }) {
   // Reloaded when the route changes (a new run shows up at the top).
   useEffect(() => {
     load(null);
-  }, [load, current, tick]);
+  }, [load, current, tick, outerTick]);
   return (
     <>
       <h2>
@@ -418,7 +437,7 @@ function Runs({ current, onError }) {
             <a href={`#/r/${encodeURIComponent(r.id)}`}>
               <span className={`status ${r.status}`}>{r.status}</span> {r.workflow}
             </a>
-            <div className="muted small">{r.created}</div>
+            <div className="muted small">{when(r.created)}</div>
           </li>
         ))}
       </ul>
