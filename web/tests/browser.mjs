@@ -90,7 +90,7 @@ async function main() {
   const sim = await start(
     "comfy-sim",
     SIM,
-    ["--port", "0", "--root", join(tmp, "sim"), "--node-ms", "40", "--model", "checkpoints/v1-5-pruned-emaonly-fp16.safetensors"],
+    ["--port", "0", "--root", join(tmp, "sim"), "--node-ms", "150", "--model", "checkpoints/v1-5-pruned-emaonly-fp16.safetensors"],
     /listening port=(\d+)/,
   );
   const comfyUrl = `http://127.0.0.1:${sim.match[1]}`;
@@ -166,12 +166,25 @@ async function main() {
     await page.click("button[type=submit]");
     await page.waitForURL(/#\/r\//);
     const runId = decodeURIComponent(page.url().split("#/r/")[1]);
+    // What the run view showed on its way to done: its states, and whether a progress bar came.
+    await page.evaluate(() => {
+      window.__seen = { states: [], progress: false };
+      const look = () => {
+        const s = document.querySelector("[data-testid=run-status]")?.textContent;
+        if (s && window.__seen.states.at(-1) !== s) window.__seen.states.push(s);
+        if (document.querySelector("section.run progress")) window.__seen.progress = true;
+      };
+      look();
+      new MutationObserver(look).observe(document.body, { subtree: true, childList: true, characterData: true });
+    });
     await page.waitForSelector("[data-testid=run-status]:text('done')", { timeout: 90000 });
     const img = page.locator("img[data-testid=output-image]").first();
     await img.waitFor();
     await page.waitForFunction((el) => el.complete && el.naturalWidth > 0, await img.elementHandle());
     const w = await img.evaluate((el) => el.naturalWidth);
     check(w > 0, `txt2img run ${runId}: done, and its output image loaded on the page (naturalWidth ${w})`);
+    const seen = await page.evaluate(() => window.__seen);
+    check(seen.states.includes("running") && seen.progress, `txt2img: the page showed the run running, with a progress bar (states ${seen.states.join(" → ")})`);
     const stream = streams.find((s) => s.url.includes(`/v1/runs/${runId}/events`));
     check(stream && stream.status === 200 && stream.type.startsWith("text/event-stream"), "txt2img: the page followed the run through its event stream");
     const run = await json(`${base}/v1/runs/${encodeURIComponent(runId)}`);
