@@ -5,6 +5,7 @@
 import { StrictMode, useCallback, useEffect, useMemo, useState } from "react";
 import { createRoot } from "react-dom/client";
 import Form, { getDefaultRegistry } from "@rjsf/core";
+import { hasWidget } from "@rjsf/utils";
 import { customizeValidator } from "@rjsf/validator-ajv8";
 import Ajv2020 from "ajv/dist/2020.js";
 import { api, ApiError, fileUrl, follow, FINAL, setToken, token } from "./api.js";
@@ -28,6 +29,8 @@ function NumberField(props) {
   return <DefaultNumberField {...props} />;
 }
 const fields = { NumberField };
+const allWidgets = { ...getDefaultRegistry().widgets, ...widgets };
+const knowsWidget = (schema, name) => hasWidget(schema, name, allWidgets);
 
 /** An RJSF validator over a strict Ajv2020 that knows every `x-` keyword of `schema`. */
 function validatorFor(schema) {
@@ -190,7 +193,7 @@ function WorkflowForm({ name, onError }) {
   }, [name, onError]);
 
   const validator = useMemo(() => (wf ? validatorFor(wf.schema) : null), [wf]);
-  const uiSchema = useMemo(() => (wf ? uiSchemaFor(wf.schema, wf.uischema) : {}), [wf]);
+  const uiSchema = useMemo(() => (wf ? uiSchemaFor(wf.schema, wf.uischema, knowsWidget) : {}), [wf]);
   const seeds = useMemo(() => (wf ? seedInputs(wf.schema) : []), [wf]);
 
   if (!wf) return <p className="muted">loading {name}…</p>;

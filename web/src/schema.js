@@ -49,9 +49,11 @@ export function seedInputs(schema) {
 /**
  * The RJSF uiSchema for `schema`: what the schema's own hints say (field order, textareas,
  * seed and upload widgets, steps), with the server's `uischema` laid over it (the server's
- * choices win, key by key, so an older or empty `uischema` still gives a usable form).
+ * choices win, key by key, so an older or empty `uischema` still gives a usable form). A
+ * widget the page does not have (`knows(propertySchema, widgetName)` false) is not taken from
+ * the server: RJSF would refuse to render the whole form for it.
  */
-export function uiSchemaFor(schema, serverUi) {
+export function uiSchemaFor(schema, serverUi, knows = () => true) {
   const ui = {};
   const props = schema?.properties ?? {};
   const order = Array.isArray(schema?.["x-order"]) ? schema["x-order"].filter((k) => k in props) : [];
@@ -71,7 +73,17 @@ export function uiSchemaFor(schema, serverUi) {
     }
     if (Object.keys(field).length) ui[name] = field;
   }
-  return mergeUi(ui, serverUi);
+  const merged = mergeUi(ui, serverUi);
+  for (const [name, p] of Object.entries(props)) {
+    const w = merged[name]?.["ui:widget"];
+    if (typeof w === "string" && !knows(p, w)) {
+      const mine = ui[name]?.["ui:widget"];
+      merged[name] = { ...merged[name] };
+      if (mine) merged[name]["ui:widget"] = mine;
+      else delete merged[name]["ui:widget"];
+    }
+  }
+  return merged;
 }
 
 function accept(p) {

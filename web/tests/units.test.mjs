@@ -91,6 +91,12 @@ test("the UI schema follows the hints, and the server's uischema wins key by key
   assert.equal(ui.cfg["ui:options"].step, 0.1);
   assert.deepEqual(uploadInputs(schema), ["image"]);
   assert.deepEqual(uiSchemaFor(schema, {}), uiSchemaFor(schema, undefined));
+  // A widget the page lacks is not taken from the server: the page's own choice stays.
+  const knows = (_, w) => ["seed", "upload", "textarea", "text"].includes(w);
+  const odd = uiSchemaFor(schema, { image: { "ui:widget": "image-picker" }, cfg: { "ui:widget": "knob", "ui:help": "h" } }, knows);
+  assert.equal(odd.image["ui:widget"], "upload");
+  assert.equal(odd.cfg["ui:widget"], undefined);
+  assert.equal(odd.cfg["ui:help"], "h");
 });
 
 test("a run with a file is multipart: inputs JSON without the file's placeholder, then the file", () => {
