@@ -11,6 +11,8 @@
 //   (9007199254740991, 2^53−1) reaches the job exactly (its manifest).
 // - a seed of 2^53+1 (9007199254740993) is refused with a message naming the limit, the text
 //   stays as typed, and no run is created.
+// - img2img: a file name the server refuses (`..`) gets its 422 message on the input and makes
+//   no run;
 // - img2img: an image chosen in the file input is sent as a multipart part, stored under the
 //   inputs root by content (sha256), the run ends `done` and its output image loads.
 // - earlier runs are listed and open from the list.
@@ -123,9 +125,9 @@ async function main() {
   try {
     const page = browser.pages()[0] ?? (await browser.newPage());
     page.on("pageerror", (e) => pageErrors.push(String(e)));
-    // Console errors count too, but for the 401s the token case asks for on purpose.
+    // Console errors count too, but for the 401s and the 422 the test asks for on purpose.
     page.on("console", (m) => {
-      if (m.type() === "error" && !/status of 401/.test(m.text())) pageErrors.push(`console: ${m.text()}`);
+      if (m.type() === "error" && !/status of (401|422)/.test(m.text())) pageErrors.push(`console: ${m.text()}`);
     });
     const streams = [];
     page.on("response", (r) => {
@@ -201,6 +203,13 @@ async function main() {
     writeFileSync(pngPath, png);
     await page.goto(`${base}/#/w/img2img`);
     await page.waitForSelector("#root_image");
+    // A file name the server refuses (`..` in it): its 422 is shown on the input, no run made.
+    const runsBefore = (await json(`${base}/v1/runs?limit=100`)).runs.length;
+    await page.setInputFiles("#root_image", { name: "fox..png", mimeType: "image/png", buffer: png });
+    await page.click("button[type=submit]");
+    const refusal = await page.locator(".upload").locator("xpath=ancestor::div[contains(@class,'form-group')]").locator(".error-detail").innerText();
+    check(refusal.includes("..") && /#\/w\/img2img$/.test(page.url()), `img2img: the server's 422 for a refused file name shows on the input ("${refusal.trim()}")`);
+    check((await json(`${base}/v1/runs?limit=100`)).runs.length === runsBefore, "img2img: the refused upload made no run");
     await page.setInputFiles("#root_image", pngPath);
     await page.waitForSelector(".upload img.preview");
     await page.fill("#root_prompt", "a watercolour fox");
