@@ -18,8 +18,8 @@ const widgets = { seed: SeedWidget, upload: UploadWidget, file: UploadWidget, Fi
 
 // RJSF's NumberField turns the text its widget hands up into a JavaScript number
 // (9007199254740993 becomes 9007199254740992) before the form data sees it. A seed (`x-seed`,
-// or the `seed` widget by the UI schema) skips it: the seed widget decides from the raw text and hands up a number only when it is
-// exact; other numbers keep RJSF's own field.
+// or the `seed` widget by the UI schema) skips it: the seed widget decides from the raw text
+// and hands up a number only when it is exact; other numbers keep RJSF's own field.
 const DefaultNumberField = getDefaultRegistry().fields.NumberField;
 function NumberField(props) {
   if (props.schema?.["x-seed"] || props.uiSchema?.["ui:widget"] === "seed") {
@@ -32,12 +32,13 @@ const fields = { NumberField };
 const allWidgets = { ...getDefaultRegistry().widgets, ...widgets };
 const knowsWidget = (schema, name) => hasWidget(schema, name, allWidgets);
 
-/** An RJSF validator over a strict Ajv2020 that knows every `x-` keyword of `schema`. */
+/** An RJSF validator over a strict Ajv2020 (every strict check on: a schema Ajv would only
+ * warn about is refused) that knows every `x-` keyword of `schema` as a vocabulary. */
 function validatorFor(schema) {
   const vocabulary = [...new Set([...KNOWN_X_KEYWORDS, ...xKeywords(schema)])];
   return customizeValidator({
     AjvClass: Ajv2020,
-    ajvOptionsOverrides: { strict: true, strictTypes: false, strictRequired: false },
+    ajvOptionsOverrides: { strict: true },
     extenderFn: (ajv) => {
       ajv.addVocabulary(vocabulary);
       return ajv;
@@ -48,7 +49,12 @@ function validatorFor(schema) {
 function parseHash() {
   const h = location.hash.replace(/^#\/?/, "");
   const [kind, ...rest] = h.split("/");
-  const arg = decodeURIComponent(rest.join("/"));
+  let arg;
+  try {
+    arg = decodeURIComponent(rest.join("/"));
+  } catch {
+    return {};
+  }
   if (kind === "w" && arg) return { workflow: arg };
   if (kind === "r" && arg) return { run: arg };
   return {};

@@ -5,6 +5,7 @@
 // /usr/bin/chromium).
 //
 // What it asserts:
+// - every example workflow's form renders;
 // - txt2img: the form is generated from the schema (titles, a textarea for the prompt, the seed
 //   widget); randomise picks a seed within [0, 2^53−1]; a run submitted from the form ends
 //   `done` and its output image loads on the page (naturalWidth > 0); the seed typed
@@ -134,6 +135,14 @@ async function main() {
       if (/\/v1\/runs\/[^/]+\/events$/.test(new URL(r.url()).pathname)) streams.push({ url: r.url(), status: r.status(), type: r.headers()["content-type"] || "" });
     });
     page.setDefaultTimeout(20000);
+
+    // --- every workflow's form renders (RJSF refuses a whole form over one bad schema part).
+    for (const w of (await json(`${base}/v1/workflows`)).workflows) {
+      await page.goto(`${base}/#/w/${encodeURIComponent(w.name)}`);
+      await page.waitForSelector("section.workflow button[type=submit]");
+      const n = await page.locator("section.workflow .form-group[class*=field-]").count();
+      check(n > 1, `${w.name}: its form renders (${n} fields)`);
+    }
 
     // --- txt2img: the generated form, randomise, a run to its image.
     await page.goto(`${base}/#/w/txt2img`);
