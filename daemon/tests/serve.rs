@@ -548,6 +548,22 @@ async fn cancel_keeps_a_queued_run_from_ever_running_and_interrupts_a_running_on
     let a = a["id"].as_str().unwrap_or_default().to_owned();
     let running = wait_for(&base, &a, Duration::from_secs(30), |s| s != "queued").await;
     assert_eq!(running["status"], "running", "{running}");
+    // Node by node, from the daemon's status file: the sampler, with its steps.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let v = get_run(&base, &a).await;
+        if v["progress"]["class"] == "KSampler" {
+            assert!(
+                v["progress"]["max"].as_f64().is_some_and(|m| m > 0.0),
+                "{v}"
+            );
+            assert!(v["phase"].is_string(), "{v}");
+            assert!(v["progress"]["nodes_total"].as_u64().is_some_and(|n| n > 0), "{v}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "no sampler progress: {v}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     let (_, b) = post(
         &base,
         "txt2img",

@@ -5,9 +5,9 @@
 //! `OUTPUTS/ID/manifest.json`. Beside the store, in `JOBS/serve/`, the server keeps what the
 //! job file cannot say:
 //! - `runs/ID.json`: the run's record (workflow, creation time, webhook, the job it wrote);
-//! - `keys/SHA256(KEY)`: an `Idempotency-Key` and the run it made, created with `link(2)` so
-//!   that of two concurrent requests with one key exactly one makes the run, across processes
-//!   and restarts;
+//! - `keys/SHA256(KEY)`: the record of the run an `Idempotency-Key` made (the same file as its
+//!   `runs/ID.json`), linked into place with `link(2)` so that of two concurrent requests with
+//!   one key exactly one makes the run, across processes and restarts;
 //! - `hooks/ID.owed` / `hooks/ID.json`: a webhook still owed, and how its delivery ended.
 //!
 //! A run's state is read back from where its file is: `inbox/` or `queue/` (queued or
@@ -40,12 +40,6 @@ pub struct Record {
     pub body: String,
     /// The job file's content.
     pub job: Value,
-}
-
-#[derive(Debug, Serialize, Deserialize)]
-struct KeyRecord {
-    id: String,
-    body: String,
 }
 
 /// What a submission came to.
@@ -155,20 +149,6 @@ pub fn is_final(run: &Value) -> bool {
     )
 }
 
-/// Creates `path` with `bytes` only when nothing is there (temp file, then `link(2)`).
-fn create_new(path: &Path, bytes: &[u8]) -> io::Result<bool> {
-    let dir = path.parent().unwrap_or(Path::new("."));
-    let tmp = dir.join(format!(".t-{:016x}", fastrand::u64(..)));
-    std::fs::write(&tmp, bytes)?;
-    let linked = std::fs::hard_link(&tmp, path);
-    let _ = std::fs::remove_file(&tmp);
-    match linked {
-        Ok(()) => Ok(true),
-        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(false),
-        Err(e) => Err(e),
-    }
-}
-
 fn names(dir: &Path) -> Vec<String> {
     let mut v: Vec<String> = std::fs::read_dir(dir)
         .map(|r| {
@@ -214,12 +194,36 @@ impl Runs {
         serde_json::from_slice(&bytes).ok()
     }
 
-    /// Writes a run's record, then its job file into the inbox (renamed in whole).
-    fn write_run(&self, record: &Record) -> io::Result<()> {
-        write_atomic_unsynced(
-            &self.record_path(&record.id),
-            &serde_json::to_vec(record).map_err(io::Error::other)?,
-        )?;
+    /// Writes a run: its record (with an idempotency key, first linked as the key's file,
+    /// which fails when the key has one: `Ok(false)`, nothing written), then the webhook it
+    /// owes, then its job file into the inbox (renamed in whole). The record is one file
+    /// linked under two names: creating files is what costs on most file systems.
+    fn write_run(&self, record: &Record, key_path: Option<&Path>) -> io::Result<bool> {
+        let runs = self.dir.join("runs");
+        let tmp = runs.join(format!(".t-{:016x}", fastrand::u64(..)));
+        std::fs::write(&tmp, serde_json::to_vec(record).map_err(io::Error::other)?)?;
+        if let Some(key_path) = key_path {
+            match std::fs::hard_link(&tmp, key_path) {
+                Ok(()) => {}
+                Err(e) => {
+                    let _ = std::fs::remove_file(&tmp);
+                    return match e.kind() {
+                        io::ErrorKind::AlreadyExists => Ok(false),
+                        _ => Err(e),
+                    };
+                }
+            }
+        }
+        if let Err(e) = std::fs::rename(&tmp, self.record_path(&record.id)) {
+            let _ = std::fs::remove_file(&tmp);
+            return Err(e);
+        }
+        self.write_job(record)?;
+        Ok(true)
+    }
+
+    /// The webhook a run owes, then its job file, renamed into the inbox whole.
+    fn write_job(&self, record: &Record) -> io::Result<()> {
         if let Some(url) = &record.webhook {
             write_atomic_unsynced(
                 &self.dir.join("hooks").join(format!("{}.owed", record.id)),
@@ -253,46 +257,36 @@ impl Runs {
             job: json!({"workflow": workflow, "id": id, "inputs": inputs}),
         };
         let Some(key) = key else {
-            self.write_run(&record)?;
+            self.write_run(&record, None)?;
             return Ok(Submitted::Created(id));
         };
-        let key_hash = hex::encode(Sha256::digest(key.as_bytes()));
-        let stripe = usize::from(Sha256::digest(key.as_bytes())[0]) % self.stripes.len();
+        let key_hash = Sha256::digest(key.as_bytes());
+        let stripe = usize::from(key_hash[0]) % self.stripes.len();
         let _one_at_a_time = self.stripes[stripe].lock();
-        let key_path = self.dir.join("keys").join(&key_hash);
-        let mine = serde_json::to_vec(&KeyRecord {
-            id: id.clone(),
-            body: body.clone(),
-        })
-        .map_err(io::Error::other)?;
-        if create_new(&key_path, &mine)? {
-            self.write_run(&record)?;
+        let key_path = self.dir.join("keys").join(hex::encode(key_hash));
+        if self.write_run(&record, Some(&key_path))? {
             return Ok(Submitted::Created(id));
         }
-        let seen: KeyRecord = serde_json::from_slice(&std::fs::read(&key_path)?)
+        let seen: Record = serde_json::from_slice(&std::fs::read(&key_path)?)
             .map_err(|e| io::Error::other(format!("{}: {e}", key_path.display())))?;
         if seen.body != body {
             return Ok(Submitted::Conflict(seen.id));
         }
         // The first request may have died between its key and its job: finish its work, under
         // its id, so the run exists exactly once.
-        match self.record(&seen.id) {
-            None => {
-                let mut record = record;
-                record.id = seen.id.clone();
-                record.job["id"] = Value::String(seen.id.clone());
-                self.write_run(&record)?;
-            }
-            Some(r) => {
-                if self.observe(&r.id) == Observed::Missing
-                    && now.saturating_sub(r.created_ms) > 5_000
-                {
-                    write_atomic_unsynced(
-                        &self.store.inbox().join(format!("{}.json", r.id)),
-                        &serde_json::to_vec(&r.job).map_err(io::Error::other)?,
-                    )?;
+        if !self.record_path(&seen.id).exists() {
+            std::fs::hard_link(&key_path, self.record_path(&seen.id)).or_else(|e| {
+                if e.kind() == io::ErrorKind::AlreadyExists {
+                    Ok(())
+                } else {
+                    Err(e)
                 }
-            }
+            })?;
+            self.write_job(&seen)?;
+        } else if self.observe(&seen.id) == Observed::Missing
+            && now.saturating_sub(seen.created_ms) > 5_000
+        {
+            self.write_job(&seen)?;
         }
         Ok(Submitted::Replayed(seen.id))
     }
@@ -704,15 +698,46 @@ mod tests {
             runs.submit("w@1", inputs.clone(), None, Some("k2")),
             Ok(Submitted::Created(id)) if id != created[0]
         ));
+        // A server killed between a key's file and the run's: the replay finishes the work.
+        let inputs3: Map<String, Value> =
+            serde_json::from_str(r#"{"prompt":"z"}"#).unwrap_or_default();
+        let orphan = Record {
+            id: new_id(1_000),
+            workflow: "w@1".into(),
+            created_ms: 1_000,
+            webhook: None,
+            body: body_hash("w@1", &inputs3, None),
+            job: json!({"workflow": "w@1", "id": new_id(1_000), "inputs": inputs3}),
+        };
+        let mut orphan = orphan;
+        orphan.job["id"] = json!(orphan.id);
+        std::fs::write(
+            t.path()
+                .join("jobs/serve/keys")
+                .join(hex::encode(Sha256::digest(b"k3"))),
+            serde_json::to_vec(&orphan).unwrap_or_default(),
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        assert!(matches!(
+            runs.submit("w@1", inputs3, None, Some("k3")),
+            Ok(Submitted::Replayed(id)) if id == orphan.id
+        ));
+        assert!(
+            t.path()
+                .join("jobs/inbox")
+                .join(format!("{}.json", orphan.id))
+                .is_file()
+        );
+        assert!(runs.record(&orphan.id).is_some());
         // Cancelled in the inbox: straight to failed/, never run.
         runs.cancel(&created[0]).unwrap_or_else(|e| panic!("{e}"));
         let v = runs.get(&created[0]).unwrap_or_default();
         assert_eq!(v["status"], "cancelled", "{v}");
-        assert_eq!(names(&t.path().join("jobs/inbox")).len(), 1);
+        assert_eq!(names(&t.path().join("jobs/inbox")).len(), 2);
         let (page, next) = runs.list(1, None);
         assert_eq!((page.len(), next.is_some()), (1, true));
         let (rest, next) = runs.list(5, next.as_deref());
-        assert_eq!((rest.len(), next), (1, None));
+        assert_eq!((rest.len(), next), (2, None));
         assert_ne!(page[0]["id"], rest[0]["id"]);
     }
 }
