@@ -11,10 +11,10 @@ function randomU32() {
   return a[0];
 }
 
-/** The `seed` widget. The form data holds a number (or, for string-typed seeds, the exact
+/** The `seed` widget (a Randomise button unless `ui:options.randomize` is false). The form data holds a number (or, for string-typed seeds, the exact
  * text); text that is not a usable seed is kept as a string in the form data, which the form's
  * validation refuses with the message parseSeed gives. */
-export function SeedWidget({ id, value, schema, required, disabled, readonly, onChange, onBlur, onFocus, rawErrors }) {
+export function SeedWidget({ id, value, schema, options, required, disabled, readonly, onChange, onBlur, onFocus, rawErrors }) {
   const [text, setText] = useState(value === undefined || value === null ? "" : String(value));
   // Follow changes from outside (randomise, a reset): the text shows the value unless the text
   // already means that value.
@@ -49,15 +49,17 @@ export function SeedWidget({ id, value, schema, required, disabled, readonly, on
         onBlur={() => onBlur(id, value)}
         onFocus={() => onFocus(id, value)}
       />
-      <button
-        type="button"
-        className="btn"
-        data-testid={`${id}-randomise`}
-        disabled={disabled || readonly}
-        onClick={() => update(String(randomSeedValue(schema, randomU32)))}
-      >
-        Randomise
-      </button>
+      {options?.randomize !== false && (
+        <button
+          type="button"
+          className="btn"
+          data-testid={`${id}-randomise`}
+          disabled={disabled || readonly}
+          onClick={() => update(String(randomSeedValue(schema, randomU32)))}
+        >
+          Randomise
+        </button>
+      )}
       {hint && (
         <p className="seed-hint" role="alert">
           {hint}
