@@ -1,5 +1,5 @@
-//! What `comfyc build` writes: per workflow the compiled workflow and its input schema, plus
-//! an index. Everything here is a pure function of the compilation, serialized with a fixed
+//! What `comfyc build` writes: per workflow the compiled workflow, its input schema and the
+//! RJSF uiSchema of its form, plus an index. Everything here is a pure function of the compilation, serialized with a fixed
 //! key order, so rebuilding gives byte-identical files that a repo can commit and diff.
 
 use std::collections::{BTreeMap, HashMap};
@@ -42,6 +42,7 @@ pub fn outputs(c: &Compilation) -> Vec<OutputFile> {
         };
         let workflow_file = format!("{stem}.workflow.json");
         let schema_file = format!("{stem}.schema.json");
+        let uischema_file = format!("{stem}.uischema.json");
         files.push(OutputFile {
             path: workflow_file.clone(),
             contents: pretty(&compiled_json(w, &catalogue_hash)),
@@ -49,6 +50,10 @@ pub fn outputs(c: &Compilation) -> Vec<OutputFile> {
         files.push(OutputFile {
             path: schema_file.clone(),
             contents: pretty(&w.schema),
+        });
+        files.push(OutputFile {
+            path: uischema_file.clone(),
+            contents: pretty(&crate::uischema::ui_schema(w)),
         });
         index.push(json!({
             "id": w.id(),
@@ -59,6 +64,7 @@ pub fn outputs(c: &Compilation) -> Vec<OutputFile> {
             "hash": w.hash,
             "workflow": workflow_file,
             "schema": schema_file,
+            "uischema": uischema_file,
             "inputs": w.inputs.iter().map(|i| i.name.clone()).collect::<Vec<_>>(),
             "outputs": w.outputs.iter().map(|o| o.name.clone()).collect::<Vec<_>>(),
         }));

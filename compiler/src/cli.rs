@@ -92,6 +92,10 @@ enum Command {
     Schema {
         /// Workflow name, or NAME@VERSION.
         name: String,
+        /// Print the RJSF uiSchema of the workflow's form instead (what `build` writes as
+        /// `NAME.uischema.json`). Default: the input schema.
+        #[arg(long)]
+        ui: bool,
     },
     /// Render one workflow with inputs into the request body for ComfyUI's `POST /prompt`.
     ///
@@ -254,7 +258,7 @@ pub fn main() -> ExitCode {
             repo_dir(dir.or(cli.dir)).and_then(|d| ctx.check(&d, deny_warnings))
         }
         Command::Build { dir, out } => repo_dir(dir.or(cli.dir)).and_then(|d| ctx.build(&d, &out)),
-        Command::Schema { name } => repo_dir(cli.dir).and_then(|d| ctx.schema(&d, &name)),
+        Command::Schema { name, ui } => repo_dir(cli.dir).and_then(|d| ctx.schema(&d, &name, ui)),
         Command::Render {
             name,
             inputs,
@@ -456,10 +460,14 @@ impl Ctx {
         }
     }
 
-    fn schema(&self, dir: &Path, name: &str) -> Result<ExitCode, Fatal> {
+    fn schema(&self, dir: &Path, name: &str, ui: bool) -> Result<ExitCode, Fatal> {
         let c = self.compile(dir);
         let w = self.workflow(&c, name)?;
-        out_json(&w.schema)?;
+        if ui {
+            out_json(&comfyc::uischema::ui_schema(w))?;
+        } else {
+            out_json(&w.schema)?;
+        }
         Ok(ExitCode::SUCCESS)
     }
 

@@ -66,7 +66,8 @@ pub enum InputType {
     Number,
     Boolean,
     Enum,
-    /// An integer seed; when a job leaves it out the daemon picks one and records it.
+    /// An integer seed, at most 2^53 - 1; when a job leaves it out the daemon picks one and
+    /// records it.
     Seed,
     /// An image file the daemon uploads (the job gives a path under its input root).
     Image,
@@ -239,7 +240,8 @@ pub struct InputDef {
     /// Smallest allowed number; may only narrow the node's own range.
     #[schemars(with = "Option<Num>")]
     pub min: Option<Spanned<Num>>,
-    /// Largest allowed number; may only narrow the node's own range.
+    /// Largest allowed number; may only narrow the node's own range. A seed's is at most
+    /// 2^53 - 1, the largest whole number a browser form keeps exact.
     #[schemars(with = "Option<Num>")]
     pub max: Option<Spanned<Num>>,
     /// Increment a form should use.

@@ -18,6 +18,7 @@ use crate::checks::{as_int, check_literal};
 use crate::definition::{InputDef, InputType, ModelDecl, Num};
 use crate::diagnostic::{Code, Diagnostic};
 use crate::graph::{Graph, InputValue, classify};
+use crate::schema::JS_SAFE_MAX;
 use crate::source::FileId;
 
 /// Where a bound input's value goes.
@@ -544,6 +545,15 @@ impl Resolve<'_> {
         }
         if let Some(v) = narrow("max", &def.max, &node_max, false) {
             input.max = Some(v);
+        }
+        // A browser form would round a larger seed to another one without a word.
+        if input.ty == InputType::Seed
+            && input.max.as_ref().is_none_or(|m| {
+                m.as_u64().is_some_and(|m| m > JS_SAFE_MAX)
+                    || m.as_f64().is_some_and(|m| m > JS_SAFE_MAX as f64)
+            })
+        {
+            input.max = Some(JS_SAFE_MAX.into());
         }
         if let (Some(lo), Some(hi)) = (&def.min, &def.max)
             && lo.get_ref().as_f64() > hi.get_ref().as_f64()

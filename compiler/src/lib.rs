@@ -6,7 +6,7 @@
 //! [`definition`] (the TOML format) and [`catalogue`] (ComfyUI's `/object_info`) →
 //! [`graph`] (the API graph) → [`inputs`] (typed inputs from bindings) →
 //! [`checks`] and [`template`] → [`compile`] (a whole repository) →
-//! [`schema`], [`build`] and [`render`] (what comes out).
+//! [`schema`], [`uischema`], [`build`] and [`render`] (what comes out).
 //! Problems are [`diagnostic::Diagnostic`]s, collected rather than returned one at a time.
 //!
 //! The library is pure: no network, no clock, no randomness, no global state.
@@ -28,6 +28,7 @@ pub mod schema;
 pub mod source;
 pub mod template;
 pub mod ui;
+pub mod uischema;
 pub mod version;
 
 pub use compile::{Compilation, Workflow, compile};

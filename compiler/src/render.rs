@@ -15,6 +15,9 @@ use crate::diagnostic::{Code, Diagnostic};
 use crate::inputs::WorkflowInput;
 use crate::template;
 
+/// Why a seed above 2^53 − 1 is refused, and what to do instead.
+const SEED_HELP: &str = "seeds stop at 2^53 - 1 = 9007199254740991, the largest whole number a browser keeps exact, so a seed typed into a form runs as typed; pick a seed in range (or leave it out for a random one)";
+
 /// A problem with a job's inputs.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct InputError {
@@ -136,16 +139,29 @@ impl Workflow {
                             help: None,
                         }]
                     }
-                    _ => vec![InputError {
+                    kind => vec![InputError {
                         message: match &input {
                             Some(name) => {
                                 format!("input `{name}`{}: {}", sub_path(&pointer), describe(&e))
                             }
                             None => describe(&e),
                         },
+                        help: match kind {
+                            jsonschema::error::ValidationErrorKind::Maximum { limit }
+                                if limit.as_u64() == Some(crate::schema::JS_SAFE_MAX)
+                                    && input
+                                        .as_deref()
+                                        .and_then(|i| self.input(i))
+                                        .is_some_and(|i| {
+                                            i.ty == InputType::Seed && sub_path(&pointer).is_empty()
+                                        }) =>
+                            {
+                                Some(SEED_HELP.to_owned())
+                            }
+                            _ => None,
+                        },
                         input,
                         pointer,
-                        help: None,
                     }],
                 }
             })

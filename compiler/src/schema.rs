@@ -1,10 +1,14 @@
 //! JSON Schema (draft 2020-12) of a workflow's inputs.
 //!
 //! One schema per workflow: an object with one property per input, `required`, and
-//! `additionalProperties: false`. Besides standard keywords it carries `x-` hints a form
-//! generator can use: `x-multiline`, `x-upload` (image/mask/video/audio), `x-seed`,
-//! `x-model-folder`, `x-step`, and `x-order` (the definition's input order, since JSON
-//! object order is not meaningful).
+//! `additionalProperties: false`. It is meant to work in form libraries as emitted: every
+//! input has a `title` (the definition's, else made from its name), every `enum` has a
+//! `type`, file inputs carry `contentMediaType`, and seeds stop at 2^53 − 1 (see
+//! [`JS_SAFE_MAX`]). Besides standard keywords it carries `x-` hints a form generator can use:
+//! `x-multiline`, `x-upload` (image/mask/video/audio), `x-seed`, `x-model-folder`, `x-step`,
+//! `x-order` (the definition's input order, since JSON object order is not meaningful) and
+//! `x-comfyc`; [`EXTENSION_KEYWORDS`] lists them for validators that must be told (Ajv's
+//! strict mode). How a form should draw each input is in [`crate::uischema`].
 
 use serde_json::{Map, Value, json};
 
@@ -12,6 +16,122 @@ use crate::definition::InputType;
 use crate::inputs::WorkflowInput;
 
 pub const DRAFT: &str = "https://json-schema.org/draft/2020-12/schema";
+
+/// The largest integer a JavaScript number holds exactly, 2^53 − 1, and so the largest seed
+/// an input schema allows: a browser form parses numbers into doubles, where 2^53 + 1 would
+/// silently become 2^53 and a job would run with a seed nobody typed.
+pub const JS_SAFE_MAX: u64 = 9_007_199_254_740_991;
+
+/// The non-standard keywords input schemas may carry, for validators that reject unknown
+/// keywords (`ajv.addVocabulary(...)` in Ajv's strict mode).
+pub const EXTENSION_KEYWORDS: &[&str] = &[
+    "x-comfyc",
+    "x-model-folder",
+    "x-multiline",
+    "x-order",
+    "x-seed",
+    "x-step",
+    "x-upload",
+];
+
+/// The title a form shows for an input: the definition's, else its name made readable; none
+/// for an array's items (named `loras[]` after their array), which a form numbers instead.
+pub fn input_title(input: &WorkflowInput) -> Option<String> {
+    match &input.title {
+        Some(t) => Some(t.clone()),
+        None if input.name.ends_with("[]") => None,
+        None => Some(humanise(&input.name)),
+    }
+}
+
+/// A key as a label: `negative_prompt` → `Negative prompt`, `ckptName` → `Ckpt name`.
+pub fn humanise(key: &str) -> String {
+    let mut words: Vec<String> = Vec::new();
+    let mut word = String::new();
+    let mut prev_lower = false;
+    for c in key.chars() {
+        if c == '_' || c == '-' || c == '.' || c.is_whitespace() {
+            words.extend((!word.is_empty()).then(|| std::mem::take(&mut word)));
+            prev_lower = false;
+            continue;
+        }
+        if c.is_uppercase() && prev_lower {
+            words.push(std::mem::take(&mut word));
+        }
+        prev_lower = c.is_lowercase() || c.is_ascii_digit();
+        word.push(c);
+    }
+    words.extend((!word.is_empty()).then_some(word));
+    let all_caps = |w: &str| w.chars().count() > 1 && !w.chars().any(char::is_lowercase);
+    let mut out = words
+        .iter()
+        .map(|w| {
+            if all_caps(w) {
+                w.clone()
+            } else {
+                w.to_lowercase()
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(" ");
+    if let Some(first) = out.chars().next() {
+        out.replace_range(..first.len_utf8(), &first.to_uppercase().to_string());
+    }
+    if out.is_empty() { key.to_owned() } else { out }
+}
+
+/// The media types a file input accepts, as `contentMediaType` and an upload's `accept` say.
+pub fn media_type(ty: InputType) -> &'static str {
+    match ty {
+        InputType::Video => "video/*",
+        InputType::Audio => "audio/*",
+        _ => "image/*",
+    }
+}
+
+/// What a form says under a seed input: its range and why it ends at 2^53 − 1.
+pub fn seed_help(input: &WorkflowInput) -> String {
+    let min = input.min.clone().unwrap_or_else(|| 0.into());
+    let max = input.max.clone().unwrap_or_else(|| JS_SAFE_MAX.into());
+    let why = if max.as_u64() == Some(JS_SAFE_MAX) {
+        " (2^53 − 1, the largest whole number a browser keeps exact)"
+    } else {
+        ""
+    };
+    format!(
+        "A whole number from {min} to {max}{why}. Left empty, a random seed is picked and recorded."
+    )
+}
+
+/// The JSON type of an enum's options (`["integer", "string"]` when they mix), so a form
+/// library knows what widget and value type to use; `None` for no options.
+fn options_type(options: &[Value]) -> Option<Value> {
+    let mut types: Vec<&str> = Vec::new();
+    for o in options {
+        let t = match o {
+            Value::Null => "null",
+            Value::Bool(_) => "boolean",
+            Value::Number(n) if n.is_i64() || n.is_u64() => "integer",
+            Value::Number(_) => "number",
+            Value::String(_) => "string",
+            Value::Array(_) => "array",
+            Value::Object(_) => "object",
+        };
+        if !types.contains(&t) {
+            types.push(t);
+        }
+    }
+    // Integers are numbers too: one `number` covers both.
+    if types.contains(&"number") {
+        types.retain(|t| *t != "integer");
+    }
+    types.sort_unstable();
+    match types.as_slice() {
+        [] => None,
+        [one] => Some((*one).into()),
+        many => Some(many.iter().map(|t| Value::from(*t)).collect()),
+    }
+}
 
 /// The schema of one input value.
 /// Whether `value` certainly satisfies the input schema `schema`, judged without compiling
@@ -23,7 +143,7 @@ pub fn surely_valid(schema: &Value, value: &Value) -> bool {
     };
     for (key, rule) in s {
         let ok = match key.as_str() {
-            "title" | "description" | "contentMediaType" | "default" => true,
+            "title" | "description" | "$comment" | "contentMediaType" | "default" => true,
             k if k.starts_with("x-") => true,
             "type" => match (rule.as_str(), value) {
                 (Some("string"), Value::String(_)) | (Some("boolean"), Value::Bool(_)) => true,
@@ -121,11 +241,17 @@ fn compare(a: &serde_json::Number, b: &serde_json::Number) -> Option<std::cmp::O
 
 pub fn input_schema(input: &WorkflowInput) -> Value {
     let mut s = Map::new();
-    if let Some(t) = &input.title {
-        s.insert("title".into(), t.clone().into());
+    if let Some(t) = input_title(input) {
+        s.insert("title".into(), t.into());
     }
-    if let Some(d) = &input.description {
-        s.insert("description".into(), d.clone().into());
+    match &input.description {
+        Some(d) => {
+            s.insert("description".into(), d.clone().into());
+        }
+        None if input.ty == InputType::Seed => {
+            s.insert("description".into(), seed_help(input).into());
+        }
+        None => {}
     }
     let mut put = |k: &str, v: Option<Value>| {
         if let Some(v) = v {
@@ -151,17 +277,21 @@ pub fn input_schema(input: &WorkflowInput) -> Value {
             put("maximum", input.max.clone());
             put("multipleOf", input.multiple_of.clone());
             put("x-step", input.step.clone());
-            put(
-                "x-seed",
-                (input.ty == InputType::Seed).then_some(true.into()),
-            );
+            if input.ty == InputType::Seed {
+                put("x-seed", Some(true.into()));
+                put(
+                    "$comment",
+                    Some(
+                        "seeds stop at 2^53 - 1: a browser keeps no larger whole number exact"
+                            .into(),
+                    ),
+                );
+            }
         }
         InputType::Boolean => put("type", Some("boolean".into())),
         InputType::Enum => {
             let options = input.options.clone().unwrap_or_default();
-            if !options.is_empty() && options.iter().all(Value::is_string) {
-                put("type", Some("string".into()));
-            }
+            put("type", options_type(&options));
             put("enum", Some(Value::Array(options)));
         }
         InputType::Model => {
@@ -180,12 +310,7 @@ pub fn input_schema(input: &WorkflowInput) -> Value {
         InputType::Image | InputType::Mask | InputType::Video | InputType::Audio => {
             put("type", Some("string".into()));
             put("minLength", Some(1.into()));
-            let media = match input.ty {
-                InputType::Video => "video/*",
-                InputType::Audio => "audio/*",
-                _ => "image/*",
-            };
-            put("contentMediaType", Some(media.into()));
+            put("contentMediaType", Some(media_type(input.ty).into()));
             put("x-upload", Some(input.ty.as_str().into()));
         }
         InputType::Array => {
@@ -295,5 +420,21 @@ mod surely_valid_tests {
             &json!(1.5)
         ));
         assert!(!surely_valid(&json!({"enum": [1, 2]}), &json!(1)));
+    }
+}
+
+#[cfg(test)]
+mod title_tests {
+    use super::humanise;
+
+    #[test]
+    fn keys_become_readable_titles() {
+        assert_eq!(humanise("negative_prompt"), "Negative prompt");
+        assert_eq!(humanise("seed"), "Seed");
+        assert_eq!(humanise("ckptName"), "Ckpt name");
+        assert_eq!(humanise("CFG_scale"), "CFG scale");
+        assert_eq!(humanise("lora-2"), "Lora 2");
+        assert_eq!(humanise("__"), "__");
+        assert_eq!(humanise("élan_vital"), "Élan vital");
     }
 }

@@ -97,6 +97,21 @@ fn spawn_until(mut cmd: Command, marker: &str, log: &Path) -> Res<(Killed, Strin
     }
 }
 
+/// CPU time (user and system) a process has used, from `/proc` (Linux; zero elsewhere).
+fn cpu_time(pid: u32) -> Duration {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map(|(_, rest)| rest.split_whitespace().collect())
+        .unwrap_or_default();
+    // utime and stime are fields 14 and 15 of the line, 12 and 13 after the name.
+    let ticks: u64 = [11, 12]
+        .iter()
+        .filter_map(|i| fields.get(*i).and_then(|f| f.parse::<u64>().ok()))
+        .sum();
+    Duration::from_millis(ticks * 10)
+}
+
 fn pct(sorted: &[Duration], p: f64) -> f64 {
     if sorted.is_empty() {
         return f64::NAN;
@@ -197,6 +212,8 @@ async fn main() -> Res<()> {
     // Over HTTP: every client takes the next run; even ones are retried, every fourth with
     // the retry in flight at once with the first request, the others after it answered.
     let url = format!("{base}/v1/workflows/solid-color/runs");
+    let serve_pid = _serve.0.id();
+    let cpu0 = cpu_time(serve_pid);
     let next = Arc::new(AtomicUsize::new(0));
     let t0 = Instant::now();
     let mut tasks = Vec::new();
@@ -230,6 +247,7 @@ async fn main() -> Res<()> {
         posts.extend(t.await??);
     }
     let http_wall = t0.elapsed();
+    let post_cpu = cpu_time(serve_pid).saturating_sub(cpu0);
     let mut by_key: BTreeMap<usize, BTreeSet<String>> = BTreeMap::new();
     let mut statuses: BTreeMap<u16, usize> = BTreeMap::new();
     for (i, _, s, id) in &posts {
@@ -384,6 +402,12 @@ async fn main() -> Res<()> {
         } else {
             "NOT met"
         }
+    );
+    println!(
+        "the server's CPU (user + system) while taking the {} POSTs: {:.0} ms, {:.2} ms per POST",
+        posts.len(),
+        post_cpu.as_secs_f64() * 1000.0,
+        post_cpu.as_secs_f64() * 1000.0 / posts.len().max(1) as f64
     );
     let added = pct(&post_times, 0.99) - pct(&drop_times, 0.99);
     println!(

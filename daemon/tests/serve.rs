@@ -83,11 +83,16 @@ fn spawn_until(mut cmd: Command, marker: &str) -> (Killed, String) {
 
 /// `comfyd serve` on a free loopback port; its base URL.
 fn serve(d: &Dirs, extra: &[&str]) -> (Killed, String) {
+    serve_repo(d, &examples(), extra)
+}
+
+/// `comfyd serve` of the workflows in `repo`.
+fn serve_repo(d: &Dirs, repo: &Path, extra: &[&str]) -> (Killed, String) {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_comfyd"));
     cmd.args(["serve", "--listen", "127.0.0.1:0", "--jobs"])
         .arg(&d.jobs)
         .arg("--workflows")
-        .arg(examples())
+        .arg(repo)
         .arg("--outputs")
         .arg(&d.outputs)
         .arg("--inputs")
@@ -392,7 +397,8 @@ async fn a_run_over_http_is_a_job_of_the_store_and_comes_back_done_with_its_outp
     )
     .await;
     assert_eq!(w["schema"]["properties"]["steps"]["maximum"], 60);
-    assert!(w["uischema"].is_object());
+    // The compiler's RJSF uiSchema, field order first.
+    assert_eq!(w["uischema"]["ui:order"][0], "prompt", "{}", w["uischema"]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -558,7 +564,10 @@ async fn cancel_keeps_a_queued_run_from_ever_running_and_interrupts_a_running_on
                 "{v}"
             );
             assert!(v["phase"].is_string(), "{v}");
-            assert!(v["progress"]["nodes_total"].as_u64().is_some_and(|n| n > 0), "{v}");
+            assert!(
+                v["progress"]["nodes_total"].as_u64().is_some_and(|n| n > 0),
+                "{v}"
+            );
             break;
         }
         assert!(Instant::now() < deadline, "no sampler progress: {v}");
@@ -726,6 +735,32 @@ async fn requests_without_the_right_token_or_shape_are_refused_and_nothing_lands
         .collect();
     named.sort();
     assert_eq!(named, ["colour", "prompt", "steps", "width"], "{e}");
+    // Seeds: above 2^53 - 1 refused with a message (a browser could not keep it exact); at the
+    // limit kept exactly, to the job file.
+    let (s, e) = send(
+        reqwest::Method::POST,
+        "/v1/workflows/txt2img/runs",
+        all,
+        Some(json!({"inputs": {"prompt": "x", "seed": 9007199254740993_u64}})),
+    )
+    .await;
+    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{e}");
+    assert_eq!(e["error"]["details"][0]["input"], "seed", "{e}");
+    let (s, run) = send(
+        reqwest::Method::POST,
+        "/v1/workflows/txt2img/runs",
+        all,
+        Some(json!({"inputs": {"prompt": "x", "seed": 9007199254740991_u64}})),
+    )
+    .await;
+    assert_eq!(s, StatusCode::ACCEPTED, "{run}");
+    let job = std::fs::read_to_string(
+        d.jobs
+            .join("inbox")
+            .join(format!("{}.json", run["id"].as_str().unwrap_or_default())),
+    )
+    .unwrap_or_default();
+    assert!(job.contains("\"seed\":9007199254740991"), "{job}");
     // Too large, not JSON, not a run.
     let big = json!({"inputs": {"prompt": "x".repeat(100_000)}});
     let (s, e) = send(
@@ -756,8 +791,9 @@ async fn requests_without_the_right_token_or_shape_are_refused_and_nothing_lands
         .await
         .unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(resp.status(), StatusCode::UNSUPPORTED_MEDIA_TYPE);
-    // Nothing was written: no run, and nothing outside the job, input and output folders.
-    assert!(names(&d.jobs.join("inbox")).is_empty());
+    // Nothing was written for the refused ones: one run (the seed at the limit), and nothing
+    // outside the job, input and output folders.
+    assert_eq!(names(&d.jobs.join("inbox")).len(), 1);
     let (s, _) = send(
         reqwest::Method::POST,
         "/v1/workflows/txt2img/runs",
@@ -928,4 +964,48 @@ async fn the_openapi_document_has_one_path_per_workflow_with_its_input_schema() 
     let v = jsonschema::validator_for(txt).unwrap_or_else(|e| panic!("{e}"));
     assert!(v.is_valid(&json!({"inputs": {"prompt": "x", "steps": 30}})));
     assert!(!v.is_valid(&json!({"inputs": {"prompt": "x", "steps": 300}})));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_edited_workflow_repository_is_served_as_edited() {
+    let d = dirs();
+    let repo = d.root.join("repo");
+    common::copy_dir(&examples(), &repo);
+    let (_serve, base) = serve_repo(&d, &repo, &[]);
+    let title = || async {
+        let (_, w) = json_of(
+            client()
+                .get(format!("{base}/v1/workflows/txt2img"))
+                .send()
+                .await
+                .unwrap_or_else(|e| panic!("{e}")),
+        )
+        .await;
+        w["title"].as_str().unwrap_or_default().to_owned()
+    };
+    assert_eq!(title().await, "Text to image (SD 1.5)");
+    let path = repo.join("workflows/txt2img.toml");
+    let text = std::fs::read_to_string(&path).unwrap_or_default();
+    std::fs::write(
+        &path,
+        text.replace("Text to image (SD 1.5)", "Text to image, edited"),
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while title().await != "Text to image, edited" {
+        assert!(Instant::now() < deadline, "the edit was not picked up");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let (_, doc) = json_of(
+        client()
+            .get(format!("{base}/openapi.json"))
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("{e}")),
+    )
+    .await;
+    assert_eq!(
+        doc["paths"]["/v1/workflows/txt2img/runs"]["post"]["summary"],
+        "Run Text to image, edited"
+    );
 }

@@ -2,6 +2,8 @@
 
 use serde_json::{Map, Value, json};
 
+use comfyc::definition::InputType;
+
 use crate::{examples, repo_root};
 
 #[test]
@@ -58,7 +60,7 @@ fn schemas_carry_form_hints() {
     assert_eq!(p["prompt"]["x-multiline"], true);
     assert_eq!(p["prompt"]["minLength"], 1);
     assert_eq!(p["seed"]["x-seed"], true);
-    assert_eq!(p["seed"]["maximum"], json!(u64::MAX));
+    assert_eq!(p["seed"]["maximum"], json!(comfyc::schema::JS_SAFE_MAX));
     assert_eq!(p["steps"]["maximum"], 60);
     assert_eq!(p["steps"]["default"], 20);
     assert_eq!(p["cfg"]["maximum"], 20);
@@ -211,4 +213,88 @@ fn example_definitions_validate_against_the_committed_definition_schema() {
         !validator
             .is_valid(&json!({"workflow": {"graph": "g.json"}, "inputs": {"a": {"deafult": 1}}}))
     );
+}
+
+/// The uiSchema of every example, as `comfyc build` writes it.
+#[test]
+fn uischemas_of_the_examples() {
+    let c = examples();
+    let files = comfyc::build::outputs(&c);
+    let mut names: Vec<&str> = c.workflows.iter().map(|w| w.name.as_str()).collect();
+    names.sort_unstable();
+    for name in names {
+        let file = files
+            .iter()
+            .find(|f| f.path == format!("{name}.uischema.json"))
+            .unwrap_or_else(|| panic!("no {name}.uischema.json"));
+        let ui: Value = serde_json::from_str(&file.contents).unwrap_or_else(|e| panic!("{e}"));
+        insta::assert_json_snapshot!(format!("uischema-{name}"), ui);
+    }
+}
+
+#[test]
+fn uischemas_say_how_to_draw_each_input() {
+    let c = examples();
+    let txt = c.find("txt2img").unwrap_or_else(|e| panic!("{e}"));
+    let ui = comfyc::uischema::ui_schema(txt);
+    let order: Vec<&str> = txt.inputs.iter().map(|i| i.name.as_str()).collect();
+    assert_eq!(ui["ui:order"], json!(order));
+    assert_eq!(ui["prompt"]["ui:widget"], "textarea");
+    assert_eq!(
+        ui["negative"]["ui:widget"], "textarea",
+        "multiline from the node"
+    );
+    assert_eq!(ui["seed"]["ui:widget"], "seed");
+    assert_eq!(ui["seed"]["ui:options"]["randomize"], true);
+    assert_eq!(ui["steps"].get("ui:widget"), None);
+    // One label per option, in the schema's order.
+    for (input, enum_of) in [("sampler", "sampler"), ("checkpoint", "checkpoint")] {
+        let labels = ui[input]["ui:enumNames"].as_array().map(Vec::len);
+        let options = txt.schema["properties"][enum_of]["enum"]
+            .as_array()
+            .map(Vec::len);
+        assert!(labels.is_some() && labels == options, "{input}: {ui:#}");
+    }
+    assert_eq!(ui["sampler"]["ui:enumNames"][0], "euler");
+    assert_eq!(ui["cfg"]["ui:title"], "CFG scale");
+    let img = c.find("img2img").unwrap_or_else(|e| panic!("{e}"));
+    let ui = comfyc::uischema::ui_schema(img);
+    assert_eq!(ui["image"]["ui:widget"], "file");
+    assert_eq!(ui["image"]["ui:options"]["accept"], "image/*");
+    assert_eq!(ui["seed"]["ui:title"], "Seed", "made from the name");
+    let lora = c.find("lora").unwrap_or_else(|e| panic!("{e}"));
+    let ui = comfyc::uischema::ui_schema(lora);
+    let item = &ui["loras"]["items"];
+    assert_eq!(
+        item["ui:order"],
+        json!(["name", "strength_model", "strength_clip"])
+    );
+    assert_eq!(item["strength_model"]["ui:title"], "Strength model");
+    assert_eq!(ui["size"]["ui:enumNames"], json!(["512", "640", "768"]));
+}
+
+#[test]
+fn picked_seeds_stay_within_what_a_browser_keeps_exact() {
+    let c = examples();
+    for w in &c.workflows {
+        for input in w.inputs.iter().filter(|i| i.ty == InputType::Seed) {
+            assert_eq!(
+                input.max,
+                Some(json!(comfyc::schema::JS_SAFE_MAX)),
+                "{}.{}",
+                w.name,
+                input.name
+            );
+        }
+    }
+    let w = c.find("txt2img").unwrap_or_else(|e| panic!("{e}"));
+    let inputs: Map<String, Value> =
+        serde_json::from_value(json!({"prompt": "a cat"})).unwrap_or_default();
+    for raw in [u64::MAX, comfyc::schema::JS_SAFE_MAX + 1, 5] {
+        let r = w
+            .resolve(&inputs, &mut || raw)
+            .unwrap_or_else(|e| panic!("{e:?}"));
+        let seed = r.values["seed"].as_u64().unwrap_or_default();
+        assert!(seed <= comfyc::schema::JS_SAFE_MAX, "{raw} became {seed}");
+    }
 }

@@ -188,7 +188,11 @@ fn build_writes_identical_files_twice() {
         .map(|e| e.file_name())
         .collect();
     files.sort();
-    assert_eq!(files.len(), 11, "{files:?}");
+    assert_eq!(files.len(), 16, "{files:?}");
+    assert!(
+        files.iter().any(|f| f == "txt2img.uischema.json"),
+        "the uiSchema sits beside the schema: {files:?}"
+    );
     for f in &files {
         assert_eq!(
             std::fs::read(a.join(f)).ok(),
@@ -280,6 +284,10 @@ fn render_and_schema() {
     let o = comfyc(&ex, &["schema", "img2img"]);
     let v: Value = serde_json::from_slice(&o.stdout).unwrap_or_default();
     assert_eq!(v["properties"]["image"]["x-upload"], "image");
+    let o = comfyc(&ex, &["schema", "img2img", "--ui"]);
+    let ui: Value = serde_json::from_slice(&o.stdout).unwrap_or_default();
+    assert_eq!(ui["image"]["ui:widget"], "file", "{ui}");
+    assert_eq!(ui["ui:order"][0], "image");
 }
 
 #[test]
@@ -486,4 +494,58 @@ fn convert_prints_the_front_ends_graph_and_import_writes_a_definition_that_check
     let g: Value = serde_json::from_slice(&o.stdout).unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(g["3"]["inputs"]["seed"], 7);
     assert_eq!(g["6"]["inputs"]["text"], truth["6"]["inputs"]["text"]);
+}
+
+/// Seeds stop at 2^53 - 1, the largest whole number a browser keeps exact: that one renders
+/// from `--set` and from job files, one more is refused naming the input and saying why.
+#[test]
+fn seeds_render_up_to_2_53_minus_1_and_are_refused_above() {
+    let tmp = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let ex = repo_root().join("examples");
+    let largest = "9007199254740991";
+    // (TOML integers stop at 2^63 - 1; larger ones are a TOML error before any check.)
+    for seed in [largest, "9007199254740992", "9223372036854775807"] {
+        let toml = tmp.path().join(format!("job-{seed}.toml"));
+        std::fs::write(
+            &toml,
+            format!("workflow = \"txt2img\"\n[inputs]\nprompt = \"a cat\"\nseed = {seed}\n"),
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        let json = tmp.path().join(format!("job-{seed}.json"));
+        std::fs::write(
+            &json,
+            format!(
+                r#"{{"workflow": "txt2img", "inputs": {{"prompt": "a cat", "seed": {seed}}}}}"#
+            ),
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        let set = format!("seed={seed}");
+        let ways: [Vec<&str>; 3] = [
+            vec!["--set", "prompt=a cat", "--set", &set],
+            vec!["--inputs", toml.to_str().unwrap_or_default()],
+            vec!["--inputs", json.to_str().unwrap_or_default()],
+        ];
+        for way in ways {
+            let mut args = vec!["render", "txt2img", "--graph-only"];
+            args.extend(way.iter().copied());
+            let o = comfyc(&ex, &args);
+            if seed == largest {
+                assert_eq!(o.status.code(), Some(0), "{way:?}: {}", text(&o.stderr));
+                let g: Value = serde_json::from_slice(&o.stdout).unwrap_or_else(|e| panic!("{e}"));
+                assert_eq!(
+                    g["3"]["inputs"]["seed"], 9_007_199_254_740_991_u64,
+                    "{way:?}"
+                );
+            } else {
+                assert_eq!(o.status.code(), Some(1), "{seed} {way:?}");
+                let err = text(&o.stderr);
+                assert!(
+                    err.contains("input `seed`")
+                        && err.contains("greater than the maximum of 9007199254740991")
+                        && err.contains("largest whole number a browser keeps exact"),
+                    "{seed} {way:?}: {err}"
+                );
+            }
+        }
+    }
 }

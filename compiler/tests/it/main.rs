@@ -1,5 +1,6 @@
 //! Integration tests of comfyc: one test binary, one module per area.
 
+mod ajv;
 mod build;
 mod catalogue;
 mod cli;

@@ -281,7 +281,7 @@ fn corpus_converts_as_the_front_end_does() {
 
 /// Corpus files `comfyc import` is tried on: App Mode, subgraphs (nested, bypassed),
 /// primitives, named widgets, bypassed nodes, and the classic default.
-const IMPORTED: &[&str] = &[
+pub(crate) const IMPORTED: &[&str] = &[
     "era-0.3.64/workflows/default.json",
     "era-0.3.64/workflows/flux1_dev_uso_reference_image_gen.json",
     "era-0.3.64/workflows/sdxl_refiner_prompt_example.json",
@@ -294,6 +294,26 @@ const IMPORTED: &[&str] = &[
     "workflows/image_z_image_turbo.json",
     "workflows/flux_kontext_dev_basic.json",
 ];
+
+/// The definition `comfyc import` writes for the corpus file `rel`, compiled beside its graph
+/// as workflow `w` with the recorded catalogue.
+pub(crate) fn import_and_compile(rel: &str) -> comfyc::Compilation {
+    let cat = recorded_catalogue();
+    let catalogue_text = std::fs::read_to_string(shared().join("comfyui/object_info.json"))
+        .unwrap_or_else(|e| panic!("{e}"));
+    let text = std::fs::read_to_string(shared().join("corpus").join(rel))
+        .unwrap_or_else(|e| panic!("{rel}: {e}"));
+    let doc: Value = serde_json::from_str(&text).unwrap_or_else(|e| panic!("{rel}: {e}"));
+    let conv = comfyc::ui::convert(&doc, cat);
+    let imported = comfyc::ui::import::scaffold(&doc, &conv, cat, "w", "w.json");
+    crate::compile_mem(
+        comfyc::MemLoader::new()
+            .with("comfyc.toml", "")
+            .with("nodes/object_info.json", catalogue_text)
+            .with("workflows/w.json", text)
+            .with("workflows/w.toml", imported.toml),
+    )
+}
 
 #[test]
 fn imported_definitions_check_and_render_back_to_the_graph() {

@@ -232,9 +232,45 @@ impl Catalog {
     }
 }
 
-/// The RJSF UI schema of a workflow (filled by the compiler's `uischema` once it has one).
-fn ui_schema(_w: &Workflow) -> Value {
-    Value::Object(Default::default())
+/// The RJSF UI schema of a workflow, as `comfyc build` writes it beside the input schema.
+fn ui_schema(w: &Workflow) -> Value {
+    comfyc::uischema::ui_schema(w)
+}
+
+/// How often the workflow repository is looked at for changes.
+const RELOAD_EVERY: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// A hash of every file's path, size and modification time under `dir` (hidden ones and
+/// anything deeper than 8 levels aside): it changes when a workflow is added, edited or
+/// removed.
+pub fn fingerprint(dir: &Path) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut entries = Vec::new();
+    let mut stack = vec![(dir.to_path_buf(), 0)];
+    while let Some((d, depth)) = stack.pop() {
+        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            if e.file_name().to_string_lossy().starts_with('.') {
+                continue;
+            }
+            let Ok(meta) = e.metadata() else { continue };
+            if meta.is_dir() {
+                if depth < 8 {
+                    stack.push((e.path(), depth + 1));
+                }
+                continue;
+            }
+            let mtime = meta
+                .modified()
+                .ok()
+                .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+                .map_or(0, |d| d.as_nanos());
+            entries.push((e.path(), meta.len(), mtime));
+        }
+    }
+    entries.sort();
+    let mut h = std::hash::DefaultHasher::new();
+    entries.hash(&mut h);
+    h.finish()
 }
 
 /// A running server; dropping it stops it.
@@ -284,20 +320,50 @@ pub async fn start(settings: Settings) -> Result<Server, String> {
         jobs = %settings.jobs.display(),
         "serving at http://{addr}/ (API under /v1, document at /openapi.json)"
     );
+    let mut seen = fingerprint(&settings.workflows);
     let app = Arc::new(routes::App {
         runs: runs.clone(),
-        catalog,
+        catalog: std::sync::RwLock::new(Arc::new(catalog)),
         tokens: settings.tokens.clone(),
         inputs: settings.inputs.clone(),
         hooks: hooks.clone(),
     });
-    let router = routes::router(app, settings.max_body);
+    let router = routes::router(app.clone(), settings.max_body);
+    // The daemons reload workflows when the repository changes; so does the server, so that
+    // what it validates is what they run.
+    let (dir, secured) = (settings.workflows.clone(), settings.tokens.is_some());
+    let reload = async move {
+        loop {
+            tokio::time::sleep(RELOAD_EVERY).await;
+            let d = dir.clone();
+            let Ok(now) = tokio::task::spawn_blocking(move || fingerprint(&d)).await else {
+                continue;
+            };
+            if now == seen {
+                continue;
+            }
+            seen = now;
+            let d = dir.clone();
+            match tokio::task::spawn_blocking(move || Catalog::load(&d, secured)).await {
+                Ok(Ok(c)) => {
+                    tracing::info!(workflows = c.by_name.len(), "workflows reloaded");
+                    if let Ok(mut slot) = app.catalog.write() {
+                        *slot = Arc::new(c);
+                    }
+                }
+                Ok(Err(e)) => tracing::error!("reloading workflows: {e}; the last ones stay"),
+                Err(_) => {}
+            }
+        }
+    };
     let task = tokio::spawn(async move {
         let hooks_task = tokio::spawn(hooks.run(runs));
+        let reload_task = tokio::spawn(reload);
         if let Err(e) = axum::serve(listener, router).await {
             tracing::error!("the HTTP server stopped: {e}");
         }
         hooks_task.abort();
+        reload_task.abort();
     });
     Ok(Server { addr, task })
 }

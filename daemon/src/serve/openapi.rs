@@ -109,7 +109,8 @@ pub fn document(workflows: &[Entry<'_>], secured: bool) -> Value {
         for f in &w.files {
             parts.insert(
                 (*f).to_owned(),
-                json!({"type": "string", "contentMediaType": "application/octet-stream", "description": "The file; stored content-addressed under the inputs root"}),
+                // No `type`: any bytes are a file, and a multipart part cannot be of another type.
+                json!({"contentMediaType": "application/octet-stream", "description": "The file; stored content-addressed under the inputs root"}),
             );
             encoding.insert(
                 (*f).to_owned(),

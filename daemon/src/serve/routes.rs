@@ -24,13 +24,24 @@ use super::webhooks::Hooks;
 /// What every handler shares.
 pub struct App {
     pub runs: Arc<Runs>,
-    pub catalog: Catalog,
+    /// The workflows served, replaced whole when the repository changes.
+    pub catalog: std::sync::RwLock<Arc<Catalog>>,
     pub tokens: Option<Tokens>,
     pub inputs: Option<PathBuf>,
     pub hooks: Arc<Hooks>,
 }
 
 type Shared = State<Arc<App>>;
+
+impl App {
+    /// The workflows as loaded last.
+    pub fn catalog(&self) -> Arc<Catalog> {
+        match self.catalog.read() {
+            Ok(c) => c.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+}
 
 /// The router: API, document and page, with the body limit.
 pub fn router(app: Arc<App>, max_body: u64) -> Router {
@@ -125,7 +136,7 @@ fn page_file(path: &str) -> Response {
 }
 
 async fn openapi(State(app): Shared) -> Response {
-    Json(app.catalog.openapi.clone()).into_response()
+    Json(app.catalog().openapi.clone()).into_response()
 }
 
 fn summary(w: &comfyc::Workflow) -> Value {
@@ -139,7 +150,7 @@ fn summary(w: &comfyc::Workflow) -> Value {
 
 async fn workflows(State(app): Shared, headers: HeaderMap) -> Response {
     authorized!(app, headers, Scope::Read);
-    let list: Vec<Value> = app.catalog.by_name.values().map(|w| summary(w)).collect();
+    let list: Vec<Value> = app.catalog().by_name.values().map(|w| summary(w)).collect();
     Json(json!({ "workflows": list })).into_response()
 }
 
@@ -153,13 +164,13 @@ fn unknown_workflow(name: &str) -> Response {
 
 async fn workflow(State(app): Shared, headers: HeaderMap, Path(name): Path<String>) -> Response {
     authorized!(app, headers, Scope::Read);
-    let Some(w) = app.catalog.by_name.get(&name) else {
+    let catalog = app.catalog();
+    let Some(w) = catalog.by_name.get(&name) else {
         return unknown_workflow(&name);
     };
     let mut v = summary(w);
     v["schema"] = w.schema.clone();
-    v["uischema"] = app
-        .catalog
+    v["uischema"] = catalog
         .uischemas
         .get(&name)
         .cloned()
@@ -338,7 +349,7 @@ async fn read_multipart(req: Request, w: &comfyc::Workflow) -> Result<Submission
 
 async fn submit(State(app): Shared, Path(name): Path<String>, req: Request) -> Response {
     authorized!(app, req.headers(), Scope::Submit);
-    let Some(w) = app.catalog.by_name.get(&name).cloned() else {
+    let Some(w) = app.catalog().by_name.get(&name).cloned() else {
         return unknown_workflow(&name);
     };
     let key = match req.headers().get("idempotency-key").map(|v| v.to_str()) {

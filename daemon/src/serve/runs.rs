@@ -424,7 +424,12 @@ impl Runs {
         let record = self.record(id)?;
         let observed = self.observe(id);
         let cancel_requested = exists(&self.store.inbox().join(format!("{id}.cancel")));
-        Some(view(&record, &observed, cancel_requested))
+        Some(view(
+            &record,
+            &observed,
+            cancel_requested,
+            crate::runner::now_ms(),
+        ))
     }
 
     /// Runs newest first: up to `limit` older than `cursor` (a run id), and the cursor of the
@@ -530,8 +535,11 @@ impl Runs {
     }
 }
 
-/// The run as the API shows it.
-pub fn view(record: &Record, observed: &Observed, cancel_requested: bool) -> Value {
+/// How long a run may be nowhere in the store (written a moment ago) before it counts as lost.
+pub const LOST_AFTER_MS: u64 = 30_000;
+
+/// The run as the API shows it at `now_ms`.
+pub fn view(record: &Record, observed: &Observed, cancel_requested: bool, now_ms: u64) -> Value {
     let id = &record.id;
     let mut v = json!({
         "id": id,
@@ -544,8 +552,13 @@ pub fn view(record: &Record, observed: &Observed, cancel_requested: bool) -> Val
             v["position"] = json!(position);
             "queued"
         }
-        // Written a moment ago and not yet in the inbox, or gone from the store.
-        Observed::Missing => "queued",
+        // Written a moment ago and not yet in the inbox.
+        Observed::Missing if now_ms.saturating_sub(record.created_ms) < LOST_AFTER_MS => "queued",
+        // Removed from the job directory by hand.
+        Observed::Missing => {
+            v["error"] = json!({"kind": "lost", "message": "the run's job file is gone from the job directory, and it left no manifest"});
+            "failed"
+        }
         Observed::Running { phase, progress } => {
             if let Some(p) = phase {
                 v["phase"] = json!(p);
@@ -612,6 +625,50 @@ mod tests {
 
     fn s(v: &[&str]) -> Vec<String> {
         v.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn a_run_nowhere_in_the_store_is_queued_for_a_moment_then_lost() {
+        let r = Record {
+            id: new_id(1_000),
+            workflow: "w".into(),
+            created_ms: 1_000,
+            webhook: None,
+            body: String::new(),
+            job: Value::Null,
+        };
+        assert_eq!(
+            view(&r, &Observed::Missing, false, 2_000)["status"],
+            "queued"
+        );
+        let lost = view(&r, &Observed::Missing, false, 1_000 + LOST_AFTER_MS);
+        assert_eq!(
+            (lost["status"].as_str(), lost["error"]["kind"].as_str()),
+            (Some("failed"), Some("lost"))
+        );
+        let q = view(&r, &Observed::Queued { position: 3 }, true, 2_000);
+        assert_eq!(
+            (q["position"].as_u64(), q["cancel_requested"].as_bool()),
+            (Some(3), Some(true))
+        );
+        let f = Observed::Failed {
+            failure: Some(JobFailure {
+                job: None,
+                line: None,
+                sweep_index: None,
+                workflow: None,
+                kind: "cancelled".into(),
+                message: "m".into(),
+                details: Vec::new(),
+            }),
+            ended_ms: Some(5),
+        };
+        let c = view(&r, &f, true, 2_000);
+        assert_eq!(c["status"], "cancelled");
+        assert!(
+            c.get("cancel_requested").is_none(),
+            "a final run asks nothing"
+        );
     }
 
     #[test]
