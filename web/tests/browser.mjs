@@ -149,6 +149,13 @@ async function main() {
     await page.waitForSelector("#root_prompt");
     check((await page.locator("#root_prompt").evaluate((e) => e.tagName)) === "TEXTAREA", "txt2img: the multiline prompt is a textarea");
     check((await page.locator("label[for=root_steps]").innerText()).includes("Steps"), "txt2img: inputs are labelled with their titles");
+    const ui = (await json(`${base}/v1/workflows/txt2img`)).uischema ?? {};
+    const rows = ui.prompt?.["ui:options"]?.rows;
+    if (rows !== undefined) {
+      check((await page.locator("#root_prompt").getAttribute("rows")) === String(rows), `txt2img: the server's uischema is applied (prompt rows ${rows})`);
+    } else {
+      console.log("# the server sends no uischema for txt2img's prompt: the page's own hints apply");
+    }
     const order = await page.locator("form .form-group[class*=field] > label").allInnerTexts();
     check(order.length >= 3 && order[0].startsWith("Prompt"), `txt2img: fields in x-order, prompt first (${order.slice(0, 3).join(" | ")})`);
     for (let i = 0; i < 5; i++) {
