@@ -997,32 +997,12 @@ fn completions(shell: clap_complete::Shell) -> Result<ExitCode, Fatal> {
 
 /// `comfyc.1` and a page per subcommand, named as git names its own (`comfyc-nodes-pull.1`).
 fn man(dir: Option<&Path>) -> Result<ExitCode, Fatal> {
-    fn pages(cmd: &clap::Command, into: &mut Vec<(String, Vec<u8>)>) {
-        // After `build`, a subcommand's display name is `comfyc-nodes-pull`.
-        let name = cmd.get_display_name().unwrap_or(cmd.get_name()).to_owned();
-        let mut buf = Vec::new();
-        // Writing into memory cannot fail.
-        let _ = clap_mangen::Man::new(cmd.clone()).render(&mut buf);
-        into.push((format!("{name}.1"), buf));
-        for sub in cmd.get_subcommands().filter(|s| s.get_name() != "help") {
-            pages(sub, into);
-        }
-    }
-    let mut cmd = Cli::command();
-    cmd.build();
-    let mut all = Vec::new();
-    pages(&cmd, &mut all);
+    let all = comfyc::manpages::render(Cli::command());
     let Some(dir) = dir else {
         out(&String::from_utf8_lossy(&all[0].1))?;
         return Ok(ExitCode::SUCCESS);
     };
-    std::fs::create_dir_all(dir)
-        .map_err(|e| Fatal::new(format!("cannot create `{}`: {e}", dir.display())))?;
-    for (name, page) in &all {
-        let path = dir.join(name);
-        write_atomic(&path, page)
-            .map_err(|e| Fatal::new(format!("cannot write `{}`: {e}", path.display())))?;
-    }
+    comfyc::manpages::write(dir, &all).map_err(Fatal::new)?;
     say(&format!(
         "wrote {} into {}",
         plural(all.len(), "man page"),

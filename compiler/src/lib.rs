@@ -23,6 +23,7 @@ pub mod graph;
 pub mod inputs;
 pub mod inputs_file;
 pub mod json_spans;
+pub mod manpages;
 pub mod render;
 pub mod schema;
 pub mod source;

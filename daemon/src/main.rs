@@ -767,34 +767,13 @@ fn completions(shell: clap_complete::Shell) -> ExitCode {
 /// `comfyd.1` and a page per subcommand, named as git names its own (`comfyd-run.1`).
 fn man(dir: Option<&std::path::Path>) -> ExitCode {
     use clap::CommandFactory;
-    fn pages(cmd: &clap::Command, into: &mut Vec<(String, Vec<u8>)>) {
-        // After `build`, a subcommand's display name is `comfyd-run`.
-        let name = cmd.get_display_name().unwrap_or(cmd.get_name()).to_owned();
-        let mut buf = Vec::new();
-        // Writing into memory cannot fail.
-        let _ = clap_mangen::Man::new(cmd.clone()).render(&mut buf);
-        into.push((format!("{name}.1"), buf));
-        for sub in cmd.get_subcommands().filter(|s| s.get_name() != "help") {
-            pages(sub, into);
-        }
-    }
-    let mut cmd = Cli::command();
-    cmd.build();
-    let mut all = Vec::new();
-    pages(&cmd, &mut all);
+    let all = comfyc::manpages::render(Cli::command());
     let Some(dir) = dir else {
         return print_out(&all[0].1);
     };
-    if let Err(e) = std::fs::create_dir_all(dir) {
-        eprintln!("error: cannot create `{}`: {e}", dir.display());
+    if let Err(e) = comfyc::manpages::write(dir, &all) {
+        eprintln!("error: {e}");
         return ExitCode::from(2);
-    }
-    for (name, page) in &all {
-        let path = dir.join(name);
-        if let Err(e) = comfyd::fsutil::write_atomic(&path, page) {
-            eprintln!("error: cannot write `{}`: {e}", path.display());
-            return ExitCode::from(2);
-        }
     }
     eprintln!("wrote {} man pages into {}", all.len(), dir.display());
     ExitCode::SUCCESS
