@@ -465,7 +465,8 @@ pub fn parse_addr(text: &str) -> Result<SocketAddr, String> {
         .ok_or_else(|| format!("`{t}`: the host has no address"))
 }
 
-/// The metrics endpoint while it runs; dropping it stops it.
+/// An HTTP server running in the background (the metrics endpoint, `comfyd serve`); dropping
+/// it stops it.
 #[derive(Debug)]
 pub struct Server {
     addr: SocketAddr,
@@ -473,6 +474,10 @@ pub struct Server {
 }
 
 impl Server {
+    pub(crate) fn new(addr: SocketAddr, task: tokio::task::JoinHandle<()>) -> Server {
+        Server { addr, task }
+    }
+
     /// Where it listens (the port chosen when `:0` was asked for).
     pub fn addr(&self) -> SocketAddr {
         self.addr
@@ -511,7 +516,7 @@ pub async fn serve(addr: SocketAddr, metrics: Metrics) -> std::io::Result<Server
             tracing::warn!(error = %e, "the metrics endpoint stopped");
         }
     });
-    Ok(Server { addr, task })
+    Ok(Server::new(addr, task))
 }
 
 #[cfg(test)]

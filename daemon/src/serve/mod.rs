@@ -273,24 +273,8 @@ pub fn fingerprint(dir: &Path) -> u64 {
     h.finish()
 }
 
-/// A running server; dropping it stops it.
-#[derive(Debug)]
-pub struct Server {
-    addr: SocketAddr,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl Server {
-    pub fn addr(&self) -> SocketAddr {
-        self.addr
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
-}
+/// A running server; dropping it stops it (the metrics endpoint's handle, the same shape).
+pub use crate::metrics::Server;
 
 /// Checks the settings, loads the workflows, binds, and serves in the background.
 pub async fn start(settings: Settings) -> Result<Server, String> {
@@ -365,7 +349,7 @@ pub async fn start(settings: Settings) -> Result<Server, String> {
         hooks_task.abort();
         reload_task.abort();
     });
-    Ok(Server { addr, task })
+    Ok(Server::new(addr, task))
 }
 
 #[cfg(test)]
